@@ -1,0 +1,8 @@
+//! Pure-Rust kernels of recrl. Nothing here depends on Python: the `recrl-python` crate wraps
+//! these functions for `recrl._core`, and `cargo test` runs without an interpreter.
+
+pub mod csv_reader;
+pub mod error;
+pub mod trajectory;
+
+pub use error::{Error, Result};

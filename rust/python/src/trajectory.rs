@@ -1,0 +1,113 @@
+//! Bindings of `recrl_core::trajectory`.
+
+use numpy::ndarray::Array2;
+use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use recrl_core::trajectory::{self, EpisodeOptions};
+
+use crate::errors::run_detached;
+
+/// Return the permutation sorting rows by (user, time), ties kept in row order.
+#[pyfunction]
+fn stable_order<'py>(
+    py: Python<'py>,
+    users: PyReadonlyArray1<'py, i64>,
+    times: PyReadonlyArray1<'py, i64>,
+) -> PyResult<Bound<'py, PyArray1<i64>>> {
+    let users = users.as_slice()?;
+    let times = times.as_slice()?;
+    let order = run_detached(py, || trajectory::stable_order(users, times))?;
+    Ok(order.into_pyarray(py))
+}
+
+/// Cut rows sorted by (user, time) into episodes; returns a dict of arrays.
+#[pyfunction]
+#[pyo3(signature = (users, times, *, segments=None, episode_ends=None, session_gap_ms=None, window_end_ms=None, active_within_ms=0))]
+#[allow(clippy::too_many_arguments)]
+fn build_episodes<'py>(
+    py: Python<'py>,
+    users: PyReadonlyArray1<'py, i64>,
+    times: PyReadonlyArray1<'py, i64>,
+    segments: Option<PyReadonlyArray1<'py, u8>>,
+    episode_ends: Option<PyReadonlyArray1<'py, u8>>,
+    session_gap_ms: Option<i64>,
+    window_end_ms: Option<i64>,
+    active_within_ms: i64,
+) -> PyResult<Bound<'py, PyDict>> {
+    let users = users.as_slice()?;
+    let times = times.as_slice()?;
+    let segments = segments.as_ref().map(|a| a.as_slice()).transpose()?;
+    let episode_ends = episode_ends.as_ref().map(|a| a.as_slice()).transpose()?;
+    let options = EpisodeOptions {
+        session_gap_ms,
+        window_end_ms,
+        active_within_ms,
+    };
+    let episodes = run_detached(py, || {
+        trajectory::build_episodes(users, times, segments, episode_ends, &options)
+    })?;
+
+    let result = PyDict::new(py);
+    result.set_item("episode_starts", episodes.episode_starts.into_pyarray(py))?;
+    result.set_item("terminals", episodes.terminals.into_pyarray(py))?;
+    result.set_item("truncations", episodes.truncations.into_pyarray(py))?;
+    result.set_item("next_index", episodes.next_index.into_pyarray(py))?;
+    Ok(result)
+}
+
+/// Items of the `length` previous rows of the same user for each row, most recent first.
+#[pyfunction]
+fn history_windows<'py>(
+    py: Python<'py>,
+    users: PyReadonlyArray1<'py, i64>,
+    items: PyReadonlyArray1<'py, i64>,
+    length: usize,
+) -> PyResult<Bound<'py, PyArray2<i64>>> {
+    let n = users.len()?;
+    let users = users.as_slice()?;
+    let items = items.as_slice()?;
+    let windows = run_detached(py, || trajectory::history_windows(users, items, length))?;
+    let windows = Array2::from_shape_vec((n, length), windows)
+        .map_err(|e| PyValueError::new_err(format!("history windows: {e}")))?;
+    Ok(windows.into_pyarray(py))
+}
+
+/// Two int64 arrays returned together.
+type Int64Pair<'py> = (Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<i64>>);
+
+/// Dense codes 1..=V over the sorted distinct values of `vocabulary_source`, 0 for unknown.
+#[pyfunction]
+fn encode_ids<'py>(
+    py: Python<'py>,
+    vocabulary_source: PyReadonlyArray1<'py, i64>,
+    values: PyReadonlyArray1<'py, i64>,
+) -> PyResult<Int64Pair<'py>> {
+    let source = vocabulary_source.as_slice()?;
+    let values = values.as_slice()?;
+    let (codes, vocabulary) = py.detach(|| trajectory::encode_ids(source, values));
+    Ok((codes.into_pyarray(py), vocabulary.into_pyarray(py)))
+}
+
+/// Gather `values[order]` in parallel for an int64 array.
+#[pyfunction]
+fn take_int64<'py>(
+    py: Python<'py>,
+    values: PyReadonlyArray1<'py, i64>,
+    order: PyReadonlyArray1<'py, i64>,
+) -> PyResult<Bound<'py, PyArray1<i64>>> {
+    let values = values.as_slice()?;
+    let order = order.as_slice()?;
+    let taken = run_detached(py, || trajectory::take(values, order))?;
+    Ok(taken.into_pyarray(py))
+}
+
+pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    module.add_function(wrap_pyfunction!(stable_order, module)?)?;
+    module.add_function(wrap_pyfunction!(build_episodes, module)?)?;
+    module.add_function(wrap_pyfunction!(history_windows, module)?)?;
+    module.add_function(wrap_pyfunction!(encode_ids, module)?)?;
+    module.add_function(wrap_pyfunction!(take_int64, module)?)?;
+    Ok(())
+}
