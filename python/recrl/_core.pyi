@@ -13,7 +13,9 @@ __version__: str
 
 # Trajectories.
 
-def stable_order(users: npt.NDArray[np.int64], times: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+def stable_order(
+    users: npt.NDArray[np.int64], times: npt.NDArray[np.int64]
+) -> npt.NDArray[np.int64]:
     """Return the permutation sorting rows by (user, time), ties kept in row order."""
 
 def build_episodes(
@@ -41,7 +43,9 @@ def encode_ids(
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
     """Return (codes, vocabulary): codes 1..V over sorted distinct source ids, 0 for unknown."""
 
-def take_int64(values: npt.NDArray[np.int64], order: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+def take_int64(
+    values: npt.NDArray[np.int64], order: npt.NDArray[np.int64]
+) -> npt.NDArray[np.int64]:
     """Return ``values[order]``, gathered in parallel."""
 
 # Readers.
@@ -54,3 +58,11 @@ def read_csv(
     headerless_names: list[str] | None = None,
 ) -> dict[str, npt.NDArray[np.generic] | tuple[npt.NDArray[np.int64], list[str]]]:
     """Read the named columns (kinds int64, float32, float64, category) of a delimited file."""
+
+def write_csv(
+    path: str | PathLike[str],
+    columns: list[tuple[str, npt.NDArray[np.int64] | npt.NDArray[np.float64]]],
+    *,
+    delimiter: str = ",",
+) -> None:
+    """Write int64 and float64 columns with a header line, atomically (NaN as an empty field)."""

@@ -2,11 +2,11 @@
 
 use std::path::PathBuf;
 
-use numpy::IntoPyArray;
-use pyo3::exceptions::PyValueError;
+use numpy::{IntoPyArray, PyReadonlyArray1};
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
-use recrl_core::csv_reader::{self, ColumnData, ColumnKind, ColumnSpec, CsvOptions};
+use recrl_core::csv_reader::{self, ColumnData, ColumnKind, ColumnSpec, ColumnValues, CsvOptions};
 
 use crate::errors::run_detached;
 
@@ -34,14 +34,7 @@ fn read_csv<'py>(
     delimiter: &str,
     headerless_names: Option<Vec<String>>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let delimiter = match delimiter.as_bytes() {
-        [byte] => *byte,
-        _ => {
-            return Err(PyValueError::new_err(format!(
-                "delimiter: expected a single one-byte character, got {delimiter:?}"
-            )))
-        }
-    };
+    let delimiter = single_byte(delimiter)?;
     let specs = columns
         .iter()
         .map(|(name, kind)| {
@@ -71,7 +64,54 @@ fn read_csv<'py>(
     Ok(result)
 }
 
+/// Write int64 and float64 columns as a delimited file with a header, atomically.
+#[pyfunction]
+#[pyo3(signature = (path, columns, *, delimiter=","))]
+fn write_csv<'py>(
+    py: Python<'py>,
+    path: PathBuf,
+    columns: Vec<(String, Bound<'py, PyAny>)>,
+    delimiter: &str,
+) -> PyResult<()> {
+    let delimiter = single_byte(delimiter)?;
+    enum Owned<'py> {
+        Int64(PyReadonlyArray1<'py, i64>),
+        Float64(PyReadonlyArray1<'py, f64>),
+    }
+    let mut owned = Vec::with_capacity(columns.len());
+    for (name, array) in &columns {
+        if let Ok(values) = array.extract::<PyReadonlyArray1<'py, i64>>() {
+            owned.push((name.clone(), Owned::Int64(values)));
+        } else if let Ok(values) = array.extract::<PyReadonlyArray1<'py, f64>>() {
+            owned.push((name.clone(), Owned::Float64(values)));
+        } else {
+            return Err(PyTypeError::new_err(format!(
+                "columns[{name:?}]: expected a one-dimensional int64 or float64 array"
+            )));
+        }
+    }
+    let mut borrowed = Vec::with_capacity(owned.len());
+    for (name, values) in &owned {
+        let values = match values {
+            Owned::Int64(values) => ColumnValues::Int64(values.as_slice()?),
+            Owned::Float64(values) => ColumnValues::Float64(values.as_slice()?),
+        };
+        borrowed.push((name.clone(), values));
+    }
+    run_detached(py, || csv_reader::write_csv(&path, delimiter, &borrowed))
+}
+
+fn single_byte(delimiter: &str) -> PyResult<u8> {
+    match delimiter.as_bytes() {
+        [byte] => Ok(*byte),
+        _ => Err(PyValueError::new_err(format!(
+            "delimiter: expected a single one-byte character, got {delimiter:?}"
+        ))),
+    }
+}
+
 pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(read_csv, module)?)?;
+    module.add_function(wrap_pyfunction!(write_csv, module)?)?;
     Ok(())
 }

@@ -1,0 +1,613 @@
+"""Prepared datasets: sorted trajectories, rewards, states and splits as memory-mappable arrays.
+
+A prepared dataset is a folder of ``.npy`` arrays and a ``manifest.json``. Rows are sorted by
+(user, time, source row). Every array below has N rows unless its shape says otherwise.
+
+========================  ==========  ============================================================
+array                     dtype       meaning
+========================  ==========  ============================================================
+user_ids, item_ids        int64       raw ids, never converted through float
+timestamps                int64       milliseconds
+source_rows               int64       row of the step in the source log
+users, items              int64       dense indices over the training split, 0 = unknown
+rewards                   float32     [N, K] responses in ``manifest["reward_names"]`` order
+split                     uint8       0 train, 1 validation, 2 test
+episode_starts            int64       [E + 1] CSR offsets of episodes
+terminals, truncations    uint8       flags on the last step of each episode
+next_index                int64       row of the next step of the same episode, -1 at the end
+history                   int64       [N, L] items of the previous L steps of the user (not t)
+user_rows, item_rows      int64       row of the side-feature tables, 0 = no features
+user_numeric              float32     [U + 1, Fu] normalised, row 0 = missing (all zeros)
+user_categorical          int64       [U + 1, Cu] codes, 0 = missing
+item_numeric              float32     [I + 1, Fi]
+item_categorical          int64       [I + 1, Ci]
+row_numeric               float32     [N, Fr] per-row features, normalised
+row_categorical           int64       [N, Cr] per-row codes
+context_<name>            any         per-row columns not fed to models (watch_ratio, is_rand, ...)
+========================  ==========  ============================================================
+
+Normalisation statistics come from the training split only and are saved in the manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+import recrl
+from recrl import _core
+from recrl.data.log import InteractionLog
+from recrl.errors import InvalidArgumentError, InvalidDataError, RecrlIOError
+
+__all__ = ["PrepareOptions", "PreparedDataset", "load_prepared", "prepare"]
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+SPLIT_NAMES = ("train", "validation", "test")
+
+
+@dataclass(frozen=True)
+class PrepareOptions:
+    """How a log becomes a prepared dataset.
+
+    Attributes:
+        episodes: ``session`` cuts a user's rows at gaps above ``session_gap_minutes``; ``user``
+            keeps one episode per user (and split). A log that marks its own episode ends
+            (Taobao, OTTO, a schema with ``episode_end``) is cut there in both modes.
+        session_gap_minutes: inactivity gap that ends a session, in minutes.
+        active_within_minutes: a user's last episode that ends within this many minutes of the
+            data window's end is truncated, since the user may still be active; otherwise it
+            is terminated. Defaults to the session gap.
+        split: ``time`` (rows ordered by timestamp) or ``user`` (users hashed into parts).
+        split_fractions: train, validation and test fractions, summing to 1.
+        history_length: L, the number of previous items in each state.
+        on_invalid: what to do with NaN, infinite or absurd values in per-row numeric features
+            and responses: ``error`` (stop before writing anything), ``drop`` the row, or
+            ``impute`` the training mean. The manifest counts dropped and imputed values.
+        max_abs_value: numbers whose magnitude exceeds this are absurd.
+        seed: seed of the user hash for ``split="user"``.
+    """
+
+    episodes: str = "session"
+    session_gap_minutes: float = 30.0
+    active_within_minutes: float | None = None
+    split: str = "time"
+    split_fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
+    history_length: int = 10
+    on_invalid: str = "error"
+    max_abs_value: float = 1e12
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        choices = {
+            "episodes": ("session", "user"),
+            "split": ("time", "user"),
+            "on_invalid": ("error", "drop", "impute"),
+        }
+        for name, allowed in choices.items():
+            value = getattr(self, name)
+            if value not in allowed:
+                raise InvalidArgumentError(f"{name}: expected one of {allowed}, got {value!r}")
+        fractions = self.split_fractions
+        if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1.0) > 1e-9:
+            raise InvalidArgumentError(
+                f"split_fractions: expected three non-negative fractions summing to 1, got "
+                f"{fractions}"
+            )
+        if self.session_gap_minutes <= 0:
+            raise InvalidArgumentError(
+                f"session_gap_minutes: expected a positive number, got {self.session_gap_minutes}"
+            )
+        if self.history_length < 0:
+            raise InvalidArgumentError(
+                f"history_length: expected a non-negative integer, got {self.history_length}"
+            )
+
+
+def _first_invalid(values: npt.NDArray[np.floating], max_abs: float) -> npt.NDArray[np.bool_]:
+    return ~np.isfinite(values) | (np.abs(np.nan_to_num(values, nan=0.0)) > max_abs)
+
+
+def _check_row_values(
+    log: InteractionLog, options: PrepareOptions, counts: dict[str, int]
+) -> InteractionLog:
+    """Apply ``on_invalid`` to responses and per-row numeric features."""
+    columns = {**log.responses, **log.numeric_features}
+    invalid_any = np.zeros(len(log), dtype=bool)
+    for name, values in columns.items():
+        invalid = _first_invalid(values, options.max_abs_value)
+        if not invalid.any():
+            continue
+        row = int(np.flatnonzero(invalid)[0])
+        source_row = int(log.source_rows[row]) if log.source_rows is not None else row
+        if options.on_invalid == "error" or name in log.responses:
+            raise InvalidDataError(
+                f"column {name}, row {source_row}: value {values[row]!r} is NaN, infinite or "
+                f"larger than {options.max_abs_value:g} in magnitude ({int(invalid.sum())} such "
+                f"rows in {', '.join(map(str, log.sources)) or 'the log'}); fix the data, or "
+                "prepare with on_invalid='drop' or 'impute'"
+                + (" (responses cannot be imputed)" if name in log.responses else "")
+            )
+        counts[f"invalid_{name}"] = int(invalid.sum())
+        invalid_any |= invalid
+    if options.on_invalid == "drop" and invalid_any.any():
+        counts["dropped_rows"] = int(invalid_any.sum())
+        log = log.select(~invalid_any)
+    return log
+
+
+def _split_labels(
+    log_sorted_times: npt.NDArray[np.int64],
+    users: npt.NDArray[np.int64],
+    options: PrepareOptions,
+) -> tuple[npt.NDArray[np.uint8], dict[str, Any]]:
+    train, validation, _ = options.split_fractions
+    if options.split == "time":
+        ordered = np.sort(log_sorted_times, kind="stable")
+        n = len(ordered)
+        first_cut = int(ordered[min(int(round(train * n)), n - 1)]) if n else 0
+        second_cut = int(ordered[min(int(round((train + validation) * n)), n - 1)]) if n else 0
+        labels = np.zeros(len(users), dtype=np.uint8)
+        labels[log_sorted_times >= first_cut] = 1
+        labels[log_sorted_times >= second_cut] = 2
+        info = {
+            "kind": "time",
+            "fractions": list(options.split_fractions),
+            "validation_from_ms": first_cut,
+            "test_from_ms": second_cut,
+        }
+        return labels, info
+    # Users hashed into [0, 1) with splitmix64, so a user's split never depends on other users.
+    hashed = _splitmix64(users.view(np.uint64) ^ np.uint64(options.seed))
+    position = (hashed >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+    labels = np.where(position < train, 0, np.where(position < train + validation, 1, 2))
+    info = {"kind": "user", "fractions": list(options.split_fractions), "seed": options.seed}
+    return labels.astype(np.uint8), info
+
+
+def _splitmix64(values: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
+    with np.errstate(over="ignore"):
+        z = values + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+def _normalise(
+    values: npt.NDArray[np.floating],
+    train_mask: npt.NDArray[np.bool_],
+    name: str,
+    log_transform: bool,
+) -> tuple[npt.NDArray[np.float32], dict[str, Any]]:
+    """Standardise with training statistics; missing values become 0 (the training mean)."""
+    x = values.astype(np.float64)
+    if log_transform:
+        x = np.sign(x) * np.log1p(np.abs(x))
+    train_values = x[train_mask]
+    train_values = train_values[np.isfinite(train_values)]
+    mean = float(train_values.mean()) if len(train_values) else 0.0
+    std = float(train_values.std()) if len(train_values) else 1.0
+    if not std > 0:
+        std = 1.0
+    normalised = np.where(np.isfinite(x), (x - mean) / std, 0.0).astype(np.float32)
+    stats = {
+        "name": name,
+        "mean": mean,
+        "std": std,
+        "log1p": log_transform,
+        "missing": int((~np.isfinite(x)).sum()),
+    }
+    return normalised, stats
+
+
+# Heavy-tailed counts and durations are compressed with sign(x) * log1p(|x|) before scaling.
+_LOG_TRANSFORMED = {
+    "follow_user_num",
+    "fans_user_num",
+    "friend_user_num",
+    "register_days",
+    "video_duration",
+    "server_width",
+    "server_height",
+}
+
+
+def _side_table(
+    table: Any,
+    entity_ids: npt.NDArray[np.int64],
+    train_mask: npt.NDArray[np.bool_],
+    options: PrepareOptions,
+    kind: str,
+) -> tuple[dict[str, npt.NDArray[np.generic]], dict[str, Any]]:
+    """Look up side features for each row and build normalised, compact tables."""
+    if table is None:
+        rows = np.zeros(len(entity_ids), dtype=np.int64)
+        arrays = {
+            f"{kind}_rows": rows,
+            f"{kind}_numeric": np.zeros((1, 0), dtype=np.float32),
+            f"{kind}_categorical": np.zeros((1, 0), dtype=np.int64),
+        }
+        return arrays, {"source": None, "numeric": [], "categorical": [], "matched_rows": 0}
+
+    # Row codes over the table's ids: 0 where the log's id has no features.
+    table_codes, table_vocabulary = _core.encode_ids(table.ids, entity_ids)
+    position_of = np.argsort(table.ids, kind="stable")  # vocabulary is the sorted ids
+    used = np.unique(table_codes[table_codes > 0])
+    compact = np.zeros(len(table_vocabulary) + 1, dtype=np.int64)
+    compact[used] = np.arange(1, len(used) + 1)
+    rows = compact[table_codes]
+    source_positions = position_of[used - 1]
+
+    numeric_columns = []
+    numeric_stats = []
+    for name, values in table.numeric.items():
+        invalid = np.isinf(values) | (np.abs(np.nan_to_num(values)) > options.max_abs_value)
+        if invalid.any():
+            bad = int(np.flatnonzero(invalid)[0])
+            raise InvalidDataError(
+                f"{table.source}: column {name}, row {bad}: value {values[bad]!r} is infinite or "
+                f"larger than {options.max_abs_value:g} in magnitude"
+            )
+        per_row = np.concatenate([[np.nan], values[source_positions]])[rows]
+        _, stats = _normalise(per_row, train_mask, name, name in _LOG_TRANSFORMED)
+        column = np.concatenate([[np.nan], values[source_positions]])
+        transformed = np.sign(column) * np.log1p(np.abs(column)) if stats["log1p"] else column
+        scaled = np.where(np.isfinite(transformed), (transformed - stats["mean"]) / stats["std"], 0)
+        numeric_columns.append(scaled.astype(np.float32))
+        numeric_stats.append(stats)
+    categorical_columns = []
+    categorical_info = []
+    for name, codes in table.categorical.items():
+        categorical_columns.append(np.concatenate([[0], codes[source_positions]]).astype(np.int64))
+        categorical_info.append({"name": name, "cardinality": len(table.labels.get(name, [])) + 1})
+
+    size = len(used) + 1
+    arrays = {
+        f"{kind}_rows": rows.astype(np.int64),
+        f"{kind}_numeric": np.stack(numeric_columns, axis=1)
+        if numeric_columns
+        else np.zeros((size, 0), dtype=np.float32),
+        f"{kind}_categorical": np.stack(categorical_columns, axis=1)
+        if categorical_columns
+        else np.zeros((size, 0), dtype=np.int64),
+    }
+    info = {
+        "source": str(table.source) if table.source else None,
+        "numeric": numeric_stats,
+        "categorical": categorical_info,
+        "matched_rows": int((rows > 0).sum()),
+    }
+    return arrays, info
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def build_arrays(
+    log: InteractionLog, options: PrepareOptions
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Compute every array of a prepared dataset and its manifest, writing nothing."""
+    counts = dict(log.counts)
+    counts["source_rows"] = len(log)
+    log = _check_row_values(log, options, counts)
+    if len(log) == 0:
+        raise InvalidDataError("the log has no rows left to prepare")
+
+    # Sort by (user, time, source row) and gather every per-row column in that order.
+    order = _core.stable_order(log.user_ids, log.timestamps)
+    user_ids = _core.take_int64(log.user_ids, order)
+    item_ids = _core.take_int64(log.item_ids, order)
+    timestamps = _core.take_int64(log.timestamps, order)
+    assert log.source_rows is not None
+    source_rows = _core.take_int64(log.source_rows, order)
+
+    split, split_info = _split_labels(timestamps, user_ids, options)
+    train = split == 0
+    if not train.any():
+        raise InvalidDataError(
+            "the training split is empty; check split_fractions or use a larger log"
+        )
+
+    # Episodes, cut at split boundaries too (the earlier part is truncated there).
+    gap_ms = int(options.session_gap_minutes * 60_000)
+    active_minutes = options.active_within_minutes
+    active_ms = gap_ms if active_minutes is None else int(active_minutes * 60_000)
+    episode_ends = None if log.episode_ends is None else log.episode_ends[order]
+    session_gap = gap_ms if options.episodes == "session" and episode_ends is None else None
+    episodes = _core.build_episodes(
+        user_ids,
+        timestamps,
+        segments=split,
+        episode_ends=episode_ends,
+        session_gap_ms=session_gap,
+        active_within_ms=active_ms,
+    )
+
+    users, user_vocabulary = _core.encode_ids(user_ids[train], user_ids)
+    items, item_vocabulary = _core.encode_ids(item_ids[train], item_ids)
+    history = _core.history_windows(user_ids, items, options.history_length)
+
+    rewards = np.stack([log.responses[name][order] for name in log.response_names], axis=1)
+    arrays: dict[str, np.ndarray] = {
+        "user_ids": user_ids,
+        "item_ids": item_ids,
+        "timestamps": timestamps,
+        "source_rows": source_rows,
+        "users": users,
+        "items": items,
+        "rewards": rewards.astype(np.float32),
+        "split": split,
+        **episodes,
+        "history": history,
+    }
+
+    # Per-row features: numeric standardised with training statistics, codes kept.
+    row_numeric_stats = []
+    row_numeric = []
+    for name, values in log.numeric_features.items():
+        normalised, stats = _normalise(values[order], train, name, log_transform=False)
+        if options.on_invalid == "impute":
+            stats["imputed"] = counts.get(f"invalid_{name}", 0)
+        row_numeric.append(normalised)
+        row_numeric_stats.append(stats)
+    arrays["row_numeric"] = (
+        np.stack(row_numeric, axis=1) if row_numeric else np.zeros((len(order), 0), np.float32)
+    )
+    row_categorical_info = []
+    row_categorical = []
+    for name, codes in log.categorical_features.items():
+        sorted_codes = codes[order].astype(np.int64)
+        encoded, vocabulary = _core.encode_ids(sorted_codes[train], sorted_codes)
+        row_categorical.append(encoded)
+        row_categorical_info.append({"name": name, "cardinality": len(vocabulary) + 1})
+    arrays["row_categorical"] = (
+        np.stack(row_categorical, axis=1)
+        if row_categorical
+        else np.zeros((len(order), 0), np.int64)
+    )
+
+    user_arrays, user_info = _side_table(log.user_features, user_ids, train, options, "user")
+    item_arrays, item_info = _side_table(log.item_features, item_ids, train, options, "item")
+    arrays.update(user_arrays)
+    arrays.update(item_arrays)
+    for name, values in log.context.items():
+        arrays[f"context_{name}"] = np.ascontiguousarray(values[order])
+
+    episode_lengths = np.diff(episodes["episode_starts"])
+    manifest: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "recrl_version": recrl.__version__,
+        "schema": log.name,
+        "rows": int(len(order)),
+        "episodes": int(len(episode_lengths)),
+        "users": int(len(np.unique(user_ids))),
+        "items": int(len(np.unique(item_ids))),
+        "reward_names": log.response_names,
+        "options": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(options).items()},
+        "split": {
+            **split_info,
+            "rows": {name: int((split == code).sum()) for code, name in enumerate(SPLIT_NAMES)},
+        },
+        "vocabularies": {
+            "users": int(len(user_vocabulary)) + 1,
+            "items": int(len(item_vocabulary)) + 1,
+        },
+        "features": {
+            "row_numeric": row_numeric_stats,
+            "row_categorical": row_categorical_info,
+            "user": user_info,
+            "item": item_info,
+        },
+        "episode_statistics": {
+            "terminated": int(episodes["terminals"].sum()),
+            "truncated": int(episodes["truncations"].sum()),
+            "mean_length": float(episode_lengths.mean()) if len(episode_lengths) else 0.0,
+            "max_length": int(episode_lengths.max()) if len(episode_lengths) else 0,
+        },
+        "reward_means": {
+            name: float(rewards[:, k].mean()) for k, name in enumerate(log.response_names)
+        },
+        "counts": counts,
+        "sources": [{"path": str(path), "name": Path(path).name} for path in log.sources],
+    }
+    return arrays, manifest
+
+
+def prepare(
+    log: InteractionLog,
+    out: str | Path,
+    options: PrepareOptions | None = None,
+    *,
+    overwrite: bool = False,
+) -> PreparedDataset:
+    """Build a prepared dataset from ``log`` and write it to the folder ``out`` atomically.
+
+    All arrays are computed before anything is written. They go to a temporary folder beside
+    ``out``, each file is synced, and the folder is renamed into place, so a crash leaves either
+    the previous dataset or the complete new one.
+
+    Raises:
+        InvalidDataError: a NaN, infinite or absurd value with ``on_invalid="error"``, naming the
+            column and the source row.
+        RecrlIOError: ``out`` exists and ``overwrite`` is false.
+    """
+    options = options or PrepareOptions()
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise RecrlIOError(
+            f"{out}: already exists; pass overwrite=True (--overwrite) to replace it"
+        )
+    arrays, manifest = build_arrays(log, options)
+    manifest["sources"] = [
+        {**source, "sha256": _sha256(Path(source["path"]))}
+        for source in manifest["sources"]
+        if Path(source["path"]).is_file()
+    ]
+    manifest["arrays"] = {
+        name: {"dtype": str(array.dtype), "shape": list(array.shape)}
+        for name, array in sorted(arrays.items())
+    }
+    write_dataset(out, arrays, manifest)
+    logger.info(
+        "prepared %d rows in %d episodes into %s", manifest["rows"], manifest["episodes"], out
+    )
+    return load_prepared(out)
+
+
+def write_dataset(out: Path, arrays: dict[str, np.ndarray], manifest: dict[str, Any]) -> None:
+    """Write arrays and manifest into ``out`` through a synced temporary folder and a rename."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        for name, array in arrays.items():
+            _write_synced(staging / f"{name}.npy", lambda handle, a=array: np.save(handle, a))
+        text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+        _write_synced(staging / "manifest.json", lambda handle: handle.write(text.encode()))
+        _sync_directory(staging)
+        if out.exists():
+            retired = out.with_name(f".{out.name}.old")
+            shutil.rmtree(retired, ignore_errors=True)
+            out.rename(retired)
+            staging.rename(out)
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            staging.rename(out)
+        _sync_directory(out.parent)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _write_synced(path: Path, write: Any) -> None:
+    with path.open("wb") as handle:
+        write(handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _sync_directory(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+class PreparedDataset:
+    """A prepared dataset on disk, its arrays memory-mapped on first use.
+
+    Attributes:
+        path: the dataset folder.
+        manifest: the parsed ``manifest.json``.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        manifest_path = self.path / "manifest.json"
+        if not manifest_path.is_file():
+            raise RecrlIOError(f"{self.path}: not a prepared dataset (manifest.json not found)")
+        self.manifest: dict[str, Any] = json.loads(manifest_path.read_text())
+        if self.manifest.get("format_version") != FORMAT_VERSION:
+            raise RecrlIOError(
+                f"{self.path}: format version {self.manifest.get('format_version')}, this recrl "
+                f"reads {FORMAT_VERSION}; prepare the dataset again"
+            )
+        self._arrays: dict[str, np.ndarray] = {}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        """Return the array ``name``, memory-mapped read-only."""
+        if name not in self._arrays:
+            path = self.path / f"{name}.npy"
+            if not path.is_file():
+                raise KeyError(
+                    f"{self.path}: no array {name!r}; it has {sorted(self.manifest['arrays'])}"
+                )
+            self._arrays[name] = np.load(path, mmap_mode="r")
+        return self._arrays[name]
+
+    def __len__(self) -> int:
+        return int(self.manifest["rows"])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self.manifest["arrays"]))
+
+    @property
+    def reward_names(self) -> list[str]:
+        """Response names, in the column order of ``rewards``."""
+        return list(self.manifest["reward_names"])
+
+    def split_rows(self, name: str) -> npt.NDArray[np.int64]:
+        """Return the rows of split ``train``, ``validation`` or ``test``."""
+        if name not in SPLIT_NAMES:
+            raise InvalidArgumentError(f"split: expected one of {SPLIT_NAMES}, got {name!r}")
+        return np.flatnonzero(self["split"] == SPLIT_NAMES.index(name)).astype(np.int64)
+
+    def observations(self, rows: npt.NDArray[np.int64]) -> dict[str, npt.NDArray[np.generic]]:
+        """Assemble the state of each row in ``rows`` [B].
+
+        Returns:
+            ``numeric`` float32 [B, Fu + Fi + Fr] (user, item, per-row numeric features),
+            ``categorical`` int64 [B, Cu + Ci + Cr] feature codes, ``users`` and ``items``
+            int64 [B] dense indices, and ``history`` int64 [B, L] items seen before each step.
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        user_rows = self["user_rows"][rows]
+        item_rows = self["item_rows"][rows]
+        numeric = np.concatenate(
+            [
+                self["user_numeric"][user_rows],
+                self["item_numeric"][item_rows],
+                self["row_numeric"][rows],
+            ],
+            axis=1,
+        )
+        categorical = np.concatenate(
+            [
+                self["user_categorical"][user_rows],
+                self["item_categorical"][item_rows],
+                self["row_categorical"][rows],
+            ],
+            axis=1,
+        )
+        return {
+            "numeric": numeric.astype(np.float32, copy=False),
+            "categorical": categorical.astype(np.int64, copy=False),
+            "users": np.asarray(self["users"][rows]),
+            "items": np.asarray(self["items"][rows]),
+            "history": np.asarray(self["history"][rows]),
+        }
+
+    def categorical_cardinalities(self) -> list[int]:
+        """Return the number of codes (0 included) of each column of ``categorical``."""
+        features = self.manifest["features"]
+        return [
+            info["cardinality"]
+            for group in (
+                features["user"]["categorical"],
+                features["item"]["categorical"],
+                features["row_categorical"],
+            )
+            for info in group
+        ]
+
+
+def load_prepared(path: str | Path) -> PreparedDataset:
+    """Open the prepared dataset in folder ``path``."""
+    return PreparedDataset(path)
