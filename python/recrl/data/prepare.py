@@ -7,6 +7,8 @@ A prepared dataset is a folder of ``.npy`` arrays and a ``manifest.json``. Rows 
 array                     dtype       meaning
 ========================  ==========  ============================================================
 user_ids, item_ids        int64       raw ids, never converted through float
+user_vocabulary           int64       [U] raw user id of dense index k + 1, from the training split
+item_vocabulary           int64       [I] raw item id of dense index k + 1, from the training split
 timestamps                int64       milliseconds
 source_rows               int64       row of the step in the source log
 users, items              int64       dense indices over the training split, 0 = unknown
@@ -352,6 +354,8 @@ def build_arrays(
         "source_rows": source_rows,
         "users": users,
         "items": items,
+        "user_vocabulary": user_vocabulary,
+        "item_vocabulary": item_vocabulary,
         "rewards": rewards.astype(np.float32),
         "split": split,
         **episodes,

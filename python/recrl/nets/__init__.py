@@ -1,5 +1,6 @@
 """Neural network building blocks: MLPs, critic ensembles, actors and multi-task backbones."""
 
 from recrl.nets.mlp import MLP
+from recrl.nets.state import FieldEmbedding, StateEncoder
 
-__all__ = ["MLP"]
+__all__ = ["MLP", "FieldEmbedding", "StateEncoder"]
