@@ -122,11 +122,98 @@ def _build_parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", help="print the statistics of a prepared dataset")
     info.add_argument("dataset", type=Path, help="prepared dataset folder")
 
+    _add_rmtl_parser(commands)
+
     demo = commands.add_parser("demo", help="synthesise a log, prepare it and print its statistics")
     demo.add_argument("--rows", type=int, default=200_000, help="rows of the synthetic log")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     demo.add_argument("--out", type=Path, default=None, help="folder to keep the files in")
     return parser
+
+
+def _add_rmtl_parser(commands: Any) -> None:
+    from recrl.nets.mtl import BACKBONES
+
+    rmtl = commands.add_parser(
+        "rmtl",
+        help="pretrain multi-task models, train RMTL critics, fine-tune, and write the table",
+    )
+    rmtl.add_argument("--data", type=Path, required=True, help="prepared dataset folder")
+    rmtl.add_argument(
+        "--backbone",
+        nargs="+",
+        required=True,
+        choices=sorted(BACKBONES),
+        help="one or more backbones, each trained with and without RMTL",
+    )
+    rmtl.add_argument("--config", type=Path, default=None, help="YAML file of RMTL settings")
+    rmtl.add_argument(
+        "--out", type=Path, default=Path("rmtl-run"), help="run folder (default: rmtl-run)"
+    )
+    rmtl.add_argument(
+        "--device",
+        default="cpu",
+        help="torch device, e.g. cpu, cuda or cuda:1; 'auto' picks cuda when available "
+        "(default: cpu)",
+    )
+    rmtl.add_argument(
+        "--seed", type=int, nargs="+", default=[0], help="one or more seeds (default: 0)"
+    )
+    rmtl.add_argument(
+        "--ablations",
+        action="store_true",
+        help="also fine-tune with the ablated weightings CW, WL and NLC",
+    )
+    rmtl.add_argument(
+        "--transfer",
+        nargs="+",
+        default=[],
+        metavar="SOURCE:TARGET",
+        help="fine-tune TARGET with the critics trained against SOURCE (both in --backbone)",
+    )
+    rmtl.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: torch's choice); 1 is fastest on a busy machine",
+    )
+    rmtl.add_argument("--no-plots", action="store_true", help="skip the PNG curves")
+
+
+def _run_rmtl_command(args: argparse.Namespace) -> int:
+    import torch
+    import yaml
+
+    from recrl.errors import InvalidArgumentError
+    from recrl.rmtl import RMTLConfig, RunPlan, run_rmtl
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    values = yaml.safe_load(args.config.read_text()) if args.config else {}
+    config = RMTLConfig.from_dict(values or {})
+    transfers = []
+    for pair in args.transfer:
+        source, _, target = pair.partition(":")
+        if not source or not target:
+            raise InvalidArgumentError(
+                f"--transfer: expected SOURCE:TARGET such as mmoe:esmm, got {pair!r}"
+            )
+        transfers.append((source, target))
+    plan = RunPlan(
+        backbones=tuple(dict.fromkeys(args.backbone)),
+        seeds=tuple(dict.fromkeys(args.seed)),
+        weightings=("rmtl", "cw", "wl", "nlc") if args.ablations else ("rmtl",),
+        transfers=tuple(transfers),
+        plots=not args.no_plots,
+    )
+    started = time.perf_counter()
+    run_rmtl(args.data, args.out, config, plan, device=device)
+    print((args.out / "table.md").read_text(), end="")
+    print(f"rmtl finished in {time.perf_counter() - started:.1f} s; results in {args.out}")
+    return 0
 
 
 def _read_log(args: argparse.Namespace) -> Any:
@@ -181,6 +268,8 @@ def _run(args: argparse.Namespace) -> int:
         print(format_statistics(dataset.manifest))
         print(json.dumps(dataset.manifest["split"], indent=2))
         return 0
+    if args.command == "rmtl":
+        return _run_rmtl_command(args)
     if args.command == "demo":
         return _demo(args)
     raise AssertionError(f"unhandled command {args.command}")

@@ -2,6 +2,35 @@
 
 from recrl.nets.actors import CategoricalActor
 from recrl.nets.mlp import MLP
+from recrl.nets.mtl import (
+    BACKBONES,
+    ESMM,
+    PLE,
+    BackboneConfig,
+    FeatureSpec,
+    MMoE,
+    MultiTaskBackbone,
+    MultiTaskInput,
+    SharedBottom,
+    SingleTask,
+    build_backbone,
+)
 from recrl.nets.state import FieldEmbedding, StateEncoder
 
-__all__ = ["CategoricalActor", "MLP", "FieldEmbedding", "StateEncoder"]
+__all__ = [
+    "BACKBONES",
+    "ESMM",
+    "MLP",
+    "PLE",
+    "BackboneConfig",
+    "CategoricalActor",
+    "FeatureSpec",
+    "FieldEmbedding",
+    "MMoE",
+    "MultiTaskBackbone",
+    "MultiTaskInput",
+    "SharedBottom",
+    "SingleTask",
+    "StateEncoder",
+    "build_backbone",
+]

@@ -1,0 +1,274 @@
+"""The RMTL pipeline: pretrain, train critics, fine-tune, test once, report.
+
+For each seed and backbone, :func:`run_rmtl`
+
+1. pretrains the backbone on the training split, keeping the epoch with the best validation
+   AUC (mean over tasks);
+2. trains one critic per task offline against the frozen pretrained backbone;
+3. fine-tunes a copy of the pretrained backbone with each requested loss weighting (``rmtl``
+   and the ablations ``cw``, ``wl``, ``nlc``), again with early stopping on validation AUC;
+4. fine-tunes the target backbone of each transfer pair with the critics trained against the
+   source backbone;
+5. evaluates every model once on the test split.
+
+Run folder layout::
+
+    config.json                      the resolved settings, written before training starts
+    seed<S>/<backbone>/pretrained.{safetensors,json}
+    seed<S>/<backbone>/critics.{safetensors,json}
+    seed<S>/<backbone>/finetuned_<weighting>.{safetensors,json}
+    seed<S>/<backbone>/history.json  per-epoch records of every stage
+    plots/seed<S>_<backbone>.png     training loss and validation AUC curves
+    results.json                     test metrics of every model and seed
+    table.md, table.csv              mean and spread over seeds, in the paper's layout
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import recrl
+from recrl.data import load_prepared
+from recrl.errors import InvalidArgumentError
+from recrl.nets.mtl import BACKBONE_TITLES, BACKBONES, build_backbone
+from recrl.rmtl.config import WEIGHTINGS, RMTLConfig
+from recrl.rmtl.data import TASK_NAMES, TaskData
+from recrl.rmtl.io import (
+    load_backbone,
+    load_critics,
+    save_backbone,
+    save_critics,
+    write_json,
+)
+from recrl.rmtl.report import plot_history, summarise, write_tables
+from recrl.rmtl.training import evaluate, finetune, pretrain, train_critics
+
+__all__ = ["RunPlan", "method_name", "run_rmtl"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What one call of :func:`run_rmtl` trains.
+
+    Attributes:
+        backbones: backbone kinds, each pretrained, given critics and fine-tuned.
+        seeds: random seeds; every backbone is trained once per seed.
+        weightings: fine-tuning weightings (``rmtl`` and the ablations ``cw``, ``wl``, ``nlc``).
+        transfers: (source, target) pairs: fine-tune ``target`` with the critics trained
+            against ``source``; both must be in ``backbones``.
+        plots: write a PNG of the curves of each seed and backbone.
+    """
+
+    backbones: tuple[str, ...]
+    seeds: tuple[int, ...] = (0,)
+    weightings: tuple[str, ...] = ("rmtl",)
+    transfers: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+    plots: bool = True
+
+    def __post_init__(self) -> None:
+        unknown = [kind for kind in self.backbones if kind not in BACKBONES]
+        if not self.backbones or unknown:
+            raise InvalidArgumentError(
+                f"backbones: expected one or more of {sorted(BACKBONES)}, got "
+                f"{list(self.backbones)}"
+            )
+        bad = [w for w in self.weightings if w not in WEIGHTINGS]
+        if bad:
+            raise InvalidArgumentError(
+                f"weightings: expected values in {WEIGHTINGS}, got {list(self.weightings)}"
+            )
+        if not self.seeds:
+            raise InvalidArgumentError("seeds: expected at least one seed, got none")
+        for source, target in self.transfers:
+            if source not in self.backbones or target not in self.backbones:
+                raise InvalidArgumentError(
+                    f"transfers: both backbones of ({source}, {target}) must be in "
+                    f"backbones {list(self.backbones)}"
+                )
+
+
+def method_name(backbone: str, weighting: str | None = None, critics_of: str | None = None) -> str:
+    """Return the table row name: ``ESMM``, ``RMTL-ESMM``, ``RMTL-ESMM (CW)``, ..."""
+    title = BACKBONE_TITLES[backbone]
+    if weighting is None:
+        return title
+    name = f"RMTL-{title}"
+    if weighting != "rmtl":
+        name += f" ({weighting.upper()})"
+    if critics_of is not None:
+        name += f" (critics of {BACKBONE_TITLES[critics_of]})"
+    return name
+
+
+def _seeded(seed: int) -> torch.Generator:
+    torch.manual_seed(seed)
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return generator
+
+
+def run_rmtl(
+    data_path: str | Path,
+    out: str | Path,
+    config: RMTLConfig,
+    plan: RunPlan,
+    device: str = "cpu",
+) -> list[dict[str, Any]]:
+    """Run the whole pipeline and write models, histories, plots and tables into ``out``.
+
+    Returns:
+        One dict per trained model: ``method``, ``backbone``, ``weighting``, ``seed`` and
+        ``test`` (``{task: {metric: value}}``).
+    """
+    out = Path(out)
+    dataset = load_prepared(data_path)
+    resolved = {
+        "recrl_version": recrl.__version__,
+        "data": str(Path(data_path).resolve()),
+        "device": device,
+        "torch_version": torch.__version__,
+        "platform": platform.platform(),
+        "plan": {
+            "backbones": list(plan.backbones),
+            "seeds": list(plan.seeds),
+            "weightings": list(plan.weightings),
+            "transfers": [list(pair) for pair in plan.transfers],
+        },
+        "config": config.to_dict(),
+    }
+    write_json(out / "config.json", resolved)
+    data = TaskData.load(dataset, device)
+    logger.info(
+        "loaded %s: %d rows, splits %s",
+        data_path,
+        len(data.labels),
+        {name: len(rows) for name, rows in data.splits.items()},
+    )
+
+    results: list[dict[str, Any]] = []
+    for seed in plan.seeds:
+        for backbone in plan.backbones:
+            results.extend(_run_backbone(data, out, config, plan, backbone, seed, device))
+        for source, target in plan.transfers:
+            results.append(_run_transfer(data, out, config, source, target, seed, device))
+
+    write_json(out / "results.json", results)
+    order = _method_order(plan)
+    results_sorted = sorted(results, key=lambda r: order.index(r["method"]))
+    write_tables(out, summarise(results_sorted, TASK_NAMES), TASK_NAMES)
+    return results
+
+
+def _method_order(plan: RunPlan) -> list[str]:
+    names = []
+    for backbone in plan.backbones:
+        names.append(method_name(backbone))
+        names.extend(method_name(backbone, w) for w in plan.weightings)
+        names.extend(
+            method_name(target, "rmtl", source)
+            for source, target in plan.transfers
+            if target == backbone
+        )
+    return names
+
+
+def _run_backbone(
+    data: TaskData,
+    out: Path,
+    config: RMTLConfig,
+    plan: RunPlan,
+    backbone: str,
+    seed: int,
+    device: str,
+) -> list[dict[str, Any]]:
+    folder = out / f"seed{seed}" / backbone
+    run_config = config.with_backbone(backbone)
+    generator = _seeded(seed)
+    started = time.perf_counter()
+    histories: dict[str, Any] = {}
+
+    # Step 1: pretrain the backbone.
+    model = build_backbone(data.spec, run_config.backbone).to(device)
+    batch = config.evaluation_batch_size
+    histories["pretrain"] = pretrain(model, data, config.pretrain, generator, batch)
+    save_backbone(folder / "pretrained", model)
+    results = [_result(method_name(backbone), backbone, None, seed, model, data, batch)]
+
+    # Step 2: critics against the frozen pretrained backbone.
+    critics, histories["critic"] = train_critics(model, data, config.critic, generator, batch)
+    save_critics(folder / "critics", critics, data.spec, len(model.tasks))
+
+    # Step 3: fine-tune a copy per weighting, then test it once.
+    for weighting in plan.weightings:
+        tuned = copy.deepcopy(model)
+        finetune_config = run_config.with_weighting(weighting).finetune
+        histories[f"finetune_{weighting}"] = finetune(
+            tuned, critics, data, finetune_config, generator, batch
+        )
+        save_backbone(folder / f"finetuned_{weighting}", tuned)
+        name = method_name(backbone, weighting)
+        results.append(_result(name, backbone, weighting, seed, tuned, data, batch))
+
+    write_json(folder / "history.json", histories)
+    if plan.plots:
+        plot_history(
+            out / "plots" / f"seed{seed}_{backbone}.png",
+            f"{BACKBONE_TITLES[backbone]}, seed {seed}",
+            {k: v for k, v in histories.items() if k != "critic"},
+        )
+    logger.info("%s seed %d finished in %.1f s", backbone, seed, time.perf_counter() - started)
+    return results
+
+
+def _run_transfer(
+    data: TaskData,
+    out: Path,
+    config: RMTLConfig,
+    source: str,
+    target: str,
+    seed: int,
+    device: str,
+) -> dict[str, Any]:
+    generator = _seeded(seed)
+    model = load_backbone(out / f"seed{seed}" / target / "pretrained", device)
+    critics = load_critics(out / f"seed{seed}" / source / "critics", device)
+    finetune_config = config.with_weighting("rmtl").finetune
+    history = finetune(
+        model, critics, data, finetune_config, generator, config.evaluation_batch_size
+    )
+    folder = out / f"seed{seed}" / target
+    save_backbone(folder / f"finetuned_rmtl_critics_of_{source}", model)
+    write_json(folder / f"history_transfer_from_{source}.json", history)
+    name = method_name(target, "rmtl", source)
+    return _result(name, target, "rmtl", seed, model, data, config.evaluation_batch_size)
+
+
+def _result(
+    method: str,
+    backbone: str,
+    weighting: str | None,
+    seed: int,
+    model: Any,
+    data: TaskData,
+    batch_size: int,
+) -> dict[str, Any]:
+    test = evaluate(model, data, "test", batch_size)
+    logger.info("%s seed %d test: %s", method, seed, json.dumps(test))
+    return {
+        "method": method,
+        "backbone": backbone,
+        "weighting": weighting,
+        "seed": seed,
+        "test": test,
+    }
