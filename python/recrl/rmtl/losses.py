@@ -21,8 +21,8 @@ __all__ = [
     "weighted_task_loss",
 ]
 
-# Predictions are clipped into [eps, 1 - eps] before taking logs, so a saturated sigmoid or
-# ESMM product gives a large finite loss instead of infinity.
+# p and 1 - p are clipped below at eps before taking logs, so a saturated sigmoid or ESMM
+# product gives a large finite loss (-log eps = 16.1) instead of infinity.
 PROBABILITY_EPSILON = 1e-7
 
 
@@ -37,15 +37,16 @@ def binary_cross_entropy(probabilities: torch.Tensor, labels: torch.Tensor) -> t
     """Compute the elementwise BCE -(y log p + (1 - y) log(1 - p)).
 
     Args:
-        probabilities: float [B, K] predictions, clipped into [eps, 1 - eps].
+        probabilities: float [B, K] predictions; p and 1 - p are clipped below at eps.
         labels: float [B, K] in {0, 1}.
 
     Returns:
         float [B, K], non-negative.
     """
     _same_shape("labels", labels, probabilities)
-    p = probabilities.clamp(PROBABILITY_EPSILON, 1.0 - PROBABILITY_EPSILON)
-    return -(labels * torch.log(p) + (1.0 - labels) * torch.log1p(-p))
+    log_p = torch.log(probabilities.clamp(min=PROBABILITY_EPSILON))
+    log_not_p = torch.log((1.0 - probabilities).clamp(min=PROBABILITY_EPSILON))
+    return -(labels * log_p + (1.0 - labels) * log_not_p)
 
 
 def task_rewards(actions: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
