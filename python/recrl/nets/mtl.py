@@ -13,7 +13,7 @@ arXiv 2302.03328) uses them with K = 2 tasks: click (pCTR) and click-and-convert
   task gated over its own and the shared experts, a shared gate over all of them.
 
 All categorical inputs (user, item, item history and the dataset's categorical fields) go through
-one embedding table with per-field offsets (:class:`recrl.nets.FieldEmbedding`); code 0 of each
+one embedding table with per-field offsets (:class:`recrl.nets.FieldEmbedding`). Code 0 of each
 field is reserved for values unseen in training.
 
 Limitations:
@@ -154,8 +154,8 @@ class MultiTaskInput(nn.Module):
 
     The output is ``[numeric, emb(user), emb(item), emb(field_1..F), mean(emb(history))]`` of
     width ``numeric_dim + (F + 2 + has_history) * embedding_dim``. The user, item and categorical
-    fields share one :class:`FieldEmbedding` table; history items use the item field's rows, and
-    history slots holding 0 (padding or unknown) are left out of the mean.
+    fields share one :class:`FieldEmbedding` table. History items use the item field's rows,
+    and history slots holding 0 (padding or unknown) are left out of the mean.
     """
 
     def __init__(self, spec: FeatureSpec, embedding_dim: int) -> None:
@@ -261,7 +261,7 @@ class SharedBottom(MultiTaskBackbone):
 
 
 class ESMM(MultiTaskBackbone):
-    """Entire-space multi-task model: pCTCVR = pCTR * pCVR (Ma et al., SIGIR 2018, Eq. 2).
+    """Entire-space multi-task model: pCTCVR = pCTR * pCVR (Ma et al., SIGIR 2018).
 
     Column 0 of the output is pCTR, column 1 pCTCVR. The CVR network has no label of its own.
     """
@@ -288,7 +288,7 @@ class ESMM(MultiTaskBackbone):
 
 
 class MMoE(MultiTaskBackbone):
-    """Multi-gate mixture of experts (Ma et al., KDD 2018, Eq. 5-6).
+    """Multi-gate mixture of experts (Ma et al., KDD 2018).
 
     Task k's tower reads sum_i g_k(x)_i * e_i(x), with g_k = softmax(W_k x).
     """
@@ -312,11 +312,11 @@ class MMoE(MultiTaskBackbone):
 
 
 class PLE(MultiTaskBackbone):
-    """Progressive layered extraction (Tang et al., RecSys 2020, Eq. 2-5).
+    """Progressive layered extraction (Tang et al., RecSys 2020).
 
     Level l has ``shared_experts`` shared and ``task_experts`` experts per task, each one hidden
-    layer of width ``bottom_dims[l]``. Task k's gate mixes its own and the shared experts; the
-    shared gate, present below the last level, mixes all experts to feed the next level's
+    layer of width ``bottom_dims[l]``. Task k's gate mixes its own and the shared experts. Below
+    the last level, a shared gate also mixes all experts into the input of the next level's
     shared experts.
     """
 

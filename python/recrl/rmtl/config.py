@@ -59,7 +59,7 @@ class CriticConfig:
     """Offline TD training of one critic per task against the frozen pretrained backbone.
 
     Each critic estimates Q_k(s_t, a_k) = E[sum_j gamma^j r_k(t+j)] with the reward
-    r_k = -BCE(a_k, y_k) (RMTL, Eq. 4), so Q_k <= 0; the output unit is -softplus.
+    r_k = -BCE(a_k, y_k), so Q_k <= 0; the output unit is -softplus.
 
     Attributes:
         epochs: passes over the training split's transitions.

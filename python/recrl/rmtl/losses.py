@@ -50,7 +50,7 @@ def binary_cross_entropy(probabilities: torch.Tensor, labels: torch.Tensor) -> t
 
 
 def task_rewards(actions: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Return r_k(s_t, a_t) = -BCE(a_k, y_k) [B, K], the per-task rewards (RMTL, Eq. 4).
+    """Return r_k(s_t, a_t) = -BCE(a_k, y_k) [B, K], the per-task rewards.
 
     Args:
         actions: float [B, K], predicted probabilities a_t.
@@ -96,11 +96,14 @@ def task_weights(
 ) -> torch.Tensor:
     """Return the per-sample, per-task loss weights [B, K], detached from the graph.
 
-    ``rmtl``: omega_k = 1 - lambda * Q_k(s, a_k) (RMTL, Eq. 9). Because Q_k <= 0, samples whose
+    ``rmtl``: omega_k = 1 - lambda * Q_k(s, a_k). Because Q_k <= 0, samples whose
     critic expects a low future reward (a large future loss) get a larger weight.
     ``cw``: a constant weight of 1 (the ablation without critic weights).
     ``wl``: omega_k on samples with y_k = 1 and 1 elsewhere (the weight gated by the label).
     ``nlc``: omega_k = -Q_k (no linear combination with the constant 1 and lambda).
+
+    NOTE: the three ablations carry the names the RMTL paper gives its ablation variants;
+    the formulas above are this module's definitions of them.
 
     Args:
         q_values: float [B, K], critic values at the backbone's current predictions.
@@ -124,7 +127,7 @@ def task_weights(
 def weighted_task_loss(
     probabilities: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor
 ) -> torch.Tensor:
-    """Return the mean over tasks of the mean omega-weighted BCE (RMTL, Eq. 10), a scalar.
+    """Return the mean over tasks of the mean omega-weighted BCE, a scalar.
 
     Args:
         probabilities: float [B, K] predictions.

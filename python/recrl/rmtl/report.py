@@ -1,8 +1,9 @@
 """Tables and plots of RMTL runs.
 
-The main table has the layout of the RMTL paper's: one row per method (each backbone, then
-its RMTL version and any ablation or transfer), columns CTR and CTCVR times AUC, logloss and
-session logloss, each cell the mean and standard deviation over seeds.
+The main table follows the layout of the main table of Liu et al. (WWW 2023). It has one row
+per method: each backbone, then its RMTL version and any ablation or transfer. Its columns
+are CTR and CTCVR times AUC, logloss and session logloss. Each cell holds the mean and the
+standard deviation over seeds.
 """
 
 from __future__ import annotations

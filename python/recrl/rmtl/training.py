@@ -177,9 +177,9 @@ def train_critics(
 ) -> tuple[CriticTrainer, History]:
     """Train one critic per task against the frozen ``model`` on the training sessions.
 
-    The backbone's predictions at every row are computed once; a transition's next state is
-    the next logged step of its session (``next_index``), where the backbone's noiseless
-    prediction is the next action.
+    The backbone's predictions at every row are computed once. A transition's next state is
+    the next logged step of its session (``next_index``), and the backbone's noiseless
+    prediction there is the next action.
     """
     trainer = CriticTrainer(data.spec, len(model.tasks), config, generator).to(data.labels.device)
     everything = torch.arange(len(data.labels), device=data.labels.device)
