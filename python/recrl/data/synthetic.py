@@ -1,6 +1,7 @@
 """A synthetic log generator in the layout of the official KuaiRand files.
 
-The generated folder holds ``log_standard_synthetic.csv`` (the 19 official columns),
+The generated folder holds ``log_standard_synthetic.csv`` (the 19 official columns, rows in
+time order),
 ``user_features_synthetic.csv`` and ``video_features_basic_synthetic.csv``, so every reader and
 command that accepts a KuaiRand ``data/`` folder accepts it. Marginals follow the published
 aggregates of the full KuaiRand-27K standard log (Gao et al., CIKM 2022): click rate per tab and
@@ -189,6 +190,9 @@ def write_synthetic_kuairand(config: SyntheticConfig, out: str | Path) -> Path:
         "is_rand": np.zeros(rows, dtype=np.int64),
         "tab": tab.astype(np.int64),
     }
+    # Rows in time order, as a serving log is written, so readers must sort by user themselves.
+    time_order = np.lexsort((user_of_row, times_ms))
+    columns = {name: values[time_order] for name, values in columns.items()}
     log_path = out / "log_standard_synthetic.csv"
     _core.write_csv(
         log_path,
