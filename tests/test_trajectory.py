@@ -179,3 +179,4 @@ def test_encode_ids_matches_reference(source: list[int], values: list[int]) -> N
     expected_codes, expected_vocabulary = reference.encode_ids(source, values)
     assert codes.tolist() == expected_codes
     assert vocabulary.tolist() == expected_vocabulary
+    assert _core.count_distinct(int64(values)) == len(set(values))

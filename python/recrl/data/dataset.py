@@ -246,7 +246,7 @@ def _side_table(
     # Row codes over the table's ids: 0 where the log's id has no features.
     table_codes, table_vocabulary = _core.encode_ids(table.ids, entity_ids)
     position_of = np.argsort(table.ids, kind="stable")  # vocabulary is the sorted ids
-    used = np.unique(table_codes[table_codes > 0])
+    used = np.flatnonzero(np.bincount(table_codes, minlength=len(table_vocabulary) + 1)[1:]) + 1
     compact = np.zeros(len(table_vocabulary) + 1, dtype=np.int64)
     compact[used] = np.arange(1, len(used) + 1)
     rows = compact[table_codes]
@@ -401,8 +401,8 @@ def build_arrays(
         "schema": log.name,
         "rows": int(len(order)),
         "episodes": int(len(episode_lengths)),
-        "users": int(len(np.unique(user_ids))),
-        "items": int(len(np.unique(item_ids))),
+        "users": int(_core.count_distinct(user_ids)),
+        "items": int(_core.count_distinct(item_ids)),
         "reward_names": log.response_names,
         "options": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(options).items()},
         "split": {

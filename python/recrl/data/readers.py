@@ -184,7 +184,10 @@ def read_kuairand(
     for path in files:
         parts.append(_read_kuairand_file(path, counts))
         logger.info("read %d rows from %s", len(parts[-1]["user_id"]), path)
-    data = {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+    if len(parts) == 1:
+        data = parts[0]
+    else:
+        data = {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
 
     responses, context = _kuairand_responses(data, counts)
     categorical: dict[str, npt.NDArray[np.int64]] = {

@@ -4,9 +4,8 @@
 //! Every function takes plain slices and returns owned vectors, so the bindings can release the
 //! GIL around them and hand the results to NumPy without a copy.
 
-use std::collections::HashMap;
-
 use rayon::prelude::*;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::error::{check_len, Error, Result};
 
@@ -31,7 +30,7 @@ pub fn stable_order(users: &[i64], times: &[i64]) -> Result<Vec<i64>> {
     }
 
     // Dense user codes in order of first appearance, then their rank in sorted user order.
-    let mut code_of: HashMap<i64, u32> = HashMap::with_capacity(1024);
+    let mut code_of: FxHashMap<i64, u32> = FxHashMap::default();
     let mut distinct: Vec<i64> = Vec::new();
     let codes: Vec<u32> = users
         .iter()
@@ -259,6 +258,13 @@ pub fn encode_ids(vocabulary_source: &[i64], values: &[i64]) -> (Vec<i64>, Vec<i
     (codes, vocabulary)
 }
 
+/// Count the distinct values of `values`.
+pub fn count_distinct(values: &[i64]) -> usize {
+    let mut seen: FxHashSet<i64> = FxHashSet::default();
+    seen.extend(values.iter().copied());
+    seen.len()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -338,6 +344,12 @@ mod tests {
     fn history_excludes_current_item() {
         let windows = history_windows(&[1, 1, 1, 2], &[7, 8, 9, 4], 2).unwrap();
         assert_eq!(windows, vec![0, 0, 7, 0, 8, 7, 0, 0]);
+    }
+
+    #[test]
+    fn count_distinct_counts_each_value_once() {
+        assert_eq!(count_distinct(&[3, i64::MIN, 3, i64::MAX]), 3);
+        assert_eq!(count_distinct(&[]), 0);
     }
 
     #[test]
