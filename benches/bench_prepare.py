@@ -264,7 +264,8 @@ def main() -> None:
         for name, function in (("recrl", prepare_recrl), ("pandas", prepare_pandas)):
             runs = iter(range(args.repeat))
             seconds, rows = best_of(
-                args.repeat, lambda f=function, n=name: f(source, scratch / f"{n}-{next(runs)}")
+                args.repeat,
+                lambda f=function, n=name, r=runs: f(source, scratch / f"{n}-{next(r)}"),
             )
             timings[name] = seconds
             print(f"  {name:<8} {seconds:8.3f} s ({rows:,} rows)")
