@@ -119,7 +119,10 @@ class PrepareOptions:
 
 
 def _first_invalid(values: npt.NDArray[np.floating], max_abs: float) -> npt.NDArray[np.bool_]:
-    return ~np.isfinite(values) | (np.abs(np.nan_to_num(values, nan=0.0)) > max_abs)
+    invalid: npt.NDArray[np.bool_] = ~np.isfinite(values) | (
+        np.abs(np.nan_to_num(values, nan=0.0)) > max_abs
+    )
+    return invalid
 
 
 def _check_row_values(
@@ -236,7 +239,7 @@ def _side_table(
     """Look up side features for each row and build normalised, compact tables."""
     if table is None:
         rows = np.zeros(len(entity_ids), dtype=np.int64)
-        arrays = {
+        arrays: dict[str, npt.NDArray[np.generic]] = {
             f"{kind}_rows": rows,
             f"{kind}_numeric": np.zeros((1, 0), dtype=np.float32),
             f"{kind}_categorical": np.zeros((1, 0), dtype=np.int64),
@@ -391,8 +394,8 @@ def build_arrays(
     item_arrays, item_info = _side_table(log.item_features, item_ids, train, options, "item")
     arrays.update(user_arrays)
     arrays.update(item_arrays)
-    for name, values in log.context.items():
-        arrays[f"context_{name}"] = np.ascontiguousarray(values[order])
+    for name, context_values in log.context.items():
+        arrays[f"context_{name}"] = np.ascontiguousarray(context_values[order])
 
     episode_lengths = np.diff(episodes["episode_starts"])
     manifest: dict[str, Any] = {

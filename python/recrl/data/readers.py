@@ -306,7 +306,7 @@ def read_taobao(
             f"got {unknown[0]!r}"
         )
     behaviour = {
-        name: codes == labels.index(name) + 1 if name in labels else None
+        name: codes == (labels.index(name) + 1 if name in labels else -1)
         for name in ("pv", "cart", "fav", "buy")
     }
     counts: dict[str, int] = {"raw_rows": len(codes)}
@@ -320,13 +320,8 @@ def read_taobao(
     items = data["item_id"][keep]
     categories = data["category_id"][keep]
     times = seconds[keep] * 1000
-    is_click_action = np.zeros(len(users), dtype=bool)
-    for name in ("cart", "fav", "buy"):
-        if behaviour[name] is not None:
-            is_click_action |= behaviour[name][keep]
-    is_buy = (
-        behaviour["buy"][keep] if behaviour["buy"] is not None else np.zeros_like(is_click_action)
-    )
+    is_click_action = (behaviour["cart"] | behaviour["fav"] | behaviour["buy"])[keep]
+    is_buy = behaviour["buy"][keep]
     is_cart_or_fav = is_click_action & ~is_buy
 
     # Sessions: sort by (user, time, row), then cut where the user changes or the gap is large.
@@ -473,7 +468,7 @@ class TableSchema:
         missing = sorted({"user", "item", "time", "responses"} - set(values))
         if missing:
             raise InvalidArgumentError(f"schema: missing required keys {missing}")
-        converted = {
+        converted: dict[str, Any] = {
             key: tuple(value) if isinstance(value, list) else value for key, value in values.items()
         }
         return cls(**converted)
@@ -537,7 +532,7 @@ def read_table(path: str | Path, schema: TableSchema) -> InteractionLog:
 
 def _read_parquet(path: Path, wanted: list[tuple[str, str]]) -> dict[str, Any]:
     try:
-        import pyarrow.parquet as parquet
+        import pyarrow.parquet as parquet  # type: ignore[import-untyped]
     except ImportError as error:
         raise InvalidArgumentError(
             f"{path}: reading Parquet needs pyarrow; install it with `pip install pyarrow`"

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -214,12 +215,13 @@ def _dates(days: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
     years = calendar.astype("datetime64[Y]").astype(np.int64) + 1970
     months = calendar.astype("datetime64[M]").astype(np.int64) % 12 + 1
     day = (calendar - calendar.astype("datetime64[M]")).astype(np.int64) + 1
-    return years * 10000 + months * 100 + day
+    dates: npt.NDArray[np.int64] = years * 10000 + months * 100 + day
+    return dates
 
 
 def _write_user_features(rng: np.random.Generator, users: int, path: Path) -> None:
     ids = np.arange(users, dtype=np.int64)
-    columns: list[tuple[str, npt.NDArray[np.int64] | npt.NDArray[np.float64]]] = [
+    columns: list[tuple[str, npt.NDArray[Any]]] = [
         ("user_id", ids),
         ("user_active_degree", rng.integers(1, 5, users)),
         ("is_lowactive_period", rng.integers(0, 2, users)),
@@ -243,7 +245,7 @@ def _write_video_features(
 ) -> None:
     duration = duration_ms.astype(np.float64)
     duration[rng.random(videos) < 0.03] = np.nan  # missing durations, as in the official file
-    columns: list[tuple[str, npt.NDArray[np.int64] | npt.NDArray[np.float64]]] = [
+    columns: list[tuple[str, npt.NDArray[Any]]] = [
         ("video_id", np.arange(videos, dtype=np.int64)),
         ("author_id", rng.integers(0, max(1, videos // 5), videos)),
         ("video_type", rng.integers(1, 3, videos)),
