@@ -1,7 +1,7 @@
 """Prepared datasets: sorted trajectories, rewards, states and splits as memory-mappable arrays.
 
 A prepared dataset is a folder of ``.npy`` arrays and a ``manifest.json``. Rows are sorted by
-(user, time, source row). Every array below has N rows unless its shape says otherwise.
+(user, time, source row). Every array below has N rows unless a shape is given.
 
 ========================  ==========  ============================================================
 array                     dtype       meaning
@@ -70,7 +70,7 @@ class PrepareOptions:
             (Taobao, OTTO, a schema with ``episode_end``) is cut there in both modes.
         session_gap_minutes: inactivity gap that ends a session, in minutes.
         active_within_minutes: a user's last episode that ends within this many minutes of the
-            data window's end is truncated, since the user may still be active; otherwise it
+            data window's end is truncated because the user may still be active. Otherwise it
             is terminated. Defaults to the session gap.
         split: ``time`` (rows ordered by timestamp) or ``user`` (users hashed into parts).
         split_fractions: train, validation and test fractions, summing to 1.

@@ -156,7 +156,7 @@ def read_kuairand(
 
     Returns:
         The log with rewards watch_time (seconds, negative play times clipped to 0 and counted),
-        is_click, is_like, is_follow, is_comment, is_forward, is_hate; context columns
+        is_click, is_like, is_follow, is_comment, is_forward and is_hate. Its context columns are
         watch_ratio (play / duration, 0 where the duration is 0, flagged and counted),
         long_view, duration_ms and, for official files, is_rand.
 
@@ -278,7 +278,7 @@ def read_taobao(
     The file has no header; its columns are user_id, item_id, category_id, behavior_type
     (pv, cart, fav, buy) and timestamp (Unix seconds). A user's actions are split into sessions
     where the gap between consecutive actions exceeds ``session_gap_minutes``. Each (session,
-    item) pair becomes one step at the time of its first action, in order of first action; its
+    item) pair becomes one step at the time of its first action, in order of first action. Its
     click label is 1 when the item was carted, favourited or bought in the session, its purchase
     label 1 when it was bought. Because a purchase counts as a click, purchase never exceeds
     click; ``counts["click_imposed_by_purchase"]`` counts the steps whose click comes only from a
@@ -428,7 +428,7 @@ def read_otto(path: str | Path) -> InteractionLog:
 
 @dataclass(frozen=True)
 class TableSchema:
-    """Which columns of a user's own log hold what.
+    """Column roles of a user's own log.
 
     Attributes:
         user: column of int64 user ids.

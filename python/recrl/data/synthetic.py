@@ -1,6 +1,6 @@
 """A synthetic log generator in the layout of the official KuaiRand files.
 
-The generated folder holds ``log_standard_synthetic.csv`` (the 19 official columns, rows in
+The generated folder contains ``log_standard_synthetic.csv`` (the 19 official columns, rows in
 time order),
 ``user_features_synthetic.csv`` and ``video_features_basic_synthetic.csv``, so every reader and
 command that accepts a KuaiRand ``data/`` folder accepts it. Marginals follow the published

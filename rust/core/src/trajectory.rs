@@ -16,7 +16,7 @@ use crate::error::{check_len, Error, Result};
 /// of most steps and must be reproducible.
 ///
 /// Rows are first grouped by user with a counting sort over the distinct users (found with a
-/// hash map, then ranked), which keeps file order inside each group; each group is then sorted
+/// hash map, then ranked), which keeps file order inside each group. Each group is then sorted
 /// by time with a stable sort, in parallel across users. Logs are usually written in time order,
 /// so the per-user sorts mostly find runs that are already sorted.
 pub fn stable_order(users: &[i64], times: &[i64]) -> Result<Vec<i64>> {
@@ -90,7 +90,7 @@ pub fn take<T: Copy + Send + Sync>(values: &[T], order: &[i64]) -> Result<Vec<T>
     Ok(order.par_iter().map(|&row| values[row as usize]).collect())
 }
 
-/// How episodes are cut and how their ends are flagged.
+/// Options for cutting episodes and flagging their ends.
 #[derive(Clone, Debug)]
 pub struct EpisodeOptions {
     /// Cut a user's rows where the time to the next row exceeds this many milliseconds.
@@ -118,11 +118,14 @@ pub struct Episodes {
 
 /// Cut sorted rows into episodes and flag how each one ends.
 ///
-/// Rows must already be sorted by (user, time). A new episode starts where the user changes,
-/// where `segments` changes (a split boundary: the earlier part is truncated), after a row whose
-/// `episode_ends` flag is set (terminated), or, with a session gap, where the time to the next
-/// row of the same user exceeds it (terminated). A user's last episode is truncated when it ends
-/// within `active_within_ms` of the window end and terminated otherwise.
+/// Rows must already be sorted by (user, time). A new episode starts in four places:
+/// - where the user changes;
+/// - where `segments` changes, a split boundary, which truncates the earlier part;
+/// - after a row whose `episode_ends` flag is set, which terminates the episode;
+/// - with a session gap, where the time to the user's next row exceeds it (terminated).
+///
+/// A user's last episode is truncated when it ends within `active_within_ms` of the window end,
+/// and terminated otherwise.
 pub fn build_episodes(
     users: &[i64],
     times: &[i64],
