@@ -48,6 +48,9 @@ def take_int64(
 ) -> npt.NDArray[np.int64]:
     """Return ``values[order]``, gathered in parallel."""
 
+def count_distinct(values: npt.NDArray[np.int64]) -> int:
+    """Return the number of distinct values."""
+
 # Readers.
 
 def read_csv(

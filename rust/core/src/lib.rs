@@ -2,6 +2,7 @@
 //! these functions for `recrl._core`, and `cargo test` runs without an interpreter.
 
 pub mod csv_reader;
+pub mod csv_writer;
 pub mod error;
 pub mod trajectory;
 

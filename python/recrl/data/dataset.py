@@ -1,7 +1,7 @@
 """Prepared datasets: sorted trajectories, rewards, states and splits as memory-mappable arrays.
 
 A prepared dataset is a folder of ``.npy`` arrays and a ``manifest.json``. Rows are sorted by
-(user, time, source row). Every array below has N rows unless its shape says otherwise.
+(user, time, source row). Every array below has N rows unless a shape is given.
 
 ========================  ==========  ============================================================
 array                     dtype       meaning
@@ -70,7 +70,7 @@ class PrepareOptions:
             (Taobao, OTTO, a schema with ``episode_end``) is cut there in both modes.
         session_gap_minutes: inactivity gap that ends a session, in minutes.
         active_within_minutes: a user's last episode that ends within this many minutes of the
-            data window's end is truncated, since the user may still be active; otherwise it
+            data window's end is truncated because the user may still be active. Otherwise it
             is terminated. Defaults to the session gap.
         split: ``time`` (rows ordered by timestamp) or ``user`` (users hashed into parts).
         split_fractions: train, validation and test fractions, summing to 1.
@@ -119,7 +119,10 @@ class PrepareOptions:
 
 
 def _first_invalid(values: npt.NDArray[np.floating], max_abs: float) -> npt.NDArray[np.bool_]:
-    return ~np.isfinite(values) | (np.abs(np.nan_to_num(values, nan=0.0)) > max_abs)
+    invalid: npt.NDArray[np.bool_] = ~np.isfinite(values) | (
+        np.abs(np.nan_to_num(values, nan=0.0)) > max_abs
+    )
+    return invalid
 
 
 def _check_row_values(
@@ -236,7 +239,7 @@ def _side_table(
     """Look up side features for each row and build normalised, compact tables."""
     if table is None:
         rows = np.zeros(len(entity_ids), dtype=np.int64)
-        arrays = {
+        arrays: dict[str, npt.NDArray[np.generic]] = {
             f"{kind}_rows": rows,
             f"{kind}_numeric": np.zeros((1, 0), dtype=np.float32),
             f"{kind}_categorical": np.zeros((1, 0), dtype=np.int64),
@@ -246,7 +249,7 @@ def _side_table(
     # Row codes over the table's ids: 0 where the log's id has no features.
     table_codes, table_vocabulary = _core.encode_ids(table.ids, entity_ids)
     position_of = np.argsort(table.ids, kind="stable")  # vocabulary is the sorted ids
-    used = np.unique(table_codes[table_codes > 0])
+    used = np.flatnonzero(np.bincount(table_codes, minlength=len(table_vocabulary) + 1)[1:]) + 1
     compact = np.zeros(len(table_vocabulary) + 1, dtype=np.int64)
     compact[used] = np.arange(1, len(used) + 1)
     rows = compact[table_codes]
@@ -391,8 +394,8 @@ def build_arrays(
     item_arrays, item_info = _side_table(log.item_features, item_ids, train, options, "item")
     arrays.update(user_arrays)
     arrays.update(item_arrays)
-    for name, values in log.context.items():
-        arrays[f"context_{name}"] = np.ascontiguousarray(values[order])
+    for name, context_values in log.context.items():
+        arrays[f"context_{name}"] = np.ascontiguousarray(context_values[order])
 
     episode_lengths = np.diff(episodes["episode_starts"])
     manifest: dict[str, Any] = {
@@ -401,8 +404,8 @@ def build_arrays(
         "schema": log.name,
         "rows": int(len(order)),
         "episodes": int(len(episode_lengths)),
-        "users": int(len(np.unique(user_ids))),
-        "items": int(len(np.unique(item_ids))),
+        "users": int(_core.count_distinct(user_ids)),
+        "items": int(_core.count_distinct(item_ids)),
         "reward_names": log.response_names,
         "options": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(options).items()},
         "split": {
