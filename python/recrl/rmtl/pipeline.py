@@ -5,8 +5,9 @@ For each seed and backbone, :func:`run_rmtl`
 1. pretrains the backbone on the training split, keeping the epoch with the best validation
    AUC (mean over tasks);
 2. trains one critic per task offline against the frozen pretrained backbone;
-3. fine-tunes a copy of the pretrained backbone with each requested loss weighting (``rmtl``
-   and the ablations ``cw``, ``wl``, ``nlc``), again with early stopping on validation AUC;
+3. fine-tunes a copy of the pretrained backbone with the RMTL weights and, for the backbones
+   named in ``ablations``, with the ablated weightings ``cw``, ``wl`` and ``nlc``, again with
+   early stopping on validation AUC;
 4. fine-tunes the target backbone of each transfer pair with the critics trained against the
    source backbone;
 5. evaluates every model once on the test split.
@@ -64,7 +65,8 @@ class RunPlan:
     Attributes:
         backbones: backbone kinds, each pretrained, given critics and fine-tuned.
         seeds: random seeds; every backbone is trained once per seed.
-        weightings: fine-tuning weightings (``rmtl`` and the ablations ``cw``, ``wl``, ``nlc``).
+        ablations: backbones that are also fine-tuned with the ablated weightings ``cw``,
+            ``wl`` and ``nlc``, beside ``rmtl``.
         transfers: (source, target) pairs: fine-tune ``target`` with the critics trained
             against ``source``; both must be in ``backbones``.
         plots: write a PNG of the curves of each seed and backbone.
@@ -72,7 +74,7 @@ class RunPlan:
 
     backbones: tuple[str, ...]
     seeds: tuple[int, ...] = (0,)
-    weightings: tuple[str, ...] = ("rmtl",)
+    ablations: tuple[str, ...] = ()
     transfers: tuple[tuple[str, str], ...] = field(default_factory=tuple)
     plots: bool = True
 
@@ -83,11 +85,13 @@ class RunPlan:
                 f"backbones: expected one or more of {sorted(BACKBONES)}, got "
                 f"{list(self.backbones)}"
             )
-        bad = [w for w in self.weightings if w not in WEIGHTINGS]
-        if bad:
+        if any(kind not in self.backbones for kind in self.ablations):
             raise InvalidArgumentError(
-                f"weightings: expected values in {WEIGHTINGS}, got {list(self.weightings)}"
+                f"ablations: expected backbones among {list(self.backbones)}, got "
+                f"{list(self.ablations)}"
             )
+        if len(set(self.seeds)) != len(self.seeds):
+            raise InvalidArgumentError(f"seeds: expected distinct seeds, got {list(self.seeds)}")
         if not self.seeds:
             raise InvalidArgumentError("seeds: expected at least one seed, got none")
         for source, target in self.transfers:
@@ -96,6 +100,10 @@ class RunPlan:
                     f"transfers: both backbones of ({source}, {target}) must be in "
                     f"backbones {list(self.backbones)}"
                 )
+
+    def weightings(self, backbone: str) -> tuple[str, ...]:
+        """Return the fine-tuning weightings of ``backbone``: ``rmtl``, then any ablations."""
+        return WEIGHTINGS if backbone in self.ablations else ("rmtl",)
 
 
 def method_name(backbone: str, weighting: str | None = None, critics_of: str | None = None) -> str:
@@ -142,7 +150,7 @@ def run_rmtl(
         "plan": {
             "backbones": list(plan.backbones),
             "seeds": list(plan.seeds),
-            "weightings": list(plan.weightings),
+            "ablations": list(plan.ablations),
             "transfers": [list(pair) for pair in plan.transfers],
         },
         "config": config.to_dict(),
@@ -160,10 +168,11 @@ def run_rmtl(
     for seed in plan.seeds:
         for backbone in plan.backbones:
             results.extend(_run_backbone(data, out, config, plan, backbone, seed, device))
+            write_json(out / "results.json", results)
         for source, target in plan.transfers:
             results.append(_run_transfer(data, out, config, source, target, seed, device))
+            write_json(out / "results.json", results)
 
-    write_json(out / "results.json", results)
     order = _method_order(plan)
     results_sorted = sorted(results, key=lambda r: order.index(r["method"]))
     write_tables(out, summarise(results_sorted, TASK_NAMES), TASK_NAMES)
@@ -174,7 +183,7 @@ def _method_order(plan: RunPlan) -> list[str]:
     names = []
     for backbone in plan.backbones:
         names.append(method_name(backbone))
-        names.extend(method_name(backbone, w) for w in plan.weightings)
+        names.extend(method_name(backbone, w) for w in plan.weightings(backbone))
         names.extend(
             method_name(target, "rmtl", source)
             for source, target in plan.transfers
@@ -210,7 +219,7 @@ def _run_backbone(
     save_critics(folder / "critics", critics, data.spec, len(model.tasks))
 
     # Step 3: fine-tune a copy per weighting, then test it once.
-    for weighting in plan.weightings:
+    for weighting in plan.weightings(backbone):
         tuned = copy.deepcopy(model)
         finetune_config = run_config.with_weighting(weighting).finetune
         histories[f"finetune_{weighting}"] = finetune(
