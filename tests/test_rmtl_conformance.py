@@ -212,3 +212,30 @@ def test_taobao_labels_from_real_slice(tmp_path):
     assert bool((labels[:, 1] <= labels[:, 0]).all())
     np.testing.assert_array_equal(labels[:, 1], purchase)
     assert 0.05 < labels[:, 0].mean() < 0.2
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"backbones": ()}, "backbones: expected one or more"),
+        ({"backbones": ("esmm", "deepfm")}, "backbones: expected one or more"),
+        ({"ablations": ("mmoe",)}, "ablations: expected backbones among"),
+        ({"transfers": (("mmoe", "esmm"),)}, "transfers: both backbones"),
+        ({"seeds": (1, 1)}, "seeds: expected distinct seeds"),
+    ],
+)
+def test_run_plan_rejects(changes, message):
+    from recrl.errors import InvalidArgumentError
+    from recrl.rmtl import RunPlan
+
+    settings = {"backbones": ("esmm",), **changes}
+    with pytest.raises(InvalidArgumentError, match=message):
+        RunPlan(**settings)
+
+
+def test_run_plan_weightings_per_backbone():
+    from recrl.rmtl import RunPlan
+
+    plan = RunPlan(backbones=("esmm", "ple"), ablations=("ple",))
+    assert plan.weightings("esmm") == ("rmtl",)
+    assert plan.weightings("ple") == ("rmtl", "cw", "wl", "nlc")

@@ -234,7 +234,7 @@ def _run_backbone(
         plot_history(
             out / "plots" / f"seed{seed}_{backbone}.png",
             f"{BACKBONE_TITLES[backbone]}, seed {seed}",
-            {k: v for k, v in histories.items() if k != "critic"},
+            histories,
         )
     logger.info("%s seed %d finished in %.1f s", backbone, seed, time.perf_counter() - started)
     return results

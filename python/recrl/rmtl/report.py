@@ -100,33 +100,53 @@ def write_tables(out: Path, rows: Sequence[dict[str, Any]], tasks: Sequence[str]
 
 
 def plot_history(path: Path, title: str, histories: dict[str, list[dict[str, float]]]) -> None:
-    """Plot training losses and validation mean AUC of each stage into one PNG.
+    """Plot training losses, validation mean AUC and critic TD errors into one PNG.
+
+    Fine-tuning curves start at the pretraining epoch with the best validation AUC, the
+    weights they start from.
 
     Args:
         path: the PNG file to write.
         title: figure title.
-        histories: stage name -> per-epoch records with ``loss/<stage>`` and, for backbone
-            stages, ``eval/validation_mean_auc``.
+        histories: stage name -> per-epoch records: ``pretrain`` and ``finetune_<weighting>``
+            with ``loss/<stage>`` and ``eval/validation_mean_auc``, ``critic`` with
+            ``loss/critic`` and ``eval/validation_td_error``.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, (losses, scores) = plt.subplots(1, 2, figsize=(10, 4))
+    figure, (losses, scores, critic) = plt.subplots(1, 3, figsize=(15, 4))
+    start = 0.0
+    pretraining = histories.get("pretrain") or []
+    if pretraining:
+        best = max(pretraining, key=lambda record: record["eval/validation_mean_auc"])
+        start = best["epoch"]
     for stage, history in histories.items():
-        if not history:
+        if not history or stage == "critic":
             continue
-        epochs = [record["epoch"] for record in history]
-        loss_key = next(key for key in history[0] if key.startswith("loss/"))
-        losses.plot(epochs, [record[loss_key] for record in history], marker="o", label=stage)
-        if "eval/validation_mean_auc" in history[0]:
-            values = [record["eval/validation_mean_auc"] for record in history]
-            scores.plot(epochs, values, marker="o", label=stage)
+        offset = start if stage.startswith("finetune") else 0.0
+        epochs = [record["epoch"] + offset for record in history]
+        losses.plot(
+            epochs, [record[f"loss/{stage}"] for record in history], marker="o", label=stage
+        )
+        values = [record["eval/validation_mean_auc"] for record in history]
+        scores.plot(epochs, values, marker="o", label=stage)
+    for record_key, label in (
+        ("loss/critic", "training"),
+        ("eval/validation_td_error", "validation"),
+    ):
+        critic_history = histories.get("critic") or []
+        epochs = [record["epoch"] for record in critic_history]
+        critic.plot(
+            epochs, [record[record_key] for record in critic_history], marker="o", label=label
+        )
     losses.set(xlabel="epoch", ylabel="training loss", title="training loss", yscale="log")
     scores.set(xlabel="epoch", ylabel="mean AUC over tasks", title="validation AUC")
-    losses.legend()
-    scores.legend()
+    critic.set(xlabel="critic epoch", ylabel="mean squared TD error", title="critics")
+    for axes in (losses, scores, critic):
+        axes.legend()
     figure.suptitle(title)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
