@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -135,7 +135,10 @@ class BackboneConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> BackboneConfig:
         """Build a config from JSON or YAML values, turning lists into tuples."""
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+        converted: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in values.items()
+        }
+        return cls(**converted)
 
 
 def dense_stack(input_dim: int, widths: Sequence[int], dropout: float) -> nn.Sequential:
@@ -360,26 +363,25 @@ class PLE(MultiTaskBackbone):
         return (weights * experts).sum(1)
 
     def task_probabilities(self, inputs: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        tasks = len(self.config.tasks)
-        task_inputs = [inputs] * tasks
+        task_inputs = [inputs] * len(self.config.tasks)
         shared_input = inputs
         for modules in self.levels:
-            shared = [expert(shared_input) for expert in modules["shared"]]
+            level = cast(nn.ModuleDict, modules)
+            shared = [expert(shared_input) for expert in cast(nn.ModuleList, level["shared"])]
             task_outputs = [
-                [expert(task_inputs[k]) for expert in modules["task"][k]] for k in range(tasks)
+                [expert(x) for expert in cast(nn.ModuleList, experts)]
+                for experts, x in zip(cast(nn.ModuleList, level["task"]), task_inputs)
             ]
             next_inputs = [
-                self._mix(
-                    modules["task_gates"][k],
-                    task_inputs[k],
-                    torch.stack(task_outputs[k] + shared, dim=1),
+                self._mix(gate, x, torch.stack(outputs + shared, dim=1))
+                for gate, x, outputs in zip(
+                    cast(nn.ModuleList, level["task_gates"]), task_inputs, task_outputs
                 )
-                for k in range(tasks)
             ]
-            if "shared_gate" in modules:
+            if "shared_gate" in level:
                 everything = [out for outputs in task_outputs for out in outputs] + shared
                 shared_input = self._mix(
-                    modules["shared_gate"], shared_input, torch.stack(everything, dim=1)
+                    level["shared_gate"], shared_input, torch.stack(everything, dim=1)
                 )
             task_inputs = next_inputs
         logits = [tower(x) for tower, x in zip(self.towers, task_inputs)]

@@ -159,7 +159,8 @@ class RMTLConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Return the nested settings as JSON-ready values."""
-        return _lists(asdict(self))
+        values: dict[str, Any] = _lists(asdict(self))
+        return values
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> RMTLConfig:

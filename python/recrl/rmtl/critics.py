@@ -158,7 +158,7 @@ class CriticTrainer:
 
         # Update the online critics, then soft-update the targets.
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
         self.optimizer.step()
         self.soft_update()
         return {"loss/critic": float(loss.detach()) / len(self.critics)}

@@ -133,9 +133,10 @@ def load_critics(path: str | Path, device: str | torch.device = "cpu") -> Critic
     """Rebuild the critics saved by :func:`save_critics`, online and target."""
     path = Path(path)
     metadata = _read_metadata(path)
-    config = CriticConfig(
-        **{k: tuple(v) if isinstance(v, list) else v for k, v in metadata["critic"].items()}
-    )
+    settings: dict[str, Any] = {
+        k: tuple(v) if isinstance(v, list) else v for k, v in metadata["critic"].items()
+    }
+    config = CriticConfig(**settings)
     trainer = CriticTrainer(
         FeatureSpec.from_dict(metadata["features"]), int(metadata["tasks"]), config
     )
