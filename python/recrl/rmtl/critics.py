@@ -4,11 +4,11 @@ Critic k estimates Q_k(s_t, a_k), the discounted sum of the task-k rewards -BCE(
 step t to the end of the session, when the backbone acts from t + 1 on. Rewards are never
 positive, so the output unit is -softplus and Q_k <= 0.
 
-Training follows the RMTL paper (Liu et al., WWW 2023): the pretrained backbone is frozen;
-replay actions are its predictions plus small Gaussian noise, clipped into (0, 1), never
-uniform random numbers; the target bootstraps from target critics at the next logged step of
-the session with the backbone's noiseless prediction there; targets track the online critics
-by soft updates.
+Training follows the RMTL paper (Liu et al., WWW 2023). The pretrained backbone is frozen.
+Replay actions are its predictions plus small Gaussian noise, clipped into (0, 1), and never
+uniform random numbers. The target bootstraps from the target critics at the next logged step
+of the session, with the backbone's noiseless prediction there as the action. The target
+critics track the online critics by soft updates.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ Metrics are computed for each task separately and never pooled across tasks:
 - session logloss: the mean over sessions of the within-session mean BCE, so long sessions
   weigh as much as short ones (the metric of the RMTL paper's main table).
 - grouped AUC: the AUC of each session that has both a positive and a negative, averaged with
-  weights equal to the session's row count; sessions with one class are left out.
+  weights equal to the session's row count. Sessions with one class are left out.
 
 NOTE: :func:`task_metrics` is the single entry point the RMTL pipeline uses, so it can be
 replaced by a compiled implementation with the same signature.

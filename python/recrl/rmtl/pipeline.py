@@ -19,7 +19,7 @@ Run folder layout::
     seed<S>/<backbone>/critics.{safetensors,json}
     seed<S>/<backbone>/finetuned_<weighting>.{safetensors,json}
     seed<S>/<backbone>/history.json  per-epoch records of every stage
-    plots/seed<S>_<backbone>.png     training loss and validation AUC curves
+    plots/seed<S>_<backbone>.png     training loss, validation AUC and critic TD error curves
     results.json                     test metrics of every model and seed
     table.md, table.csv              mean and spread over seeds, in the paper's layout
 """
@@ -60,7 +60,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class RunPlan:
-    """What one call of :func:`run_rmtl` trains.
+    """The backbones, seeds, ablations and transfers of one call of :func:`run_rmtl`.
 
     Attributes:
         backbones: backbone kinds, each pretrained, given critics and fine-tuned.
