@@ -118,6 +118,33 @@ def test_backbone_conformance(kind, task_data, tmp_path):
     )
 
 
+def test_independent_double_critics_round_trip(task_data, tmp_path):
+    config = RMTLConfig.from_dict(SMALL_CONFIG).with_backbone("mmoe")
+    critic_config = CriticConfig(
+        epochs=1, batch_size=256, embedding_dim=4, bottom_dims=(8,), double_q=True,
+        shared_bottom=False,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = build_backbone(task_data.spec, config.backbone)
+    critics, history = train_critics(model, task_data, critic_config, torch.Generator())
+    save_critics(tmp_path / "critics", critics, task_data.spec, 2)
+    reloaded = load_critics(tmp_path / "critics")
+
+    rows = task_data.splits["validation"]
+    features = task_data.batch(rows)
+    actions = predict(model, task_data, rows)
+    assert len(critics.critics) == 2
+    assert len(critics.critics[0].bottoms) == 2
+    assert np.isfinite(history[0]["eval/validation_td_error"])
+    torch.testing.assert_close(
+        reloaded.values(features, actions), critics.values(features, actions)
+    )
+    for online, target in zip(
+        reloaded.target_critics.parameters(), critics.target_critics.parameters()
+    ):
+        torch.testing.assert_close(online, target)
+
+
 def test_rmtl_weights_change_finetuning(task_data):
     config = RMTLConfig.from_dict(SMALL_CONFIG).with_backbone("shared_bottom")
     torch.manual_seed(0)

@@ -196,3 +196,15 @@ def test_task_metrics_per_task_and_shape_checks():
     assert metrics["ctr"]["logloss"] == pytest.approx(logloss(labels[:, 0], scores[:, 0]))
     with pytest.raises(ShapeError, match="scores"):
         task_metrics(labels, scores[:, :1], sessions, ["ctr", "ctcvr"])
+
+
+def test_auc_matches_scikit_learn_with_ties():
+    metrics = pytest.importorskip("sklearn.metrics")
+    generator = np.random.default_rng(0)
+    labels = generator.random(2000) < 0.2
+    scores = np.round(generator.random(2000), 2)  # many ties
+
+    assert auc(labels, scores) == pytest.approx(metrics.roc_auc_score(labels, scores), abs=1e-12)
+    assert logloss(labels, scores) == pytest.approx(
+        metrics.log_loss(labels, np.clip(scores, 1e-7, 1 - 1e-7)), rel=1e-9
+    )
