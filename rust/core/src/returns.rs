@@ -269,7 +269,7 @@ fn check_lambda(lambda: f64) -> Result<()> {
         Ok(())
     } else {
         Err(Error::invalid(
-            "lambda",
+            "lambda_",
             format!("must lie in [0, 1], got {lambda}"),
         ))
     }
@@ -960,7 +960,7 @@ mod tests {
         assert!(error.to_string().starts_with("gammas:"), "{error}");
         let error = lambda_returns(&layout, &[1.0], &[1.0], &[0.5], -0.1).unwrap_err();
         assert!(
-            error.to_string().starts_with("lambda: must lie in [0, 1]"),
+            error.to_string().starts_with("lambda_: must lie in [0, 1]"),
             "{error}"
         );
         let error = n_step_targets(&layout, &[1.0], &[1.0], &[0.5], 0).unwrap_err();
