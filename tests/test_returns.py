@@ -90,9 +90,7 @@ def test_returns_non_contiguous_input_is_converted() -> None:
 
 
 def test_n_step_shortened_window() -> None:
-    targets = returns.n_step_targets(
-        [1, 2, 4], [10, 20, 30], 0.5, 2, truncations=[0, 0, 1]
-    )
+    targets = returns.n_step_targets([1, 2, 4], [10, 20, 30], 0.5, 2, truncations=[0, 0, 1])
     np.testing.assert_array_equal(targets, np.float32([7.0, 11.5, 19.0]))
 
 
@@ -219,9 +217,7 @@ def test_nan_next_value_after_terminal_is_not_read() -> None:
 
 def test_nan_bootstrap_of_truncated_episode() -> None:
     with pytest.raises(InvalidDataError, match=r"column 0 of bootstrap_values, row 1: NaN"):
-        returns.discounted_returns(
-            [1, 1], 0.5, truncations=[1, 1], bootstrap_values=[0.0, np.nan]
-        )
+        returns.discounted_returns([1, 1], 0.5, truncations=[1, 1], bootstrap_values=[0.0, np.nan])
 
 
 # Every kernel against the reference, on random ragged logs.
@@ -254,7 +250,9 @@ def logs(draw: st.DrawFn) -> dict[str, Any]:
         terminals = np.uint8([kind == reference.TERMINATED for kind in row_kinds])
         truncations = np.uint8([kind == reference.TRUNCATED for kind in row_kinds])
         episode_starts = None
-    episode_list = reference.episodes(rows, episode_starts, terminals.tolist(), truncations.tolist())
+    episode_list = reference.episodes(
+        rows, episode_starts, terminals.tolist(), truncations.tolist()
+    )
 
     one_dimensional = width == 1 and draw(st.booleans())
     shape = (rows,) if one_dimensional else (rows, width)
@@ -264,7 +262,9 @@ def logs(draw: st.DrawFn) -> dict[str, Any]:
         gamma_vector = np.full(width, gamma)
         out_shape = (rows,) if width == 1 else (rows, width)
     else:
-        gammas = draw(arrays(np.float64, width, elements=st.sampled_from([0.0, 1.0]) | st.floats(0, 1)))
+        gammas = draw(
+            arrays(np.float64, width, elements=st.sampled_from([0.0, 1.0]) | st.floats(0, 1))
+        )
         gamma_vector = gammas
         out_shape = (rows, width)
     bootstrap_shape = (len(episode_list),) if one_dimensional else (len(episode_list), width)

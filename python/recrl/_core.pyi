@@ -13,7 +13,9 @@ __version__: str
 
 # Trajectories.
 
-def stable_order(users: npt.NDArray[np.int64], times: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+def stable_order(
+    users: npt.NDArray[np.int64], times: npt.NDArray[np.int64]
+) -> npt.NDArray[np.int64]:
     """Return the permutation sorting rows by (user, time), ties kept in row order."""
 
 def build_episodes(
@@ -41,7 +43,9 @@ def encode_ids(
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
     """Return (codes, vocabulary): codes 1..V over sorted distinct source ids, 0 for unknown."""
 
-def take_int64(values: npt.NDArray[np.int64], order: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+def take_int64(
+    values: npt.NDArray[np.int64], order: npt.NDArray[np.int64]
+) -> npt.NDArray[np.int64]:
     """Return ``values[order]``, gathered in parallel."""
 
 # Readers.

@@ -51,7 +51,7 @@ def discounted_returns(
     episode_list: list[tuple[int, int, str]],
     bootstrap_values: np.ndarray | None,
 ) -> np.ndarray:
-    """G_t = sum_i gamma^i r_{t+i} over the rest of the episode, plus gamma^h times the bootstrap."""
+    """G_t = sum_i gamma^i r_{t+i} over the h rows left, plus gamma^h times the bootstrap."""
     returns = np.zeros_like(rewards)
     for episode, (start, end, kind) in enumerate(episode_list):
         bootstrap = np.zeros(rewards.shape[1])
