@@ -173,10 +173,21 @@ fn classify_ends(
             })
     };
 
+    // Every flag sits on a last row exactly when each array holds as many set flags as there
+    // are flagged last rows; only otherwise is the slow search for the first offender needed.
     let episodes = starts.len() - 1;
-    let interior_ok = (0..episodes)
-        .into_par_iter()
-        .all(|episode| interior_flag(episode).is_none());
+    let flags_on_last_rows = |flags: Option<&[u8]>| {
+        flags.map_or(true, |flags| {
+            let set = flags.par_chunks(1 << 16).map(count_set).sum::<usize>();
+            let on_last_rows = (0..episodes)
+                .filter(|&episode| {
+                    starts[episode] < starts[episode + 1] && flags[starts[episode + 1] - 1] != 0
+                })
+                .count();
+            set == on_last_rows
+        })
+    };
+    let interior_ok = flags_on_last_rows(terminals) && flags_on_last_rows(truncations);
     if !interior_ok {
         // Report the first offending row, whichever thread found one.
         let (episode, (name, row)) = (0..episodes)
@@ -218,6 +229,19 @@ fn classify_ends(
         });
     }
     Ok(ends)
+}
+
+/// Count the non-zero bytes of `flags`, in byte-wide partial sums that the compiler vectorizes.
+fn count_set(flags: &[u8]) -> usize {
+    flags
+        .chunks(255)
+        .map(|block| {
+            let partial = block
+                .iter()
+                .fold(0u8, |sum, &flag| sum.wrapping_add(u8::from(flag != 0)));
+            usize::from(partial)
+        })
+        .sum()
 }
 
 /// Float32 rows of K values each: rewards, values or next values.
@@ -532,24 +556,25 @@ fn episode_returns_single(
 ) -> bool {
     let gamma = powers.gamma;
     let mut g = after_last.map_or(0.0, |values| f64::from(values[0]));
-    let mut end = rewards.len();
-    while end >= BLOCK {
-        let begin = end - BLOCK;
+    let mut reward_blocks = rewards.rchunks_exact(BLOCK);
+    let mut out_blocks = out.rchunks_exact_mut(BLOCK);
+    for (rewards, out) in (&mut reward_blocks).zip(&mut out_blocks) {
         let mut local = [0.0f64; BLOCK];
         let mut sum = 0.0;
         for j in (0..BLOCK).rev() {
-            sum = f64::from(rewards[begin + j]) + gamma * sum;
+            sum = f64::from(rewards[j]) + gamma * sum;
             local[j] = sum;
         }
-        for (j, out) in out[begin..end].iter_mut().enumerate() {
-            *out = (local[j] + powers.powers[BLOCK - j] * g) as f32;
+        for j in 0..BLOCK {
+            out[j] = (local[j] + powers.powers[BLOCK - j] * g) as f32;
         }
         g = local[0] + powers.powers[BLOCK] * g;
-        end = begin;
     }
-    for row in (0..end).rev() {
-        g = f64::from(rewards[row]) + gamma * g;
-        out[row] = g as f32;
+    let rewards = reward_blocks.remainder();
+    let out = out_blocks.into_remainder();
+    for (reward, out) in rewards.iter().zip(out.iter_mut()).rev() {
+        g = f64::from(*reward) + gamma * g;
+        *out = g as f32;
     }
     g.is_finite()
 }
