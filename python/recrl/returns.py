@@ -2,7 +2,7 @@
 
 Every function takes a log of N rows cut into episodes and K responses per row (click, like,
 watch time, ...), each with its own discount. The work runs in Rust (``recrl._core``), in
-parallel across episodes and with the GIL released; inputs are float32, sums are accumulated in
+parallel across episodes and with the GIL released. Inputs are float32, sums are accumulated in
 float64, and results are float32.
 
 Episodes:

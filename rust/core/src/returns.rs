@@ -19,7 +19,7 @@ use crate::error::{check_len, Error, Result};
 /// Rows per parallel task. Smaller chunks balance ragged episodes better but cost more overhead.
 const CHUNK_ROWS: usize = 1 << 15;
 
-/// What follows the last row of an episode.
+/// The way an episode ends, which decides the return after its last row.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EpisodeEnd {
     /// The episode ended in the data: the return after the last row is 0.
@@ -173,7 +173,7 @@ fn classify_ends(
             })
     };
 
-    // Every flag sits on a last row exactly when each array holds as many set flags as there
+    // Every flag sits on a last row exactly when each array contains as many set flags as there
     // are flagged last rows; only otherwise is the slow search for the first offender needed.
     let episodes = starts.len() - 1;
     let flags_on_last_rows = |flags: Option<&[u8]>| {
@@ -408,7 +408,7 @@ fn zeroed_output(len: usize) -> Vec<f32> {
     buffer
 }
 
-/// Which input arrays a kernel reads, to find the first non-finite one after the fact.
+/// The input arrays a kernel reads, searched for the first non-finite value after the fact.
 struct Inputs<'a> {
     rewards: Rows<'a>,
     values: Option<Rows<'a>>,
@@ -621,8 +621,8 @@ fn episode_returns_any_width(
     g.iter().all(|value| value.is_finite())
 }
 
-/// What follows each row of an episode in the recurrences that read next values: the next
-/// value itself, except after the last row, where it is the bootstrap (truncated) or 0.
+/// Return the value of the observation after `row` for the recurrences that read next values:
+/// the next value itself, except after the last row, where it is the bootstrap (truncated) or 0.
 #[inline]
 fn next_value(
     next_values: Rows<'_>,
@@ -640,7 +640,7 @@ fn next_value(
 
 /// n-step targets: G_t = sum_{i<m} gamma^i r_{t+i} + gamma^m V(s_{t+m}), m = min(n, steps left).
 ///
-/// The window never crosses the end of an episode, so near the end it holds the m < n steps
+/// The window never crosses the end of an episode, so near the end it contains the m < n steps
 /// left and the bootstrap is discounted by gamma^m. V(s_{t+m}) is row t+m-1 of `next_values`
 /// [N, K], or 0 when that row is the last of a terminated or unflagged episode. Returns [N, K].
 pub fn n_step_targets(
