@@ -334,6 +334,10 @@ fn check_bootstrap<'a>(
 
 /// Run `kernel` on each chunk of episodes in parallel, each with its own slice of every output.
 ///
+/// The backward recurrences visit a chunk's episodes last to first, so that memory is read and
+/// written in one descending stream that the hardware prefetcher follows; walking episodes
+/// forward and rows backward left most loads waiting on memory.
+///
 /// `kernel(episodes, first_row, outputs)` returns false when it produced a non-finite value.
 /// Returns the outputs and whether every chunk stayed finite.
 fn run_chunks<const OUTPUTS: usize, F>(
@@ -488,7 +492,7 @@ pub fn discounted_returns(
     let single_powers = BlockPowers::new(gammas[0]);
     let ([returns], finite) = run_chunks(layout, width, |episodes, first_row, [out]| {
         let mut finite = true;
-        for episode in episodes {
+        for episode in episodes.rev() {
             let rows = layout.episode_rows(episode);
             if rows.is_empty() {
                 continue;
@@ -728,7 +732,7 @@ pub fn lambda_returns(
     let ([returns], finite) = run_chunks(layout, width, |episodes, first_row, [out]| {
         let mut g = vec![0.0f64; width];
         let mut finite = true;
-        for episode in episodes {
+        for episode in episodes.rev() {
             let rows = layout.episode_rows(episode);
             if rows.is_empty() {
                 continue;
@@ -790,7 +794,7 @@ pub fn gae(
         |episodes, first_row, [advantages, targets]| {
             let mut a = vec![0.0f64; width];
             let mut finite = true;
-            for episode in episodes {
+            for episode in episodes.rev() {
                 let rows = layout.episode_rows(episode);
                 if rows.is_empty() {
                     continue;
