@@ -574,8 +574,8 @@ fn episode_returns_single(
             local[j] = lower;
             local[HALF + j] = upper;
         }
-        for j in 0..HALF {
-            local[j] += powers.powers[HALF - j] * upper;
+        for (j, value) in local[..HALF].iter_mut().enumerate() {
+            *value += powers.powers[HALF - j] * upper;
         }
         for j in 0..BLOCK {
             out[j] = (local[j] + powers.powers[BLOCK - j] * g) as f32;
