@@ -177,8 +177,9 @@ def lambda_returns(
 ) -> npt.NDArray[np.float32]:
     """Compute the TD(lambda) return of every row.
 
-    G_t = r_t + gamma ((1 - lambda) V(s_{t+1}) + lambda G_{t+1}) (Sutton and Barto, 2018,
-    "Reinforcement Learning: An Introduction", Eq. 12.18 in recursive form). After the last row
+    G_t = r_t + gamma ((1 - lambda) V(s_{t+1}) + lambda G_{t+1}), the recursive form of the
+    lambda-weighted average of n-step returns, (1 - lambda) sum_n lambda^(n-1) G_t^(n), whose
+    tail weight goes to the full return at the end of the episode. After the last row
     of an episode both V and G are the next value if the episode is truncated and 0 otherwise.
     lambda = 1 gives the discounted return and lambda = 0 the one-step target.
 
@@ -219,8 +220,8 @@ def gae(
     """Compute generalized advantage estimates and value targets of every row.
 
     delta_t = r_t + gamma V(s_{t+1}) - V(s_t) and A_t = delta_t + gamma lambda A_{t+1}
-    (Schulman et al., 2016, "High-Dimensional Continuous Control Using Generalized Advantage
-    Estimation", Eq. 16 in recursive form). After the last row of an episode A is 0 and
+    (Schulman et al., "High-Dimensional Continuous Control Using Generalized Advantage
+    Estimation", arXiv:1506.02438, in recursive form). After the last row of an episode A is 0 and
     V(s_{t+1}) is the next value if the episode is truncated and 0 otherwise. The value targets
     A_t + V(s_t) equal the TD(lambda) returns when ``next_values`` is ``values`` shifted by one
     row inside each episode.

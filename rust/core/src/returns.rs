@@ -774,8 +774,8 @@ pub fn lambda_returns(
     finish(layout, inputs, finite, returns)
 }
 
-/// Generalized advantage estimation (Schulman et al., 2016, "High-Dimensional Continuous
-/// Control Using Generalized Advantage Estimation", Eq. 16).
+/// Generalized advantage estimation (Schulman et al., "High-Dimensional Continuous Control
+/// Using Generalized Advantage Estimation", arXiv:1506.02438), in recursive form.
 ///
 /// delta_t = r_t + gamma V(s_{t+1}) - V(s_t) and A_t = delta_t + gamma lambda A_{t+1}, with
 /// V(s_t) from `values` [N, K] and V(s_{t+1}) from `next_values` [N, K]; after the last row of an
