@@ -69,3 +69,54 @@ def write_csv(
     delimiter: str = ",",
 ) -> None:
     """Write int64 and float64 columns with a header line, atomically (NaN as an empty field)."""
+
+# Returns. Arrays of one response may be (N,) or (N, 1); results are (N,) when ``gammas`` is a
+# float and K = 1, and (N, K) otherwise.
+
+def discounted_returns(
+    rewards: npt.NDArray[np.float32],
+    gammas: float | npt.NDArray[np.float64],
+    *,
+    episode_starts: npt.NDArray[np.int64] | None = None,
+    terminals: npt.NDArray[np.uint8] | None = None,
+    truncations: npt.NDArray[np.uint8] | None = None,
+    bootstrap_values: npt.NDArray[np.float32] | None = None,
+) -> npt.NDArray[np.float32]:
+    """Discounted reward-to-go of every row; see `recrl.returns.discounted_returns`."""
+
+def n_step_targets(
+    rewards: npt.NDArray[np.float32],
+    next_values: npt.NDArray[np.float32],
+    gammas: float | npt.NDArray[np.float64],
+    n: int,
+    *,
+    episode_starts: npt.NDArray[np.int64] | None = None,
+    terminals: npt.NDArray[np.uint8] | None = None,
+    truncations: npt.NDArray[np.uint8] | None = None,
+) -> npt.NDArray[np.float32]:
+    """n-step targets of every row; see `recrl.returns.n_step_targets`."""
+
+def lambda_returns(
+    rewards: npt.NDArray[np.float32],
+    next_values: npt.NDArray[np.float32],
+    gammas: float | npt.NDArray[np.float64],
+    lambda_: float,
+    *,
+    episode_starts: npt.NDArray[np.int64] | None = None,
+    terminals: npt.NDArray[np.uint8] | None = None,
+    truncations: npt.NDArray[np.uint8] | None = None,
+) -> npt.NDArray[np.float32]:
+    """TD(lambda) returns of every row; see `recrl.returns.lambda_returns`."""
+
+def gae(
+    rewards: npt.NDArray[np.float32],
+    values: npt.NDArray[np.float32],
+    next_values: npt.NDArray[np.float32],
+    gammas: float | npt.NDArray[np.float64],
+    lambda_: float,
+    *,
+    episode_starts: npt.NDArray[np.int64] | None = None,
+    terminals: npt.NDArray[np.uint8] | None = None,
+    truncations: npt.NDArray[np.uint8] | None = None,
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """GAE advantages and value targets of every row; see `recrl.returns.gae`."""

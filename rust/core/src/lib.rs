@@ -4,6 +4,7 @@
 pub mod csv_reader;
 pub mod csv_writer;
 pub mod error;
+pub mod returns;
 pub mod trajectory;
 
 pub use error::{Error, Result};
