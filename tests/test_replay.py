@@ -8,10 +8,10 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests.reference import replay as reference
 
 from recrl.errors import InvalidArgumentError, ShapeError
 from recrl.replay import ReplayBuffer, SumTree
-from tests.reference import replay as reference
 
 
 def steps(values, width=3):
@@ -417,7 +417,9 @@ def feed(buffer, model, episodes, chunk):
             terminals=terminals[part],
             truncations=truncations[part],
         )
-        model.extend(observations[part], next_observations[part], terminals[part], truncations[part])
+        model.extend(
+            observations[part], next_observations[part], terminals[part], truncations[part]
+        )
 
 
 @settings(max_examples=80, deadline=None)

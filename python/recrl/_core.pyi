@@ -5,7 +5,7 @@ Every function validates its arguments, releases the GIL for the work, and raise
 """
 
 from os import PathLike
-from typing import Any
+from typing import Any, final
 
 import numpy as np
 import numpy.typing as npt
@@ -58,6 +58,7 @@ def read_csv(
 
 # Replay.
 
+@final
 class ReplayStore:
     """Thread-safe transition store; ``recrl.replay.ReplayBuffer`` documents its behaviour.
 
@@ -135,6 +136,7 @@ class ReplayStore:
     def generator_state(self) -> tuple[int, int, int, int]:
         """Return the four xoshiro256++ state words."""
 
+@final
 class SumTree:
     """Sum, minimum and maximum tree over float64 leaves."""
 
