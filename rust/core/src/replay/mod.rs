@@ -23,6 +23,7 @@
 //! writing, sampling and `save` take it for reading, so a batch is always gathered from one
 //! consistent state. The generator has its own mutex, held only while indices are drawn.
 
+mod memory;
 mod persist;
 pub mod rng;
 pub mod tree;
@@ -201,8 +202,10 @@ impl Storage {
             .iter()
             .map(|(_, width)| vec![0.0; capacity * width])
             .collect();
+        let mut observations = vec![0.0; capacity * spec.observation_dim];
+        memory::advise_huge_pages(&mut observations);
         Ok(Storage {
-            observations: vec![0.0; capacity * spec.observation_dim],
+            observations,
             actions: vec![0.0; capacity * spec.action_dim],
             rewards: vec![0.0; capacity * spec.reward_dim],
             terminals: vec![false; capacity],
@@ -487,22 +490,32 @@ impl Storage {
     fn gather(&self, slots: &[usize], out: &mut BatchMut) {
         let spec = &self.spec;
         let capacity = self.capacity();
-        gather_rows(
-            &self.observations,
-            spec.observation_dim,
-            slots,
-            0,
-            capacity,
-            out.observations,
-        );
-        gather_rows(
-            &self.observations,
-            spec.observation_dim,
-            slots,
-            1,
-            capacity,
-            out.next_observations,
-        );
+        let width = spec.observation_dim;
+
+        // Observations dominate the cost: one rayon task per block of rows copies both the
+        // observation and the next observation of each row.
+        if width > 0 {
+            let block = slots
+                .len()
+                .div_ceil(4 * rayon::current_num_threads())
+                .max(8);
+            out.observations
+                .par_chunks_mut(block * width)
+                .zip(out.next_observations.par_chunks_mut(block * width))
+                .zip(slots.par_chunks(block))
+                .for_each(|((observations, next_observations), slots)| {
+                    for ((row, next_row), &slot) in observations
+                        .chunks_exact_mut(width)
+                        .zip(next_observations.chunks_exact_mut(width))
+                        .zip(slots)
+                    {
+                        let next = if slot + 1 == capacity { 0 } else { slot + 1 };
+                        row.copy_from_slice(&self.observations[slot * width..(slot + 1) * width]);
+                        next_row
+                            .copy_from_slice(&self.observations[next * width..(next + 1) * width]);
+                    }
+                });
+        }
         gather_rows(
             &self.actions,
             spec.action_dim,
