@@ -1,6 +1,6 @@
 """Replay sampling speed and memory: recrl beside torch, cpprb, tianshou and torchrl.
 
-Every store holds N transitions of S float32 features, a next observation, a 1-wide action,
+Every store contains N transitions of S float32 features, a next observation, a 1-wide action,
 K = 8 rewards and terminal/truncation flags, filled with episodes of 100 steps. Each timed call
 draws a batch of B transitions and hands it over as torch tensors (``torch.from_numpy`` where
 a library returns NumPy). Stores are built one after another and freed in between, so the

@@ -3,7 +3,7 @@
 Layout:
     Transitions live in a ring of ``capacity`` slots over contiguous float32 arrays held by
     Rust. The next observation of slot ``i`` is the observation of slot ``(i + 1) % capacity``,
-    which holds the next step of the same episode, so observations are stored once. When a step
+    which contains the next step of the same episode, so observations are stored once. When a step
     ends its episode (``terminals`` or ``truncations`` set), its final next observation is
     written into the following slot, a boundary slot that is never sampled. Each episode thus
     uses one slot more than its number of steps. A step whose episode goes on is pending (not
@@ -433,7 +433,7 @@ class ReplayBuffer:
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the buffer into the directory ``path``, replacing it atomically.
 
-        The directory holds ``header.json`` (shapes, write position, generator state) and one
+        The directory contains ``header.json`` (shapes, write position, generator state) and one
         ``.npy`` file per array, streamed in chunks, so saving needs no second copy in memory.
 
         Raises:

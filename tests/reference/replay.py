@@ -2,7 +2,7 @@
 
 Write ``w`` lands in slot ``w % capacity`` and is live while ``w >= written - capacity``. A step
 is sampleable when it and the write after it are both live, and its next observation is the
-observation of that next write (the next step of the episode, or the boundary write that holds
+observation of that next write (the next step of the episode, or the boundary write that stores
 the final next observation).
 """
 
@@ -25,7 +25,7 @@ def find_prefix(values: list[float], mass: float) -> int:
 
 @dataclass
 class Write:
-    """One slot write: a step, or the boundary write that holds a final next observation."""
+    """One slot write: a step, or the boundary write that stores a final next observation."""
 
     observation: np.ndarray
     is_step: bool

@@ -2,8 +2,8 @@
 //!
 //! Sampling reads rows at random slots, so with 4 KiB pages nearly every row costs a TLB miss
 //! and a page walk. Linux kernels set to `transparent_hugepage=madvise` (a common default) back
-//! a region with 2 MiB pages only when asked; NumPy asks for arrays of 4 MiB and more, and this
-//! does the same for the store. Elsewhere it does nothing.
+//! a region with 2 MiB pages only on request. NumPy requests them for arrays of 4 MiB and more,
+//! and this module does the same for the store. Elsewhere it does nothing.
 
 /// Smallest array, in bytes, worth asking huge pages for.
 const MIN_BYTES: usize = 4 << 20;

@@ -5,7 +5,7 @@
 //! Transitions live in a ring of `capacity` slots over contiguous arrays. Slot `i` stores the
 //! observation, action, rewards [K], terminal and truncation flags and extras of one step. Its
 //! next observation is not stored again: it is the observation of slot `(i + 1) % capacity`,
-//! which holds the next step of the same episode. This halves the memory of stores that keep
+//! which contains the next step of the same episode. This halves the memory of stores that keep
 //! both copies.
 //!
 //! # Episode ends
@@ -85,7 +85,7 @@ impl ReplaySpec {
     }
 }
 
-/// Rows to add, in step order. Every slice holds B rows of its width.
+/// Rows to add, in step order. Every slice has B rows of its width.
 pub struct Transitions<'a> {
     /// [B, S] observations.
     pub observations: &'a [f32],
@@ -156,11 +156,10 @@ struct Storage {
     episode_ids: Vec<u64>,
     episode_steps: Vec<u32>,
     stamps: Vec<i64>,
-    // Priority p of each slot as last set; the tree holds p^alpha for sampleable slots only.
+    // Priority p of each slot as last set. The tree stores p^alpha (summed, minimum kept) and p
+    // (maximum kept, for new transitions) for sampleable slots, and zeros elsewhere.
     priorities: Vec<f64>,
-    weights_tree: SumTree,
-    // Raw priorities of sampleable slots; only its maximum is read, for new transitions.
-    priorities_tree: SumTree,
+    tree: SumTree,
     // Set when a slot is sampled, cleared when it is overwritten.
     sampled: Vec<AtomicBool>,
     cursor: Cursor,
@@ -216,8 +215,7 @@ impl Storage {
             episode_steps: vec![0; capacity],
             stamps: vec![-1; capacity],
             priorities: vec![0.0; capacity],
-            weights_tree: SumTree::new(capacity)?,
-            priorities_tree: SumTree::new(capacity)?,
+            tree: SumTree::new(capacity)?,
             sampled: (0..capacity).map(|_| AtomicBool::new(false)).collect(),
             cursor: Cursor::default(),
             sampleable_count: 0,
@@ -234,8 +232,7 @@ impl Storage {
         if self.sampleable[slot] {
             self.sampleable[slot] = false;
             self.sampleable_count -= 1;
-            self.weights_tree.set_unchecked(slot, 0.0);
-            self.priorities_tree.set_unchecked(slot, 0.0);
+            self.tree.set_unchecked(slot, 0.0, 0.0);
         }
         self.sampled[slot].store(false, Ordering::Relaxed);
     }
@@ -246,13 +243,12 @@ impl Storage {
             self.sampleable_count += 1;
         }
         let priority = self.priorities[slot];
-        self.weights_tree
-            .set_unchecked(slot, priority.powf(self.spec.alpha));
-        self.priorities_tree.set_unchecked(slot, priority);
+        self.tree
+            .set_unchecked(slot, priority.powf(self.spec.alpha), priority);
     }
 
     fn new_priority(&self) -> f64 {
-        let max = self.priorities_tree.max();
+        let max = self.tree.max();
         if max > 0.0 {
             max
         } else {
@@ -331,7 +327,7 @@ impl Storage {
         if self.sampleable_count == 0 {
             return Err(Error::invalid(
                 "buffer",
-                "is empty: it holds no transition with a stored next observation; \
+                "is empty: it contains no transition with a stored next observation; \
                  add transitions with extend before sampling",
             ));
         }
@@ -393,14 +389,20 @@ impl Storage {
     }
 
     fn draw_prioritized(&self, generator: &mut Generator, batch_size: usize) -> Vec<usize> {
-        let total = self.weights_tree.total();
-        let mut slots = Vec::with_capacity(batch_size);
-        while slots.len() < batch_size {
-            let slot = self
-                .weights_tree
-                .find_prefix_unchecked(generator.next_f64() * total);
-            if self.sampleable[slot] {
-                slots.push(slot);
+        let total = self.tree.total();
+        let mut masses: Vec<f64> = (0..batch_size)
+            .map(|_| generator.next_f64() * total)
+            .collect();
+        let mut slots = vec![0; batch_size];
+        self.tree
+            .find_prefix_many_unchecked(&mut masses, &mut slots);
+
+        // A walk that rounding sent to a slot that cannot be sampled is drawn again.
+        for slot in slots.iter_mut() {
+            while !self.sampleable[*slot] {
+                *slot = self
+                    .tree
+                    .find_prefix_unchecked(generator.next_f64() * total);
             }
         }
         slots
@@ -504,11 +506,15 @@ impl Storage {
                 .zip(out.next_observations.par_chunks_mut(block * width))
                 .zip(slots.par_chunks(block))
                 .for_each(|((observations, next_observations), slots)| {
-                    for ((row, next_row), &slot) in observations
+                    for (position, ((row, next_row), &slot)) in observations
                         .chunks_exact_mut(width)
                         .zip(next_observations.chunks_exact_mut(width))
                         .zip(slots)
+                        .enumerate()
                     {
+                        if let Some(&ahead) = slots.get(position + PREFETCH_DISTANCE) {
+                            prefetch_rows(&self.observations, width, ahead, capacity);
+                        }
                         let next = if slot + 1 == capacity { 0 } else { slot + 1 };
                         row.copy_from_slice(&self.observations[slot * width..(slot + 1) * width]);
                         next_row
@@ -552,11 +558,35 @@ impl Storage {
         // w_i = (N P(i))^-beta / max_j w_j = (p_i^alpha / min_j p_j^alpha)^-beta, with the
         // maximum over every sampleable slot (Schaul et al., "Prioritized Experience Replay",
         // ICLR 2016, Sec. 3.4).
-        let minimum = self.weights_tree.min_positive();
+        let minimum = self.tree.min_positive();
         for (weight, &slot) in weights.iter_mut().zip(slots) {
-            *weight = (self.weights_tree.get(slot) / minimum).powf(-beta) as f32;
+            *weight = (self.tree.get(slot) / minimum).powf(-beta) as f32;
         }
     }
+}
+
+/// Rows ahead of the one being copied whose memory is requested early: random rows of a large
+/// store miss every cache, and issuing the loads early overlaps their latency with the copy.
+const PREFETCH_DISTANCE: usize = 2;
+
+// Ask the CPU to start loading the observation rows of `slot` and of the slot after it.
+fn prefetch_rows(observations: &[f32], width: usize, slot: usize, capacity: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let next = if slot + 1 == capacity { 0 } else { slot + 1 };
+        for row in [slot, next] {
+            let values = &observations[row * width..(row + 1) * width];
+            // One request per 64-byte cache line (16 floats).
+            for line in values.chunks(16) {
+                // SAFETY: SSE is part of the x86_64 baseline, and a prefetch never faults or
+                // changes memory; the pointer is inside `observations` anyway.
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast()) };
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (observations, width, slot, capacity);
 }
 
 // Copy row `(slot + offset) % capacity` of `source` for each slot into consecutive rows of
@@ -608,42 +638,42 @@ impl ReplayBuffer {
         Ok(draw(&mut generator))
     }
 
-    /// The shapes and exponent the buffer was created with.
+    /// Returns the shapes and exponent the buffer was created with.
     pub fn spec(&self) -> Result<ReplaySpec> {
         Ok(self.read()?.spec.clone())
     }
 
-    /// Number of transitions that can be sampled now.
+    /// Returns the number of transitions that can be sampled now.
     pub fn len(&self) -> Result<usize> {
         Ok(self.read()?.sampleable_count)
     }
 
-    /// True when no transition can be sampled.
+    /// Returns true when no transition can be sampled.
     pub fn is_empty(&self) -> Result<bool> {
         Ok(self.len()? == 0)
     }
 
-    /// Write position and episode bookkeeping.
+    /// Returns the write position and episode bookkeeping.
     pub fn cursor(&self) -> Result<Cursor> {
         Ok(self.read()?.cursor.clone())
     }
 
-    /// Priority updates rejected so far because their slot had been overwritten.
+    /// Returns the number of priority updates rejected so far because their slot had been overwritten.
     pub fn stale_updates(&self) -> Result<u64> {
         Ok(self.read()?.stale_updates)
     }
 
-    /// Priority p of every slot (zero for boundary and empty slots).
+    /// Returns the priority p of every slot (zero for boundary and empty slots).
     pub fn priorities(&self) -> Result<Vec<f64>> {
         Ok(self.read()?.priorities.clone())
     }
 
-    /// Whether each slot can be sampled.
+    /// Returns whether each slot can be sampled.
     pub fn sampleable_mask(&self) -> Result<Vec<bool>> {
         Ok(self.read()?.sampleable.clone())
     }
 
-    /// The generator state, as saved with the buffer.
+    /// Returns the generator state, as saved with the buffer.
     pub fn generator_state(&self) -> Result<[u64; 4]> {
         self.with_generator(|generator| generator.state())
     }
@@ -736,7 +766,7 @@ impl ReplayBuffer {
                 "prioritized sampling needs a weights output",
             ));
         }
-        if storage.weights_tree.total() <= 0.0 {
+        if storage.tree.total() <= 0.0 {
             return Err(Error::invalid(
                 "priorities",
                 "every sampleable transition has priority zero; update some to a positive value",

@@ -1,7 +1,7 @@
 //! Saving and loading a buffer as a directory: `header.json` with the shapes, cursor and
 //! generator state, plus one `.npy` file per array, readable with `numpy.load`.
 //!
-//! Arrays are streamed in chunks of at most [`CHUNK_BYTES`], so saving or loading never holds a
+//! Arrays are streamed in chunks of at most [`CHUNK_BYTES`], so saving or loading never makes a
 //! second copy of the observations. The directory is written under a temporary name, every
 //! file is fsynced, and the directory is renamed into place, so a crash leaves either the old
 //! directory or the new one.

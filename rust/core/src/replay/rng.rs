@@ -38,7 +38,7 @@ impl Generator {
         }
     }
 
-    /// The four state words.
+    /// Returns the four state words.
     pub fn state(&self) -> [u64; 4] {
         self.state
     }
