@@ -3,8 +3,9 @@
 Every store contains N transitions of S float32 features, a next observation, a 1-wide action,
 K = 8 rewards and terminal/truncation flags, filled with episodes of 100 steps. Each timed call
 draws a batch of B transitions and hands it over as torch tensors (``torch.from_numpy`` where
-a library returns NumPy). Stores are built one after another and freed in between, so the
-process holds at most one of them. Peak memory is measured in a fresh subprocess per store.
+a library returns NumPy). The recrl store stays alive while each alternative is built in turn
+and freed afterwards, so the process holds at most two stores; their calls are timed in
+alternating rounds. Peak memory is measured in a fresh subprocess per store.
 
 Usage:
     python benches/bench_replay.py                      # N = 1_000_000, S = 1044, B = 512
@@ -36,6 +37,7 @@ from recrl.replay import ReplayBuffer
 EPISODE_LENGTH = 100
 CHUNK = 10_000
 REWARDS = 8
+ROUNDS = 10
 
 
 def chunk_data(features: int) -> dict[str, np.ndarray]:
@@ -321,8 +323,19 @@ def run_speed(args: argparse.Namespace) -> None:
 
 
 def report(builders: list[tuple[str, Callable[[], tuple]]], which: int, iterations: int) -> None:
-    baseline = None
-    for name, build in builders:
+    """Time recrl (the first builder) and each alternative in alternating rounds.
+
+    Other processes share the machine, so recrl and each alternative are timed in alternating
+    rounds of ``iterations // ROUNDS`` calls while both stores exist. Each ratio then compares
+    two medians taken under the same background load.
+    """
+    (recrl_name, build_recrl_calls), *alternatives = builders
+    gc.collect()
+    start = time.perf_counter()
+    recrl = build_recrl_calls()
+    print(f"{recrl_name:>24}: filled in {time.perf_counter() - start:5.1f} s", flush=True)
+    rounds = max(iterations // ROUNDS, 1)
+    for name, build in alternatives:
         gc.collect()
         start = time.perf_counter()
         try:
@@ -331,14 +344,17 @@ def report(builders: list[tuple[str, Callable[[], tuple]]], which: int, iteratio
             print(f"{name:>24}: skipped ({error})")
             continue
         fill = time.perf_counter() - start
-        seconds = time_calls(calls[which], iterations)
+        ours, theirs = [], []
+        for _ in range(ROUNDS):
+            ours.append(time_calls(recrl[which], rounds, warmup=2))
+            theirs.append(time_calls(calls[which], rounds, warmup=2))
         del calls
         gc.collect()
-        if baseline is None:
-            baseline = seconds
+        ours_median, theirs_median = statistics.median(ours), statistics.median(theirs)
         print(
-            f"{name:>24}: {seconds * 1e6:9.1f} us/batch  "
-            f"({seconds / baseline:5.2f}x recrl time, fill {fill:5.1f} s)",
+            f"{name:>24}: {theirs_median * 1e6:9.1f} us/batch vs recrl "
+            f"{ours_median * 1e6:7.1f} us/batch, ratio {theirs_median / ours_median:5.2f} "
+            f"(above 1: recrl faster; fill {fill:5.1f} s)",
             flush=True,
         )
 
@@ -403,7 +419,8 @@ def run_memory(args: argparse.Namespace) -> None:
             flush=True,
         )
     if "recrl" in results and "cpprb" in results:
-        print(f"recrl / cpprb (explicit next observations): {results['recrl'] / results['cpprb']:.3f}")
+        ratio = results["recrl"] / results["cpprb"]
+        print(f"recrl / cpprb (explicit next observations): {ratio:.3f}")
 
 
 def main() -> None:
@@ -423,7 +440,8 @@ def main() -> None:
 
     print(
         f"python {platform.python_version()}, torch {torch.__version__}, "
-        f"{os.cpu_count()} cpus, torch threads {torch.get_num_threads()}"
+        f"{os.cpu_count()} cpus, torch threads {torch.get_num_threads()}, "
+        f"load average {os.getloadavg()[0]:.1f} at start"
     )
     if args.only != "memory":
         run_speed(args)
