@@ -69,9 +69,7 @@ def time_calls(call: Callable[[], object], iterations: int, warmup: int = 10) ->
 
 def build_recrl(size: int, data: dict[str, np.ndarray]) -> ReplayBuffer:
     capacity = size + size // EPISODE_LENGTH + 1
-    buffer = ReplayBuffer(
-        capacity, data["observations"].shape[1], 1, REWARDS, alpha=0.6, seed=0
-    )
+    buffer = ReplayBuffer(capacity, data["observations"].shape[1], 1, REWARDS, alpha=0.6, seed=0)
     for _ in range(size // CHUNK):
         buffer.extend(
             data["observations"],
@@ -214,9 +212,7 @@ def tianshou_calls(size: int, batch: int, data: dict[str, np.ndarray], prioritiz
     # One batched set_batch fills the store; the per-step add loop would take minutes. The
     # size and insertion index are set to what a million adds would leave.
     store = (
-        PrioritizedReplayBuffer(size, alpha=0.6, beta=0.4)
-        if prioritized
-        else TianshouBuffer(size)
+        PrioritizedReplayBuffer(size, alpha=0.6, beta=0.4) if prioritized else TianshouBuffer(size)
     )
     store.set_batch(tianshou_batch(size, data))
     store._size = size

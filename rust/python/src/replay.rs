@@ -113,6 +113,9 @@ impl<'py> Outputs<'py> {
 #[pyclass(frozen, module = "recrl._core")]
 struct ReplayStore {
     inner: ReplayBuffer,
+    // Fixed at creation and kept here, so reading it never waits for the store's lock while
+    // holding the GIL.
+    spec: ReplaySpec,
     extra_names: Vec<String>,
 }
 
@@ -120,11 +123,15 @@ impl ReplayStore {
     fn from_buffer(inner: ReplayBuffer) -> PyResult<Self> {
         let spec = inner.spec().map_err(to_py_err)?;
         let extra_names = spec.extras.iter().map(|(name, _)| name.clone()).collect();
-        Ok(ReplayStore { inner, extra_names })
+        Ok(ReplayStore {
+            inner,
+            spec,
+            extra_names,
+        })
     }
 
     fn spec(&self) -> PyResult<ReplaySpec> {
-        self.inner.spec().map_err(to_py_err)
+        Ok(self.spec.clone())
     }
 }
 
@@ -270,8 +277,8 @@ impl ReplayStore {
         Self::from_buffer(run_detached(py, || ReplayBuffer::load(&path))?)
     }
 
-    fn __len__(&self) -> PyResult<usize> {
-        self.inner.len().map_err(to_py_err)
+    fn __len__(&self, py: Python<'_>) -> PyResult<usize> {
+        run_detached(py, || self.inner.len())
     }
 
     #[getter]
@@ -305,34 +312,30 @@ impl ReplayStore {
     }
 
     #[getter]
-    fn stale_updates(&self) -> PyResult<u64> {
-        self.inner.stale_updates().map_err(to_py_err)
+    fn stale_updates(&self, py: Python<'_>) -> PyResult<u64> {
+        run_detached(py, || self.inner.stale_updates())
     }
 
     #[getter]
-    fn position(&self) -> PyResult<usize> {
-        Ok(self.inner.cursor().map_err(to_py_err)?.position)
+    fn position(&self, py: Python<'_>) -> PyResult<usize> {
+        Ok(run_detached(py, || self.inner.cursor())?.position)
     }
 
     #[getter]
-    fn slots_used(&self) -> PyResult<usize> {
-        Ok(self.inner.cursor().map_err(to_py_err)?.size)
+    fn slots_used(&self, py: Python<'_>) -> PyResult<usize> {
+        Ok(run_detached(py, || self.inner.cursor())?.size)
     }
 
     fn priorities<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray1<f64>>> {
-        Ok(self.inner.priorities().map_err(to_py_err)?.into_pyarray(py))
+        Ok(run_detached(py, || self.inner.priorities())?.into_pyarray(py))
     }
 
     fn sampleable_mask<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray1<bool>>> {
-        Ok(self
-            .inner
-            .sampleable_mask()
-            .map_err(to_py_err)?
-            .into_pyarray(py))
+        Ok(run_detached(py, || self.inner.sampleable_mask())?.into_pyarray(py))
     }
 
-    fn generator_state(&self) -> PyResult<(u64, u64, u64, u64)> {
-        let [a, b, c, d] = self.inner.generator_state().map_err(to_py_err)?;
+    fn generator_state(&self, py: Python<'_>) -> PyResult<(u64, u64, u64, u64)> {
+        let [a, b, c, d] = run_detached(py, || self.inner.generator_state())?;
         Ok((a, b, c, d))
     }
 }
