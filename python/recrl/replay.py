@@ -25,10 +25,10 @@ Priority updates:
 
 Threads and memory:
     ``extend``, sampling and ``update_priorities`` may run from several Python threads at once:
-    the Rust store sits behind a read-write lock and releases the GIL while it works. Batches
-    are gathered by several Rust threads into output tensors that each Python thread allocates
-    once per batch shape and reuses, so a batch is valid until the same thread draws the next
-    batch of the same kind and shape (set ``reuse_outputs=False`` to get fresh tensors). The
+    the Rust store sits behind a read-write lock and releases the GIL while it works. Several
+    Rust threads gather each batch into output tensors that each Python thread allocates once
+    per batch shape and then reuses. A batch is therefore valid until the same thread draws the
+    next batch of the same kind and shape; set ``reuse_outputs=False`` to get fresh tensors. The
     tensors share memory with the arrays Rust fills (``torch.from_numpy`` semantics), and are
     pinned when ``pin_memory=True`` and CUDA is available.
 
