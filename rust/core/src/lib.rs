@@ -4,7 +4,10 @@
 pub mod csv_reader;
 pub mod csv_writer;
 pub mod error;
+mod memory;
 pub mod returns;
+
+pub mod replay;
 pub mod trajectory;
 
 pub use error::{Error, Result};

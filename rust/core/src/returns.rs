@@ -379,36 +379,13 @@ where
     (outputs, finite)
 }
 
-/// Allocate a zeroed output buffer, asking Linux to back it with transparent huge pages.
+/// Allocate a zeroed output buffer backed by huge pages where the kernel allows it.
 ///
-/// A fresh buffer of tens of megabytes costs one page fault per 4 KiB page on first write, which
-/// takes longer than the kernels themselves; 2 MiB pages cut the number of faults 512-fold.
-/// NumPy gives its own large arrays the same advice. The advice changes no contents, and the
-/// kernel may ignore it (for example when transparent huge pages are disabled).
+/// The zeroed allocation leaves pages untouched until the kernel writes them, so the advice
+/// applies before the first page fault.
 fn zeroed_output(len: usize) -> Vec<f32> {
-    let buffer = vec![0.0f32; len];
-    #[cfg(target_os = "linux")]
-    {
-        const HUGE_PAGE: usize = 2 << 20;
-        let bytes = len * std::mem::size_of::<f32>();
-        if bytes >= 2 * HUGE_PAGE {
-            let start = buffer.as_ptr() as usize;
-            let aligned_start = start.next_multiple_of(HUGE_PAGE);
-            let aligned_end = (start + bytes) / HUGE_PAGE * HUGE_PAGE;
-            if aligned_end > aligned_start {
-                // SAFETY: the range lies inside the allocation of `buffer`, and MADV_HUGEPAGE
-                // only changes how the kernel backs the pages, never their contents. A failure
-                // (for example EINVAL without huge page support) leaves the buffer as it was.
-                unsafe {
-                    libc::madvise(
-                        aligned_start as *mut libc::c_void,
-                        aligned_end - aligned_start,
-                        libc::MADV_HUGEPAGE,
-                    );
-                }
-            }
-        }
-    }
+    let mut buffer = vec![0.0f32; len];
+    crate::memory::advise_huge_pages(&mut buffer);
     buffer
 }
 

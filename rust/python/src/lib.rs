@@ -7,6 +7,8 @@
 mod errors;
 mod io;
 mod returns;
+
+mod replay;
 mod trajectory;
 
 use pyo3::prelude::*;
@@ -17,5 +19,7 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     trajectory::register(module)?;
     io::register(module)?;
     returns::register(module)?;
+
+    replay::register(module)?;
     Ok(())
 }
