@@ -13,7 +13,9 @@ __version__: str
 
 # Trajectories.
 
-def stable_order(users: npt.NDArray[np.int64], times: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+def stable_order(
+    users: npt.NDArray[np.int64], times: npt.NDArray[np.int64]
+) -> npt.NDArray[np.int64]:
     """Return the permutation sorting rows by (user, time), ties kept in row order."""
 
 def build_episodes(
@@ -41,7 +43,9 @@ def encode_ids(
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
     """Return (codes, vocabulary): codes 1..V over sorted distinct source ids, 0 for unknown."""
 
-def take_int64(values: npt.NDArray[np.int64], order: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+def take_int64(
+    values: npt.NDArray[np.int64], order: npt.NDArray[np.int64]
+) -> npt.NDArray[np.int64]:
     """Return ``values[order]``, gathered in parallel."""
 
 # Readers.
@@ -54,3 +58,37 @@ def read_csv(
     headerless_names: list[str] | None = None,
 ) -> dict[str, npt.NDArray[np.generic] | tuple[npt.NDArray[np.int64], list[str]]]:
     """Read the named columns (kinds int64, float32, float64, category) of a delimited file."""
+
+# Metrics. Labels are uint8, float32 or float64 holding 0 or 1; scores are float32 or float64.
+
+def auc(
+    labels: npt.NDArray[np.uint8] | npt.NDArray[np.float32] | npt.NDArray[np.float64],
+    scores: npt.NDArray[np.float32] | npt.NDArray[np.float64],
+) -> tuple[float, int, int]:
+    """Return (auc, positives, negatives), ties counted as 1/2; auc is NaN for one class."""
+
+def grouped_auc(
+    labels: npt.NDArray[np.uint8] | npt.NDArray[np.float32] | npt.NDArray[np.float64],
+    scores: npt.NDArray[np.float32] | npt.NDArray[np.float64],
+    groups: npt.NDArray[np.int64],
+    *,
+    weighting: str = "size",
+) -> tuple[float, int, int]:
+    """Return (grouped auc, groups used, groups skipped); weighting is "size" or "uniform"."""
+
+def logloss(
+    labels: npt.NDArray[np.uint8] | npt.NDArray[np.float32] | npt.NDArray[np.float64],
+    scores: npt.NDArray[np.float32] | npt.NDArray[np.float64],
+    *,
+    eps: float = 1e-7,
+) -> float:
+    """Return the mean binary cross-entropy, probabilities clipped to [eps, 1 - eps]."""
+
+def session_logloss(
+    labels: npt.NDArray[np.uint8] | npt.NDArray[np.float32] | npt.NDArray[np.float64],
+    scores: npt.NDArray[np.float32] | npt.NDArray[np.float64],
+    sessions: npt.NDArray[np.int64],
+    *,
+    eps: float = 1e-7,
+) -> tuple[float, int]:
+    """Return (mean over sessions of the within-session mean cross-entropy, sessions)."""
