@@ -6,11 +6,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import log_loss, roc_auc_score
+from tests.reference import metrics as reference
 
 from recrl.errors import InvalidArgumentError, InvalidDataError, ShapeError
 from recrl.evaluation import metrics
 from recrl.evaluation.metrics import UndefinedMetricWarning
-from tests.reference import metrics as reference
 
 # Contract cases.
 
@@ -173,7 +173,9 @@ def test_task_metrics_are_per_task():
     assert result["click"]["auc"] == 1.0
     assert result["like"]["auc"] == 0.0
     assert result["click"]["session_auc"] == 1.0
-    assert result["click"]["logloss"] == pytest.approx(reference.logloss(labels[:, 0], scores[:, 0]))
+    assert result["click"]["logloss"] == pytest.approx(
+        reference.logloss(labels[:, 0], scores[:, 0])
+    )
     assert result["like"]["session_logloss"] == pytest.approx(
         reference.session_logloss(labels[:, 1], scores[:, 1], sessions)
     )

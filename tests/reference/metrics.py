@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 
 def auc(labels: Sequence[float], scores: Sequence[float]) -> float:
-    """Share of (positive, negative) pairs ordered correctly, a tie counting 1/2; NaN if undefined."""
+    """Share of (positive, negative) pairs in order, a tie counting 1/2; NaN for one class."""
     positives = [s for label, s in zip(labels, scores) if label == 1]
     negatives = [s for label, s in zip(labels, scores) if label == 0]
     if not positives or not negatives:
