@@ -149,7 +149,7 @@ fn validate<L: Label, S: Score>(labels: &[L], scores: &[S], probabilities: bool)
     }
     check_len("scores", scores, labels.len())?;
 
-    if let Some(row) = labels.par_iter().position_first(|l| l.class().is_none()) {
+    if let Some(row) = first_row_where(labels, |l| l.class().is_none()) {
         return Err(Error::InvalidValue {
             column: "labels".into(),
             row: row as u64,
@@ -161,7 +161,7 @@ fn validate<L: Label, S: Score>(labels: &[L], scores: &[S], probabilities: bool)
         let v = s.to_f64();
         v.is_nan() || (probabilities && !(0.0..=1.0).contains(&v))
     };
-    if let Some(row) = scores.par_iter().position_first(bad_score) {
+    if let Some(row) = first_row_where(scores, bad_score) {
         let expected = if probabilities {
             "a probability in [0, 1]"
         } else {
@@ -176,6 +176,18 @@ fn validate<L: Label, S: Score>(labels: &[L], scores: &[S], probabilities: bool)
     Ok(())
 }
 
+/// Return the first row of `values` for which `is_bad` holds.
+///
+/// Scans every chunk in parallel without stopping early: valid input is the common case, and
+/// a per-chunk scan is much cheaper than the per-item bookkeeping of a short-circuiting search.
+fn first_row_where<T: Sync>(values: &[T], is_bad: impl Fn(&T) -> bool + Sync) -> Option<usize> {
+    values
+        .par_chunks(CHUNK)
+        .enumerate()
+        .filter_map(|(chunk, part)| part.iter().position(&is_bad).map(|i| chunk * CHUNK + i))
+        .min()
+}
+
 /// Compute the AUC of `scores` against `labels`, ties counted as 1/2.
 ///
 /// Returns NaN (with the class counts) when all rows have the same label.
@@ -187,14 +199,8 @@ pub fn auc<L: Label, S: Score>(labels: &[L], scores: &[S]) -> Result<Auc> {
 
     // Sort the score keys of each class, then count for every positive the negatives below it
     // (and half of those equal to it) by walking both sorted lists together.
-    let (mut positives, mut negatives): (Vec<u64>, Vec<u64>) = rayon::join(
-        || class_keys(labels, scores, true),
-        || class_keys(labels, scores, false),
-    );
-    rayon::join(
-        || positives.par_sort_unstable(),
-        || negatives.par_sort_unstable(),
-    );
+    let (mut positives, mut negatives) = class_keys(labels, scores);
+    rayon::join(|| radix_sort(&mut positives), || radix_sort(&mut negatives));
     let (n_pos, n_neg) = (positives.len() as u64, negatives.len() as u64);
     if n_pos == 0 || n_neg == 0 {
         return Ok(Auc {
@@ -215,13 +221,85 @@ pub fn auc<L: Label, S: Score>(labels: &[L], scores: &[S]) -> Result<Auc> {
     })
 }
 
-fn class_keys<L: Label, S: Score>(labels: &[L], scores: &[S], positive: bool) -> Vec<u64> {
+/// Split the score keys into those of positive rows and those of negative rows.
+///
+/// Counts the positives of each chunk first, so that every chunk writes its keys straight into
+/// its own part of the two outputs.
+fn class_keys<L: Label, S: Score>(labels: &[L], scores: &[S]) -> (Vec<u64>, Vec<u64>) {
+    let chunk_positives: Vec<usize> = labels
+        .par_chunks(CHUNK)
+        .map(|part| part.iter().filter(|l| l.class() == Some(true)).count())
+        .collect();
+    let total_positives: usize = chunk_positives.iter().sum();
+    let mut positives = vec![0u64; total_positives];
+    let mut negatives = vec![0u64; labels.len() - total_positives];
+
+    let mut outputs = Vec::with_capacity(chunk_positives.len());
+    let (mut positive_rest, mut negative_rest) = (&mut positives[..], &mut negatives[..]);
+    for (chunk, &count) in chunk_positives.iter().enumerate() {
+        let rows = CHUNK.min(labels.len() - chunk * CHUNK);
+        let (positive_part, positive_tail) = positive_rest.split_at_mut(count);
+        let (negative_part, negative_tail) = negative_rest.split_at_mut(rows - count);
+        outputs.push((positive_part, negative_part));
+        (positive_rest, negative_rest) = (positive_tail, negative_tail);
+    }
+
     labels
-        .par_iter()
-        .zip(scores.par_iter())
-        .filter(|(l, _)| l.class() == Some(positive))
-        .map(|(_, s)| s.sort_key())
-        .collect()
+        .par_chunks(CHUNK)
+        .zip(scores.par_chunks(CHUNK))
+        .zip(outputs.into_par_iter())
+        .for_each(|((labels, scores), (positive_part, negative_part))| {
+            let (mut p, mut n) = (0, 0);
+            for (label, score) in labels.iter().zip(scores) {
+                if label.class() == Some(true) {
+                    positive_part[p] = score.sort_key();
+                    p += 1;
+                } else {
+                    negative_part[n] = score.sort_key();
+                    n += 1;
+                }
+            }
+        });
+    (positives, negatives)
+}
+
+/// Sort keys by least-significant-digit radix sort, 8 bits per pass.
+///
+/// Passes in which every key has the same digit are skipped, so float32 keys (upper half zero)
+/// and probabilities (shared sign and high exponent bits) need four to six passes. On random
+/// float64 keys this is several times faster than a comparison sort.
+fn radix_sort(keys: &mut Vec<u64>) {
+    const SMALL: usize = 1 << 12;
+    if keys.len() < SMALL {
+        keys.sort_unstable();
+        return;
+    }
+
+    let mut counts = vec![[0usize; 256]; 8];
+    for &key in keys.iter() {
+        for (digit, count) in counts.iter_mut().enumerate() {
+            count[((key >> (8 * digit)) & 0xff) as usize] += 1;
+        }
+    }
+
+    let mut buffer = vec![0u64; keys.len()];
+    for (digit, count) in counts.iter().enumerate() {
+        if count.contains(&keys.len()) {
+            continue;
+        }
+        let mut offsets = [0usize; 256];
+        let mut total = 0;
+        for (offset, &n) in offsets.iter_mut().zip(count.iter()) {
+            *offset = total;
+            total += n;
+        }
+        for &key in keys.iter() {
+            let bucket = ((key >> (8 * digit)) & 0xff) as usize;
+            buffer[offsets[bucket]] = key;
+            offsets[bucket] += 1;
+        }
+        std::mem::swap(keys, &mut buffer);
+    }
 }
 
 /// Sum over the sorted positive keys of `2 * (negatives below) + (negatives equal)`.
@@ -479,6 +557,27 @@ mod tests {
     fn negative_zero_ties_with_zero() {
         let value = auc(&[1u8, 0], &[-0.0f64, 0.0]).unwrap().value;
         assert_eq!(value, 0.5);
+    }
+
+    #[test]
+    fn radix_sort_orders_keys() {
+        let mut state = 12345u64;
+        let mut keys: Vec<u64> = (0..10_000)
+            .map(|i| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                if i % 3 == 0 {
+                    state >> 40
+                } else {
+                    state
+                }
+            })
+            .collect();
+        let mut expected = keys.clone();
+        expected.sort_unstable();
+        radix_sort(&mut keys);
+        assert_eq!(keys, expected);
     }
 
     #[test]
