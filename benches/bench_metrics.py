@@ -2,8 +2,8 @@
 
 Run: python benches/bench_metrics.py [--rows 10000000] [--groups 1000000] [--baseline-groups 20000]
 
-The pandas baseline calls roc_auc_score once per group, which takes hours over a million groups;
-it is timed on the first ``--baseline-groups`` groups and extrapolated linearly to all groups.
+The pandas baseline calls roc_auc_score once per group, which takes hours over a million groups.
+It is therefore timed on the first ``--baseline-groups`` groups and extrapolated linearly.
 The grouped values are compared on that subsample.
 """
 
@@ -89,8 +89,8 @@ def main() -> None:
     extrapolated = baseline * arguments.groups / arguments.baseline_groups
     value = metrics.grouped_auc(labels[subsample], scores64[subsample], sub_groups).value
     print(
-        f"grouped AUC: pandas groupby + sklearn {baseline:.2f} s over {arguments.baseline_groups:,} "
-        f"groups, extrapolated {extrapolated:.0f} s over {arguments.groups:,}; "
+        f"grouped AUC: pandas groupby + sklearn {baseline:.2f} s over "
+        f"{arguments.baseline_groups:,} groups, extrapolated {extrapolated:.0f} s over {arguments.groups:,}; "
         f"speed-up {extrapolated / ours:.0f}x (estimate), "
         f"|difference| on the subsample {abs(value - expected):.2e}"
     )

@@ -1,7 +1,7 @@
 """Offline evaluation: classification metrics per task and off-policy estimates per response.
 
 :mod:`recrl.evaluation.metrics` computes AUC, grouped AUC, logloss and session logloss in Rust;
-:mod:`recrl.evaluation.off_policy` holds the importance-sampling estimators.
+:mod:`recrl.evaluation.off_policy` contains the importance-sampling estimators.
 """
 
 from __future__ import annotations

@@ -11,8 +11,7 @@ group equally). Groups with a single class have no AUC; they are left out and co
 Logloss is the mean binary cross-entropy with probabilities clipped to ``[eps, 1 - eps]``,
 ``eps = 1e-7`` by default, so a prediction of exactly 0 or 1 for the wrong class costs
 ``-log(1e-7) = 16.1`` instead of infinity. Session logloss is the mean over sessions of the mean
-cross-entropy within each session, as in RMTL (Liu et al., WWW 2023), so every session weighs
-the same whatever its length.
+cross-entropy within each session, so every session weighs the same whatever its length.
 
 Metrics are always computed per task. :func:`task_metrics` takes [N, K] arrays and never pools
 rows of different tasks.
@@ -109,9 +108,9 @@ def _groups_array(groups: npt.ArrayLike, argument: str) -> npt.NDArray[np.int64]
     return np.ascontiguousarray(array, dtype=np.int64)
 
 
-def _warn_undefined(what: str, task: str | None) -> None:
+def _warn_undefined(problem: str, task: str | None) -> None:
     where = f" for task {task!r}" if task is not None else ""
-    message = f"{what}{where}; returning NaN"
+    message = f"{problem}{where}; returning NaN"
     warnings.warn(message, UndefinedMetricWarning, stacklevel=3)
 
 

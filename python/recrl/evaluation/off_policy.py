@@ -6,22 +6,21 @@ and K responses ``r_i`` (watch time, click, like, ...). The importance ratio is
 ``w_i = pi(a_i | s_i) / mu(a_i | s_i)``. Every estimator returns one
 :class:`OffPolicyEstimate` per response column.
 
-Per step, every impression is one sample (the averages reported in the TSCAC paper,
-Cai et al., WWW 2023):
+Per step, every impression is one sample and the estimate is a mean response per impression:
 
 - IPS: ``V = mean_i w_i r_i``. Unbiased when mu > 0 wherever pi > 0, with high variance.
 - Self-normalised IPS: ``V = sum_i w_i r_i / sum_i w_i``. Biased but consistent, bounded by the
   range of the rewards.
-- Normalised capped importance sampling (NCIS): ratios are cut to ``cap`` (10 by default, as in
-  the TSCAC experiments), ``c_i = min(w_i, cap)``, then ``V = sum_i c_i r_i / sum_i c_i``.
+- Normalised capped importance sampling (NCIS): ratios are cut to ``cap`` (10 by default),
+  ``c_i = min(w_i, cap)``, then ``V = sum_i c_i r_i / sum_i c_i``.
 
 Per trajectory, episodes are CSR offsets ``episode_starts`` [E + 1], and per-decision
-importance sampling (Precup et al., ICML 2000) weighs the reward of step t by the product of the
+importance sampling weighs the reward of step t by the product of the
 ratios of steps 0..t of its episode: ``V = mean_e sum_t gamma^t (prod_{u <= t} w_u) r_t``.
 
-The effective sample size is ``(sum_i c_i)^2 / sum_i c_i^2`` over the weights the estimator uses
-(the episode's full product of ratios for per-decision IS); it equals the number of samples when
-all weights are equal.
+The effective sample size is ``(sum_i c_i)^2 / sum_i c_i^2`` over the weights c that the
+estimator uses, which for per-decision IS are the full products of ratios of the episodes. It
+equals the number of samples when all weights are equal.
 
 A behaviour probability of 0 for a logged action makes the ratio infinite and raises
 :class:`recrl.errors.InvalidDataError` naming the row, unless ``clip_behaviour=eps`` raises such
@@ -437,8 +436,7 @@ def per_decision_is(
     """Estimate the mean discounted return per episode by per-decision importance sampling.
 
     ``V = mean_e sum_t gamma^t rho_{e,t} r_{e,t}`` with ``rho_{e,t} = prod_{u <= t} w_{e,u}``,
-    the product of the ratios of the episode's steps up to and including t (Precup et al.,
-    "Eligibility traces for off-policy policy evaluation", ICML 2000). The logged mean is
+    the product of the ratios of the episode's steps up to and including t. The logged mean is
     ``mean_e sum_t gamma^t r_{e,t}``.
 
     Args:

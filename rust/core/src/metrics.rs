@@ -13,14 +13,14 @@ use rayon::prelude::*;
 
 use crate::error::{check_len, Error, Result};
 
-/// Rows per parallel chunk for reductions; fixed so that float sums are reproducible.
+/// Rows per parallel chunk of a reduction. The size is fixed so that float sums are reproducible.
 const CHUNK: usize = 1 << 16;
 
-/// A binary label stored as `u8`, `f32` or `f64`; valid values are exactly 0 and 1.
+/// A binary label stored as `u8`, `f32` or `f64`, valid only when exactly 0 or 1.
 pub trait Label: Copy + Send + Sync {
     /// Return `Some(true)` for 1, `Some(false)` for 0 and `None` for anything else.
     fn class(self) -> Option<bool>;
-    /// The value as written in an error message.
+    /// Format the value for an error message.
     fn describe(self) -> String;
 }
 
@@ -60,10 +60,10 @@ float_label!(f64);
 
 /// A score stored as `f32` or `f64`.
 pub trait Score: Copy + Send + Sync {
-    /// The value as `f64`.
+    /// Convert the value to `f64`.
     fn to_f64(self) -> f64;
-    /// An integer key whose order is the numeric order of the scores, with -0.0 equal to 0.0.
-    /// Only defined for non-NaN values.
+    /// Map the value to an integer key whose order is the numeric order of the scores, with
+    /// -0.0 equal to 0.0. The key of NaN is meaningless, so callers reject NaN first.
     fn sort_key(self) -> u64;
 }
 
@@ -109,10 +109,10 @@ pub struct Auc {
     pub negatives: u64,
 }
 
-/// How grouped AUC weighs the AUC of each group.
+/// Weighting of the per-group AUCs in grouped AUC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GroupWeighting {
-    /// Weight each group by its number of rows (the usual GAUC of CTR papers).
+    /// Weight each group by its number of rows.
     Size,
     /// Weight every group equally.
     Uniform,
@@ -138,8 +138,8 @@ pub struct SessionLogloss {
     pub sessions: u64,
 }
 
-/// Check lengths, emptiness, labels in {0, 1} and scores not NaN; `probabilities` also requires
-/// scores in [0, 1].
+/// Check lengths, emptiness, labels in {0, 1} and scores not NaN. With `probabilities`, scores
+/// must also lie in [0, 1].
 fn validate<L: Label, S: Score>(labels: &[L], scores: &[S], probabilities: bool) -> Result<()> {
     if labels.is_empty() {
         return Err(Error::invalid(
@@ -265,9 +265,8 @@ fn class_keys<L: Label, S: Score>(labels: &[L], scores: &[S]) -> (Vec<u64>, Vec<
 
 /// Sort keys by least-significant-digit radix sort, 8 bits per pass.
 ///
-/// Passes in which every key has the same digit are skipped, so float32 keys (upper half zero)
-/// and probabilities (shared sign and high exponent bits) need four to six passes. On random
-/// float64 keys this is several times faster than a comparison sort.
+/// Passes in which every key has the same digit are skipped, so float32 keys (upper four bytes
+/// zero) take at most four passes.
 fn radix_sort(keys: &mut Vec<u64>) {
     const SMALL: usize = 1 << 12;
     if keys.len() < SMALL {
