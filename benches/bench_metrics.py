@@ -90,7 +90,8 @@ def main() -> None:
     value = metrics.grouped_auc(labels[subsample], scores64[subsample], sub_groups).value
     print(
         f"grouped AUC: pandas groupby + sklearn {baseline:.2f} s over "
-        f"{arguments.baseline_groups:,} groups, extrapolated {extrapolated:.0f} s over {arguments.groups:,}; "
+        f"{arguments.baseline_groups:,} groups, "
+        f"extrapolated {extrapolated:.0f} s over {arguments.groups:,}; "
         f"speed-up {extrapolated / ours:.0f}x (estimate), "
         f"|difference| on the subsample {abs(value - expected):.2e}"
     )
