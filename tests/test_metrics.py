@@ -39,7 +39,7 @@ def test_auc_nan_score_names_row():
         metrics.auc([1, 0, 1], [0.1, 0.2, np.nan])
 
 
-@pytest.mark.parametrize("bad_label", [2, -1, 0.5])
+@pytest.mark.parametrize("bad_label", [2, -1, 0.5, np.nan])
 def test_auc_label_outside_binary_names_row(bad_label):
     labels = np.array([1, 0, bad_label, 1], dtype=np.float64)
     with pytest.raises(InvalidDataError, match="column labels, row 2"):
