@@ -263,27 +263,22 @@ fn class_keys<L: Label, S: Score>(labels: &[L], scores: &[S]) -> (Vec<u64>, Vec<
     (positives, negatives)
 }
 
-/// Sort keys by least-significant-digit radix sort, 8 bits per pass.
+/// Sort items by a `u64` key with a least-significant-digit radix sort, 8 bits per pass.
 ///
-/// Passes in which every key has the same digit are skipped, so float32 keys (upper four bytes
-/// zero) take at most four passes.
-fn radix_sort(keys: &mut Vec<u64>) {
-    const SMALL: usize = 1 << 12;
-    if keys.len() < SMALL {
-        keys.sort_unstable();
-        return;
-    }
-
+/// The sort is stable. Passes in which every key has the same digit are skipped, so float32
+/// keys (upper four bytes zero) take at most four passes and a million group ids three.
+fn radix_sort_by_key<T: Copy + Default>(items: &mut Vec<T>, key: impl Fn(&T) -> u64) {
     let mut counts = vec![[0usize; 256]; 8];
-    for &key in keys.iter() {
+    for item in items.iter() {
+        let value = key(item);
         for (digit, count) in counts.iter_mut().enumerate() {
-            count[((key >> (8 * digit)) & 0xff) as usize] += 1;
+            count[((value >> (8 * digit)) & 0xff) as usize] += 1;
         }
     }
 
-    let mut buffer = vec![0u64; keys.len()];
+    let mut buffer = vec![T::default(); items.len()];
     for (digit, count) in counts.iter().enumerate() {
-        if count.contains(&keys.len()) {
+        if count.contains(&items.len()) {
             continue;
         }
         let mut offsets = [0usize; 256];
@@ -292,12 +287,21 @@ fn radix_sort(keys: &mut Vec<u64>) {
             *offset = total;
             total += n;
         }
-        for &key in keys.iter() {
-            let bucket = ((key >> (8 * digit)) & 0xff) as usize;
-            buffer[offsets[bucket]] = key;
+        for item in items.iter() {
+            let bucket = ((key(item) >> (8 * digit)) & 0xff) as usize;
+            buffer[offsets[bucket]] = *item;
             offsets[bucket] += 1;
         }
-        std::mem::swap(keys, &mut buffer);
+        std::mem::swap(items, &mut buffer);
+    }
+}
+
+/// Sort keys, by radix sort above a few thousand keys.
+fn radix_sort(keys: &mut Vec<u64>) {
+    if keys.len() < 1 << 12 {
+        keys.sort_unstable();
+    } else {
+        radix_sort_by_key(keys, |&k| k);
     }
 }
 
@@ -322,38 +326,37 @@ fn twice_wins_of_chunk(positives: &[u64], negatives: &[u64]) -> u128 {
     total
 }
 
-/// Row order that brings equal group ids together, and the CSR offsets of the groups in it.
+/// Build one item per row with `make`, keyed by the row's group id, and bring equal ids
+/// together. Returns the items and the CSR offsets of the groups among them.
 ///
-/// Groups appear in increasing id order and rows keep their original order within a group. When
-/// the ids are already non-decreasing, no sort is needed.
-fn group_rows(groups: &[i64]) -> (Option<Vec<usize>>, Vec<usize>) {
-    let sorted = groups.par_windows(2).all(|w| w[0] <= w[1]);
-    let order: Option<Vec<usize>> = if sorted {
-        None
-    } else {
-        let mut keyed: Vec<(i64, usize)> = groups
-            .par_iter()
-            .enumerate()
-            .map(|(row, &g)| (g, row))
-            .collect();
-        keyed.par_sort_unstable();
-        Some(keyed.into_par_iter().map(|(_, row)| row).collect())
-    };
+/// Groups appear in increasing id order and rows keep their original order within a group,
+/// so sums over a group are reproducible. When the ids are already non-decreasing, no sort is
+/// needed. Each item carries what the group needs, so that the per-group work reads memory in
+/// order instead of gathering rows at random.
+fn group_by_key<T: Copy + Default + Send + Sync>(
+    groups: &[i64],
+    make: impl Fn(usize) -> T + Sync,
+) -> (Vec<(u64, T)>, Vec<usize>) {
+    // Flipping the sign bit orders i64 ids as u64 keys.
+    let mut items: Vec<(u64, T)> = groups
+        .par_iter()
+        .enumerate()
+        .map(|(row, &g)| ((g as u64) ^ (1 << 63), make(row)))
+        .collect();
+    if !groups.par_windows(2).all(|w| w[0] <= w[1]) {
+        radix_sort_by_key(&mut items, |&(key, _)| key);
+    }
 
-    let id_at = |position: usize| match &order {
-        Some(order) => groups[order[position]],
-        None => groups[position],
-    };
     let mut starts: Vec<usize> = std::iter::once(0)
         .chain(
-            (1..groups.len())
+            (1..items.len())
                 .into_par_iter()
-                .filter(|&i| id_at(i) != id_at(i - 1))
+                .filter(|&i| items[i].0 != items[i - 1].0)
                 .collect::<Vec<_>>(),
         )
         .collect();
-    starts.push(groups.len());
-    (order, starts)
+    starts.push(items.len());
+    (items, starts)
 }
 
 /// Compute the AUC within each group and average the defined ones.
@@ -372,18 +375,16 @@ pub fn grouped_auc<L: Label, S: Score>(
     validate(labels, scores, false)?;
     check_len("groups", groups, labels.len())?;
 
-    let (order, starts) = group_rows(groups);
-    let row_at = |position: usize| order.as_ref().map_or(position, |o| o[position]);
+    let (items, starts) = group_by_key(groups, |row| {
+        (scores[row].sort_key(), labels[row].class() == Some(true))
+    });
 
-    // Per group: gather (score key, label), sort by score and walk runs of tied scores.
+    // Per group: copy (score key, label), sort by score and walk runs of tied scores.
     let per_group: Vec<Option<(f64, f64)>> = starts
         .par_windows(2)
         .map_init(Vec::new, |buffer: &mut Vec<(u64, bool)>, bounds| {
             buffer.clear();
-            buffer.extend((bounds[0]..bounds[1]).map(|position| {
-                let row = row_at(position);
-                (scores[row].sort_key(), labels[row].class() == Some(true))
-            }));
+            buffer.extend(items[bounds[0]..bounds[1]].iter().map(|&(_, item)| item));
             buffer.sort_unstable();
             let auc = auc_of_sorted(buffer)?;
             let weight = match weighting {
@@ -502,16 +503,15 @@ pub fn session_logloss<L: Label, S: Score>(
     validate(labels, scores, true)?;
     check_len("sessions", sessions, labels.len())?;
 
-    let (order, starts) = group_rows(sessions);
-    let row_at = |position: usize| order.as_ref().map_or(position, |o| o[position]);
+    let (losses, starts) = group_by_key(sessions, |row| {
+        cross_entropy(labels[row].class() == Some(true), scores[row].to_f64(), eps)
+    });
     let session_means: Vec<f64> = starts
         .par_windows(2)
         .map(|bounds| {
-            let total: f64 = (bounds[0]..bounds[1])
-                .map(|position| {
-                    let row = row_at(position);
-                    cross_entropy(labels[row].class() == Some(true), scores[row].to_f64(), eps)
-                })
+            let total: f64 = losses[bounds[0]..bounds[1]]
+                .iter()
+                .map(|&(_, loss)| loss)
                 .sum();
             total / (bounds[1] - bounds[0]) as f64
         })
