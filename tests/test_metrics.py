@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sklearn.metrics import log_loss, roc_auc_score
 from tests.reference import metrics as reference
 
 from recrl.errors import InvalidArgumentError, InvalidDataError, ShapeError
@@ -203,7 +202,7 @@ def test_task_metrics_shape_mismatch_rejected():
         metrics.task_metrics(np.zeros((2, 2)), np.zeros((2, 2)), np.zeros(2, np.int64), ["a"])
 
 
-# Properties against the references and scikit-learn.
+# Properties against the references and scikit-learn (skipped where it is not installed).
 
 # Scores from a small set make ties frequent; both dtypes share the values exactly.
 tie_prone_scores = st.sampled_from([0.0, 0.125, 0.25, 0.5, 0.75, 1.0])
@@ -225,7 +224,18 @@ def test_auc_matches_pairwise_reference(rows, score_dtype):
             assert math.isnan(metrics.auc(labels, scores))
         return
     assert metrics.auc(labels, scores) == pytest.approx(expected, abs=1e-12)
-    assert metrics.auc(labels, scores) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(rows=rows, score_dtype=st.sampled_from([np.float32, np.float64]))
+def test_auc_matches_sklearn(rows, score_dtype):
+    sklearn_metrics = pytest.importorskip("sklearn.metrics")
+    labels = np.array([r[0] for r in rows], np.uint8)
+    scores = np.array([r[1] for r in rows], score_dtype)
+    if labels.min() == labels.max():
+        return
+    expected = sklearn_metrics.roc_auc_score(labels, scores)
+    assert metrics.auc(labels, scores) == pytest.approx(expected, abs=1e-12)
 
 
 @settings(max_examples=200, deadline=None)
@@ -263,18 +273,28 @@ def test_logloss_matches_reference_and_sklearn(data, rows):
     assert metrics.session_logloss(labels, scores, sessions) == pytest.approx(
         reference.session_logloss(labels.tolist(), scores.tolist(), sessions.tolist()), rel=1e-12
     )
+
+
+@settings(max_examples=200, deadline=None)
+@given(rows=rows)
+def test_logloss_matches_sklearn(rows):
+    sklearn_metrics = pytest.importorskip("sklearn.metrics")
+    labels = np.array([r[0] for r in rows], np.uint8)
     # scikit-learn clips with a different eps, so compare where no clipping happens.
-    inside = np.clip(scores, 1e-3, 1 - 1e-3)
-    assert metrics.logloss(labels, inside) == pytest.approx(
-        log_loss(labels, inside, labels=[0, 1]), rel=1e-9
-    )
+    scores = np.clip(np.array([r[1] for r in rows], np.float64), 1e-3, 1 - 1e-3)
+    expected = sklearn_metrics.log_loss(labels, scores, labels=[0, 1])
+    assert metrics.logloss(labels, scores) == pytest.approx(expected, rel=1e-9)
 
 
 def test_large_input_matches_sklearn():
+    sklearn_metrics = pytest.importorskip("sklearn.metrics")
     rng = np.random.default_rng(7)
     labels = (rng.random(300_000) < 0.2).astype(np.uint8)
     scores = np.round(rng.random(300_000), 3).astype(np.float32)
-    assert metrics.auc(labels, scores) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+    assert metrics.auc(labels, scores) == pytest.approx(
+        sklearn_metrics.roc_auc_score(labels, scores), abs=1e-12
+    )
     assert metrics.logloss(labels, scores) == pytest.approx(
-        log_loss(labels, np.clip(scores.astype(np.float64), 1e-7, 1 - 1e-7)), rel=1e-9
+        sklearn_metrics.log_loss(labels, np.clip(scores.astype(np.float64), 1e-7, 1 - 1e-7)),
+        rel=1e-9,
     )
