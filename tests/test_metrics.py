@@ -46,8 +46,8 @@ def test_auc_label_outside_binary_names_row(bad_label):
 
 
 def test_integer_label_outside_binary_names_row():
-    with pytest.raises(InvalidDataError, match="column labels, row 1"):
-        metrics.auc(np.array([0, 7, 1], np.int64), [0.1, 0.2, 0.3])
+    with pytest.raises(InvalidDataError, match="column labels, row 1: expected 0 or 1, got 300"):
+        metrics.auc(np.array([0, 300, 1], np.int64), [0.1, 0.2, 0.3])
 
 
 @pytest.mark.parametrize(

@@ -34,7 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from recrl import _core
-from recrl.errors import InvalidArgumentError, ShapeError
+from recrl.errors import InvalidArgumentError, InvalidDataError, ShapeError
 
 __all__ = [
     "DEFAULT_EPS",
@@ -81,8 +81,13 @@ def _labels_array(labels: npt.ArrayLike, argument: str = "labels") -> _LabelArra
     if array.dtype in (np.uint8, np.float32, np.float64):
         return cast(_LabelArray, np.ascontiguousarray(array))
     if np.issubdtype(array.dtype, np.integer):
-        # Other integer types: values outside {0, 1} must still be reported, so map them to 2.
-        return np.where((array == 0) | (array == 1), array, 2).astype(np.uint8)
+        bad = np.flatnonzero((array != 0) & (array != 1))
+        if bad.size:
+            row = int(bad[0])
+            raise InvalidDataError(
+                f"column {argument}, row {row}: expected 0 or 1, got {array[row]}"
+            )
+        return array.astype(np.uint8)
     raise InvalidArgumentError(
         f"{argument}: expected dtype uint8, bool, integer, float32 or float64, got {array.dtype}"
     )
