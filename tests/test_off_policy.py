@@ -149,6 +149,8 @@ def test_shape_and_argument_errors():
         off_policy.ips([], [], np.zeros((0, 1)))
     with pytest.raises(InvalidArgumentError, match="gamma"):
         off_policy.per_decision_is([0.5], [0.5], [1.0], [0, 1], gamma=1.5)
+    with pytest.raises(ShapeError, match="gamma: expected one value or 1 values"):
+        off_policy.per_decision_is([0.5], [0.5], [1.0], [0, 1], gamma=[0.9, 0.9])
 
 
 def test_bad_episode_offsets_rejected():

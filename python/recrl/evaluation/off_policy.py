@@ -465,7 +465,14 @@ def per_decision_is(
     matrix, names = _rewards_matrix(rewards, rows, response_names)
     steps = _episode_steps(episode_starts, rows)
     starts = np.asarray(episode_starts, dtype=np.int64)
-    discounts = np.broadcast_to(np.asarray(gamma, dtype=np.float64), (matrix.shape[1],))
+    discounts = np.asarray(gamma, dtype=np.float64)
+    if discounts.ndim == 0:
+        discounts = np.full(matrix.shape[1], float(discounts))
+    elif discounts.shape != (matrix.shape[1],):
+        raise ShapeError(
+            f"gamma: expected one value or {matrix.shape[1]} values, one per response, "
+            f"got shape {discounts.shape}"
+        )
     if not np.all((discounts >= 0.0) & (discounts <= 1.0)):
         raise InvalidArgumentError(f"gamma: expected values in [0, 1], got {gamma}")
 
