@@ -223,3 +223,37 @@ class SumTree:
         """Return the leaf i with prefix sum before i <= mass < prefix sum through i."""
     def find_prefix_many(self, masses: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
         """Apply ``find_prefix`` to each mass."""
+
+# Metrics. Labels are uint8, float32 or float64 holding 0 or 1; scores are float32 or float64.
+
+def auc(
+    labels: npt.NDArray[np.uint8] | npt.NDArray[np.float32] | npt.NDArray[np.float64],
+    scores: npt.NDArray[np.float32] | npt.NDArray[np.float64],
+) -> tuple[float, int, int]:
+    """Return (auc, positives, negatives), ties counted as 1/2; auc is NaN for one class."""
+
+def grouped_auc(
+    labels: npt.NDArray[np.uint8] | npt.NDArray[np.float32] | npt.NDArray[np.float64],
+    scores: npt.NDArray[np.float32] | npt.NDArray[np.float64],
+    groups: npt.NDArray[np.int64],
+    *,
+    weighting: str = "size",
+) -> tuple[float, int, int]:
+    """Return (grouped auc, groups used, groups skipped); weighting is "size" or "uniform"."""
+
+def logloss(
+    labels: npt.NDArray[np.uint8] | npt.NDArray[np.float32] | npt.NDArray[np.float64],
+    scores: npt.NDArray[np.float32] | npt.NDArray[np.float64],
+    *,
+    eps: float = 1e-7,
+) -> float:
+    """Return the mean binary cross-entropy, probabilities clipped to [eps, 1 - eps]."""
+
+def session_logloss(
+    labels: npt.NDArray[np.uint8] | npt.NDArray[np.float32] | npt.NDArray[np.float64],
+    scores: npt.NDArray[np.float32] | npt.NDArray[np.float64],
+    sessions: npt.NDArray[np.int64],
+    *,
+    eps: float = 1e-7,
+) -> tuple[float, int]:
+    """Return (mean over sessions of the within-session mean cross-entropy, sessions)."""

@@ -5,9 +5,9 @@ pub mod csv_reader;
 pub mod csv_writer;
 pub mod error;
 mod memory;
-pub mod returns;
-
+pub mod metrics;
 pub mod replay;
+pub mod returns;
 pub mod trajectory;
 
 pub use error::{Error, Result};

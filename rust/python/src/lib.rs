@@ -9,6 +9,8 @@ mod io;
 mod returns;
 
 mod replay;
+
+mod metrics;
 mod trajectory;
 
 use pyo3::prelude::*;
@@ -21,5 +23,7 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     returns::register(module)?;
 
     replay::register(module)?;
+
+    metrics::register(module)?;
     Ok(())
 }
