@@ -162,11 +162,16 @@ def _split_labels(
     if options.split == "time":
         ordered = np.sort(log_sorted_times, kind="stable")
         n = len(ordered)
-        first_cut = int(ordered[min(int(round(train * n)), n - 1)]) if n else 0
-        second_cut = int(ordered[min(int(round((train + validation) * n)), n - 1)]) if n else 0
         labels = np.zeros(len(users), dtype=np.uint8)
-        labels[log_sorted_times >= first_cut] = 1
-        labels[log_sorted_times >= second_cut] = 2
+        cuts: list[int | None] = []
+        for code, fraction in ((1, train), (2, train + validation)):
+            # Rows from the cut time on go to the later split; a cut past the end leaves it empty.
+            index = int(round(fraction * n))
+            cut = int(ordered[index]) if index < n else None
+            if cut is not None:
+                labels[log_sorted_times >= cut] = code
+            cuts.append(cut)
+        first_cut, second_cut = cuts
         info = {
             "kind": "time",
             "fractions": list(options.split_fractions),
