@@ -7,7 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recrl.data import TableSchema, read_kuairand, read_otto, read_table, read_taobao
+from recrl.data import (
+    PrepareOptions,
+    TableSchema,
+    prepare,
+    read_kuairand,
+    read_otto,
+    read_table,
+    read_taobao,
+)
 from recrl.data.readers import KUAIRAND_LOG_COLUMNS
 from recrl.errors import ColumnNotFoundError, DataFormatError, InvalidDataError
 
@@ -59,6 +67,22 @@ def test_kuairand_ids_stay_int64(tmp_path: Path) -> None:
     assert log.user_ids.tolist() == [6221888200042590280]
     assert log.item_ids.tolist() == [110378652104]
     assert log.timestamps.tolist() == [1649581149287]
+
+
+def test_huge_ids_survive_prepare(tmp_path: Path) -> None:
+    write_kuairand_log(
+        tmp_path / "log_standard_4_08_to_4_21_pure.csv",
+        [
+            {"user_id": 6221888200042590280, "video_id": 110378652104, "time_ms": 1},
+            {"user_id": 6221888200042590280, "video_id": 110378652105, "time_ms": 2},
+        ],
+    )
+    options = PrepareOptions(split_fractions=(1.0, 0.0, 0.0))
+    dataset = prepare(read_kuairand(tmp_path), tmp_path / "prepared", options)
+    assert dataset["user_ids"].dtype == np.int64
+    assert dataset["user_ids"].tolist() == [6221888200042590280] * 2
+    assert dataset["item_ids"].tolist() == [110378652104, 110378652105]
+    assert dataset["item_vocabulary"].tolist() == [110378652104, 110378652105]
 
 
 def test_kuairand_folder_without_logs(tmp_path: Path) -> None:

@@ -4,6 +4,10 @@
 pub mod csv_reader;
 pub mod csv_writer;
 pub mod error;
+mod memory;
+pub mod metrics;
+pub mod replay;
+pub mod returns;
 pub mod trajectory;
 
 pub use error::{Error, Result};
