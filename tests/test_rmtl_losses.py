@@ -208,3 +208,19 @@ def test_auc_matches_scikit_learn_with_ties():
     assert logloss(labels, scores) == pytest.approx(
         metrics.log_loss(labels, np.clip(scores, 1e-7, 1 - 1e-7)), rel=1e-9
     )
+
+
+def test_task_metrics_match_compiled_metrics():
+    compiled = pytest.importorskip("recrl.evaluation.metrics")
+    generator = np.random.default_rng(1)
+    labels = (generator.random((3000, 2)) < [0.3, 0.05]).astype(np.float32)
+    scores = np.round(generator.random((3000, 2)), 3)
+    sessions = np.sort(generator.integers(0, 400, 3000))
+
+    ours = task_metrics(labels, scores, sessions, ["ctr", "ctcvr"])
+    theirs = compiled.task_metrics(labels, scores, sessions, ["ctr", "ctcvr"])
+
+    for task in ("ctr", "ctcvr"):
+        for name in ("auc", "logloss", "session_logloss"):
+            assert ours[task][name] == pytest.approx(theirs[task][name], rel=1e-6)
+        assert ours[task]["grouped_auc"] == pytest.approx(theirs[task]["session_auc"], rel=1e-6)
