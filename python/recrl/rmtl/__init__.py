@@ -18,7 +18,6 @@ from recrl.rmtl.losses import (
     td_targets,
     weighted_task_loss,
 )
-from recrl.rmtl.metrics import task_metrics
 from recrl.rmtl.pipeline import RunPlan, method_name, run_rmtl
 from recrl.rmtl.training import evaluate, finetune, predict, pretrain, train_critics
 
@@ -44,7 +43,6 @@ __all__ = [
     "save_backbone",
     "save_critics",
     "task_labels",
-    "task_metrics",
     "task_rewards",
     "task_weights",
     "td_targets",

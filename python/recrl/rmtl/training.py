@@ -14,12 +14,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from recrl.evaluation.metrics import task_metrics
 from recrl.nets.mtl import MultiTaskBackbone
 from recrl.rmtl.config import CriticConfig, FinetuneConfig, PretrainConfig
 from recrl.rmtl.critics import CriticTrainer
 from recrl.rmtl.data import TaskData
 from recrl.rmtl.losses import task_rewards, task_weights, weighted_task_loss
-from recrl.rmtl.metrics import task_metrics
 
 __all__ = ["evaluate", "finetune", "predict", "pretrain", "train_critics"]
 
@@ -48,15 +48,28 @@ def predict(
 def evaluate(
     model: MultiTaskBackbone, data: TaskData, split: str, batch_size: int = 8192
 ) -> dict[str, dict[str, float]]:
-    """Return the per-task metrics of ``model`` on ``split`` (see :func:`task_metrics`)."""
+    """Return AUC, logloss, session logloss and grouped AUC of each task on ``split``.
+
+    The metrics come from :func:`recrl.evaluation.metrics.task_metrics`, computed in Rust; its
+    size-weighted ``session_auc`` is reported as ``grouped_auc``.
+    """
     rows = data.splits[split]
     scores = predict(model, data, rows, batch_size)
-    return task_metrics(
+    metrics = task_metrics(
         data.labels[rows].cpu().numpy(),
         scores.cpu().numpy(),
-        data.sessions[rows].cpu().numpy(),
+        data.sessions[rows].cpu().numpy().astype(np.int64),
         model.tasks,
     )
+    return {
+        task: {
+            "auc": values["auc"],
+            "logloss": values["logloss"],
+            "session_logloss": values["session_logloss"],
+            "grouped_auc": values["session_auc"],
+        }
+        for task, values in metrics.items()
+    }
 
 
 def mean_auc(metrics: dict[str, dict[str, float]]) -> float:
