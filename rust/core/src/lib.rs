@@ -3,6 +3,7 @@
 
 pub mod csv_reader;
 pub mod error;
+pub mod scoring;
 pub mod trajectory;
 
 pub use error::{Error, Result};

@@ -1,0 +1,280 @@
+//! Fusion of per-candidate predictions into one score, and top-k selection.
+
+use crate::error::{Error, Result};
+
+/// How K per-candidate predictions combine into one ranking score.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FusionMode {
+    /// `sum_k w_k * p_k`.
+    WeightedSum,
+    /// `prod_k p_k ^ w_k`, computed as `exp(sum_k w_k * ln p_k)`; predictions must be >= 0.
+    Product,
+}
+
+impl FusionMode {
+    /// Parse `"sum"` or `"product"`.
+    pub fn from_name(name: &str) -> Result<Self> {
+        match name {
+            "sum" => Ok(FusionMode::WeightedSum),
+            "product" => Ok(FusionMode::Product),
+            other => Err(Error::invalid(
+                "mode",
+                format!("expected \"sum\" or \"product\", got {other:?}"),
+            )),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FusionMode::WeightedSum => "sum",
+            FusionMode::Product => "product",
+        }
+    }
+}
+
+/// What to do with a candidate whose inputs contain NaN or an infinity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NonFinite {
+    /// Fail with an error that names the first such candidate.
+    Raise,
+    /// Give the candidate a NaN score, which every top-k ranks after all finite scores.
+    RankLast,
+}
+
+impl NonFinite {
+    /// Parse `"raise"` or `"rank_last"`.
+    pub fn from_name(name: &str) -> Result<Self> {
+        match name {
+            "raise" => Ok(NonFinite::Raise),
+            "rank_last" => Ok(NonFinite::RankLast),
+            other => Err(Error::invalid(
+                "invalid",
+                format!("expected \"raise\" or \"rank_last\", got {other:?}"),
+            )),
+        }
+    }
+}
+
+/// Report candidate `candidate` whose `what` holds the non-finite `value`, or mark it NaN.
+pub fn non_finite_candidate(
+    policy: NonFinite,
+    argument: &str,
+    candidate: usize,
+    feature: usize,
+    value: f32,
+) -> Result<f32> {
+    match policy {
+        NonFinite::Raise => Err(Error::invalid(
+            argument,
+            format!(
+                "candidate {candidate} has the non-finite value {value} at position {feature}; \
+                 fix the input or pass invalid=\"rank_last\" to rank such candidates last"
+            ),
+        )),
+        NonFinite::RankLast => Ok(f32::NAN),
+    }
+}
+
+/// Fuse predictions [C, K] (row-major) with `weights` [K] into scores [C].
+///
+/// Rows with NaN or an infinity, and rows with a negative prediction under
+/// [`FusionMode::Product`], are rejected or scored NaN according to `invalid`.
+pub fn fuse(
+    predictions: &[f32],
+    weights: &[f32],
+    mode: FusionMode,
+    invalid: NonFinite,
+) -> Result<Vec<f32>> {
+    let k = weights.len();
+    if k == 0 {
+        return Err(Error::shape("weights", "at least one weight", "0"));
+    }
+    if predictions.len() % k != 0 {
+        return Err(Error::shape(
+            "predictions",
+            format!("(C, {k}) values"),
+            format!("{} values", predictions.len()),
+        ));
+    }
+    if let Some(position) = weights.iter().position(|w| !w.is_finite()) {
+        return Err(Error::invalid(
+            "weights",
+            format!(
+                "weight {position} is {}, expected a finite number",
+                weights[position]
+            ),
+        ));
+    }
+    let mut scores = Vec::with_capacity(predictions.len() / k);
+    for (candidate, row) in predictions.chunks_exact(k).enumerate() {
+        let mut score = match mode {
+            FusionMode::WeightedSum => weighted_sum(row, weights),
+            FusionMode::Product => log_product(row, weights),
+        };
+        if !score.is_finite() {
+            score = check_row(row, mode, invalid, candidate, score)?;
+        } else if mode == FusionMode::Product {
+            score = score.exp();
+        }
+        scores.push(score);
+    }
+    Ok(scores)
+}
+
+fn weighted_sum(row: &[f32], weights: &[f32]) -> f32 {
+    row.iter().zip(weights).map(|(p, w)| p * w).sum()
+}
+
+/// `sum_k w_k ln p_k`, skipping zero weights so that 0^0 counts as 1.
+fn log_product(row: &[f32], weights: &[f32]) -> f32 {
+    row.iter()
+        .zip(weights)
+        .filter(|(_, w)| **w != 0.0)
+        .map(|(p, w)| w * p.ln())
+        .sum()
+}
+
+/// Decide the score of a row whose fused value is not finite: an invalid input (rejected or
+/// NaN), or a legitimate limit such as `ln 0 = -inf` under the product (score 0).
+fn check_row(
+    row: &[f32],
+    mode: FusionMode,
+    invalid: NonFinite,
+    candidate: usize,
+    score: f32,
+) -> Result<f32> {
+    if let Some(position) = row.iter().position(|p| !p.is_finite()) {
+        return non_finite_candidate(invalid, "predictions", candidate, position, row[position]);
+    }
+    if mode == FusionMode::Product {
+        if let Some(position) = row.iter().position(|p| *p < 0.0) {
+            return match invalid {
+                NonFinite::Raise => Err(Error::invalid(
+                    "predictions",
+                    format!(
+                        "candidate {candidate} has the negative prediction {} at position \
+                         {position}; the product fusion needs predictions >= 0",
+                        row[position]
+                    ),
+                )),
+                NonFinite::RankLast => Ok(f32::NAN),
+            };
+        }
+        return Ok(score.exp());
+    }
+    // A finite row whose weighted sum overflowed.
+    non_finite_candidate(invalid, "predictions", candidate, 0, score)
+}
+
+/// Map a score to a u32 that sorts ascending in the order best first, NaN last.
+#[inline]
+fn descending_key(score: f32) -> u32 {
+    if score.is_nan() {
+        return u32::MAX;
+    }
+    // Adding 0.0 turns -0.0 into +0.0 so the two tie and fall back to the candidate index.
+    let bits = (score + 0.0).to_bits();
+    let ascending = if bits & 0x8000_0000 != 0 {
+        !bits
+    } else {
+        bits | 0x8000_0000
+    };
+    // NaN took u32::MAX above; the largest finite key left is for -inf, one below it.
+    (!ascending).min(u32::MAX - 1)
+}
+
+/// Return the indices of the `k` best scores, best first, ties broken by the lower index and
+/// NaN scores last. `k` larger than the number of scores returns them all.
+///
+/// Each candidate becomes one u64 key, score in the high half and index in the low half, so a
+/// single integer comparison orders by score and then by index; `select_nth_unstable` then
+/// partitions the k best in linear expected time and only those k are sorted.
+pub fn top_k(scores: &[f32], k: usize) -> Result<Vec<u32>> {
+    if scores.len() > u32::MAX as usize {
+        return Err(Error::shape(
+            "scores",
+            format!("at most {} candidates", u32::MAX),
+            scores.len().to_string(),
+        ));
+    }
+    let k = k.min(scores.len());
+    if k == 0 {
+        return Ok(Vec::new());
+    }
+    let mut keys: Vec<u64> = scores
+        .iter()
+        .enumerate()
+        .map(|(index, &score)| (u64::from(descending_key(score)) << 32) | index as u64)
+        .collect();
+    if k < keys.len() {
+        keys.select_nth_unstable(k - 1);
+        keys.truncate(k);
+    }
+    keys.sort_unstable();
+    Ok(keys.into_iter().map(|key| key as u32).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_k_orders_ties_by_index_and_nan_last() {
+        let scores = [1.0, f32::NAN, 3.0, 1.0, f32::NEG_INFINITY, -0.0, 0.0, 3.0];
+        assert_eq!(top_k(&scores, 3).unwrap(), vec![2, 7, 0]);
+        assert_eq!(top_k(&scores, 100).unwrap(), vec![2, 7, 0, 3, 5, 6, 4, 1]);
+        assert!(top_k(&scores, 0).unwrap().is_empty());
+        assert!(top_k(&[], 5).unwrap().is_empty());
+    }
+
+    #[test]
+    fn fuse_sum_and_product() {
+        let predictions = [0.5, 2.0, 0.0, 4.0];
+        let weights = [2.0, 0.5];
+        let sum = fuse(
+            &predictions,
+            &weights,
+            FusionMode::WeightedSum,
+            NonFinite::Raise,
+        )
+        .unwrap();
+        assert_eq!(sum, vec![2.0, 2.0]);
+        let product = fuse(
+            &predictions,
+            &weights,
+            FusionMode::Product,
+            NonFinite::Raise,
+        )
+        .unwrap();
+        assert!((product[0] - 0.25 * 2.0_f32.sqrt()).abs() < 1e-6);
+        assert_eq!(product[1], 0.0);
+    }
+
+    #[test]
+    fn fuse_nan_rejected_or_ranked_last() {
+        let predictions = [0.5, 2.0, f32::NAN, 4.0];
+        let weights = [1.0, 1.0];
+        let error = fuse(
+            &predictions,
+            &weights,
+            FusionMode::WeightedSum,
+            NonFinite::Raise,
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("candidate 1"), "{error}");
+        let scores = fuse(
+            &predictions,
+            &weights,
+            FusionMode::WeightedSum,
+            NonFinite::RankLast,
+        )
+        .unwrap();
+        assert!(scores[1].is_nan());
+    }
+
+    #[test]
+    fn product_rejects_negative() {
+        let error = fuse(&[-0.1], &[1.0], FusionMode::Product, NonFinite::Raise).unwrap_err();
+        assert!(error.to_string().contains("candidate 0"), "{error}");
+    }
+}
