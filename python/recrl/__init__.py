@@ -21,4 +21,11 @@ if _core.__version__ != __version__:
         "the build is stale, reinstall with `pip install --force-reinstall .`"
     )
 
-__all__ = ["__version__", "errors"]
+__all__ = ["Scorer", "__version__", "errors"]
+
+
+def __getattr__(name: str) -> object:
+    # `recrl.Scorer` without importing `recrl.serving` (and its export helpers) at start-up.
+    if name == "Scorer":
+        return _core.Scorer
+    raise AttributeError(f"module 'recrl' has no attribute {name!r}")

@@ -6,6 +6,7 @@
 
 mod errors;
 mod io;
+mod scoring;
 mod trajectory;
 
 use pyo3::prelude::*;
@@ -15,5 +16,6 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add("__version__", env!("CARGO_PKG_VERSION"))?;
     trajectory::register(module)?;
     io::register(module)?;
+    scoring::register(module)?;
     Ok(())
 }
