@@ -84,9 +84,7 @@ class Fusion:
                 f"fusion weights: expected at least one finite weight, got {weights}"
             )
         if self.names is not None and len(self.names) != len(weights):
-            raise ShapeError(
-                f"fusion names: expected {len(weights)} names, got {len(self.names)}"
-            )
+            raise ShapeError(f"fusion names: expected {len(weights)} names, got {len(self.names)}")
         return {
             "mode": self.mode,
             "weights": weights,

@@ -111,7 +111,10 @@ pub fn fuse(
             FusionMode::WeightedSum => weighted_sum(row, weights),
             FusionMode::Product => log_product(row, weights),
         };
-        if !score.is_finite() {
+        // `p * 0.0` is 0 for finite p and NaN otherwise, so this also catches a NaN or an
+        // infinity under a zero weight, which the fused value alone would hide.
+        let guard: f32 = row.iter().map(|p| p * 0.0).sum();
+        if !(score + guard).is_finite() {
             score = check_row(row, mode, invalid, candidate, score)?;
         } else if mode == FusionMode::Product {
             score = score.exp();
@@ -155,6 +158,19 @@ fn check_row(
                         "candidate {candidate} has the negative prediction {} at position \
                          {position}; the product fusion needs predictions >= 0",
                         row[position]
+                    ),
+                )),
+                NonFinite::RankLast => Ok(f32::NAN),
+            };
+        }
+        if score.is_nan() {
+            // ln 0 under both a positive and a negative weight: 0 * inf has no value.
+            return match invalid {
+                NonFinite::Raise => Err(Error::invalid(
+                    "predictions",
+                    format!(
+                        "candidate {candidate}: the product is undefined because a zero \
+                         prediction meets weights of both signs"
                     ),
                 )),
                 NonFinite::RankLast => Ok(f32::NAN),
