@@ -321,7 +321,8 @@ impl Scorer {
         history: Option<&Bound<'py, PyAny>>,
         invalid: &str,
     ) -> PyResult<Bound<'py, PyArray1<f32>>> {
-        let scores = self.score_one(py, state, candidates, categorical, history, invalid)?;
+        let (scores, _) =
+            self.score_one(py, state, candidates, categorical, history, invalid, None)?;
         Ok(scores.into_pyarray(py))
     }
 
@@ -339,12 +340,17 @@ impl Scorer {
         history: Option<&Bound<'py, PyAny>>,
         invalid: &str,
     ) -> PyResult<(Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<f32>>)> {
-        let scores = self.score_one(py, state, candidates, categorical, history, invalid)?;
-        let indices = py
-            .detach(|| scoring::top_k(&scores, k))
-            .map_err(to_py_err)?;
-        let best: Vec<f32> = indices.iter().map(|&i| scores[i as usize]).collect();
-        Ok((int64_result(py, indices), best.into_pyarray(py)))
+        let (_, best) = self.score_one(
+            py,
+            state,
+            candidates,
+            categorical,
+            history,
+            invalid,
+            Some(k),
+        )?;
+        let (indices, scores) = best.unwrap_or_default();
+        Ok((int64_result(py, indices), scores.into_pyarray(py)))
     }
 
     /// Score B requests at once; returns float32 [B, C].
@@ -435,7 +441,11 @@ impl Scorer {
     }
 }
 
+/// Scores [C] of one request, or the indices and scores of its k best candidates.
+type ScoredRequest = (Vec<f32>, Option<(Vec<u32>, Vec<f32>)>);
+
 impl Scorer {
+    #[allow(clippy::too_many_arguments)]
     fn score_one<'py>(
         &self,
         py: Python<'py>,
@@ -444,7 +454,8 @@ impl Scorer {
         categorical: Option<&Bound<'py, PyAny>>,
         history: Option<&Bound<'py, PyAny>>,
         invalid: &str,
-    ) -> PyResult<Vec<f32>> {
+        k: Option<usize>,
+    ) -> PyResult<ScoredRequest> {
         let invalid = non_finite_policy(invalid)?;
         let state = self.state(state, false)?;
         let extras = self.extras(categorical, history, false)?;
@@ -476,7 +487,14 @@ impl Scorer {
             checked.view(self.policy.candidate_width())?
         };
         let policy = &self.policy;
-        run_detached(py, || policy.score(&requests, view, invalid))
+        // Scoring and selection share one release of the GIL.
+        run_detached(py, || match k {
+            None => Ok((policy.score(&requests, view, invalid)?, None)),
+            Some(k) => {
+                let best = policy.top_k(&requests, view, k, invalid)?;
+                Ok((Vec::new(), Some(best)))
+            }
+        })
     }
 }
 

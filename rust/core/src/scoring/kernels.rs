@@ -48,13 +48,78 @@ fn dot_lanes(x: &[f32], y: &[f32], fused: bool) -> f32 {
 }
 
 #[inline(always)]
-fn axpy_lanes(alpha: f32, x: &[f32], y: &mut [f32], fused: bool) {
-    for (target, value) in y.iter_mut().zip(x) {
-        *target = if fused {
-            alpha.mul_add(*value, *target)
-        } else {
-            *target + alpha * value
-        };
+fn multiply_add(a: f32, b: f32, c: f32, fused: bool) -> f32 {
+    if fused {
+        a.mul_add(b, c)
+    } else {
+        c + a * b
+    }
+}
+
+/// Add `input @ columns[:, start..start + B]` to `y[start..start + B]`.
+///
+/// The B sums live in two local arrays (even and odd inputs) that the compiler keeps in
+/// registers, so no load or store of `y` sits on the dependency chain and two FMA chains
+/// overlap.
+#[inline(always)]
+fn add_columns_block<const B: usize>(
+    columns: &[f32],
+    input: &[f32],
+    y: &mut [f32],
+    start: usize,
+    fused: bool,
+) {
+    let width = y.len();
+    let mut even = [0.0f32; B];
+    let mut odd = [0.0f32; B];
+    let pairs = input.len() / 2;
+    for pair in 0..pairs {
+        let i = 2 * pair;
+        let first: &[f32; B] = columns[i * width + start..i * width + start + B]
+            .try_into()
+            .expect("block of B columns");
+        let second: &[f32; B] = columns[(i + 1) * width + start..(i + 1) * width + start + B]
+            .try_into()
+            .expect("block of B columns");
+        for lane in 0..B {
+            even[lane] = multiply_add(input[i], first[lane], even[lane], fused);
+            odd[lane] = multiply_add(input[i + 1], second[lane], odd[lane], fused);
+        }
+    }
+    if input.len() % 2 == 1 {
+        let i = input.len() - 1;
+        let last: &[f32; B] = columns[i * width + start..i * width + start + B]
+            .try_into()
+            .expect("block of B columns");
+        for lane in 0..B {
+            even[lane] = multiply_add(input[i], last[lane], even[lane], fused);
+        }
+    }
+    for lane in 0..B {
+        y[start + lane] += even[lane] + odd[lane];
+    }
+}
+
+/// `y += sum_i input[i] * columns[i, :]` over a row-major [input.len(), y.len()] matrix, in
+/// blocks of 32 and 8 outputs, then one output at a time.
+#[inline(always)]
+fn add_columns_lanes(columns: &[f32], input: &[f32], y: &mut [f32], fused: bool) {
+    let width = y.len();
+    let mut start = 0;
+    while start + 32 <= width {
+        add_columns_block::<32>(columns, input, y, start, fused);
+        start += 32;
+    }
+    while start + 8 <= width {
+        add_columns_block::<8>(columns, input, y, start, fused);
+        start += 8;
+    }
+    for output in start..width {
+        let mut sum = 0.0f32;
+        for (i, &x) in input.iter().enumerate() {
+            sum = multiply_add(x, columns[i * width + output], sum, fused);
+        }
+        y[output] += sum;
     }
 }
 
@@ -66,8 +131,8 @@ fn dot_avx2(x: &[f32], y: &[f32]) -> f32 {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn axpy_avx2(alpha: f32, x: &[f32], y: &mut [f32]) {
-    axpy_lanes(alpha, x, y, true)
+fn add_columns_avx2(columns: &[f32], input: &[f32], y: &mut [f32]) {
+    add_columns_lanes(columns, input, y, true)
 }
 
 /// Return the dot product of two slices of equal length.
@@ -81,15 +146,24 @@ pub fn dot(x: &[f32], y: &[f32]) -> f32 {
     dot_lanes(x, y, false)
 }
 
-/// Add `alpha * x` to `y` element by element.
-pub fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
-    debug_assert_eq!(x.len(), y.len());
+/// Add `input [n] @ columns [n, y.len()]` to `y`: one axpy per input, so the outputs stay in
+/// registers while the columns stream through.
+pub fn add_columns(columns: &[f32], input: &[f32], y: &mut [f32]) {
+    debug_assert_eq!(columns.len(), input.len() * y.len());
     #[cfg(target_arch = "x86_64")]
     if has_avx2_fma() {
         // SAFETY: the CPU supports AVX2 and FMA, checked once by `has_avx2_fma`.
-        return unsafe { axpy_avx2(alpha, x, y) };
+        return unsafe { add_columns_avx2(columns, input, y) };
     }
-    axpy_lanes(alpha, x, y, false)
+    add_columns_lanes(columns, input, y, false)
+}
+
+/// Whether every value is finite, tested on the bits so that the loop vectorises.
+pub fn all_finite(values: &[f32]) -> bool {
+    const EXPONENT: u32 = 0x7f80_0000;
+    values.iter().fold(0u32, |found, v| {
+        found | u32::from(v.to_bits() & EXPONENT == EXPONENT)
+    }) == 0
 }
 
 /// Add `inputs [rows, inner] @ weights[outer, inner]^T` to `outputs [rows, outer]`.

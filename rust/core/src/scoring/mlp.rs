@@ -1,6 +1,6 @@
 //! Forward pass of an exported multi-layer perceptron (`recrl.nets.MLP` in evaluation mode).
 
-use super::kernels::{add_matmul_transposed, axpy, dot, erfc};
+use super::kernels::{add_columns, add_matmul_transposed, dot, erfc};
 use crate::error::{Error, Result};
 
 /// The element-wise function between two linear layers, as in `torch.nn`.
@@ -125,11 +125,9 @@ impl Linear {
     /// split into parts (request features, then candidate features).
     pub fn add_columns(&self, offset: usize, input: &[f32], output: &mut [f32]) {
         if self.outputs >= 8 {
-            for (position, &x) in input.iter().enumerate() {
-                let i = offset + position;
-                let column = &self.weight_transposed[i * self.outputs..(i + 1) * self.outputs];
-                axpy(x, column, output);
-            }
+            let columns = &self.weight_transposed
+                [offset * self.outputs..(offset + input.len()) * self.outputs];
+            add_columns(columns, input, output);
         } else {
             for (o, value) in output.iter_mut().enumerate() {
                 let row = o * self.inputs + offset;

@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 use std::sync::atomic::Ordering;
 
-use super::kernels::{add_matmul_transposed, dot};
+use super::kernels::{add_matmul_transposed, all_finite, dot};
 use super::mlp::broadcast_rows;
 use super::policy::{Candidates, Model, Policy, Requests};
 use super::select::{fuse, non_finite_candidate, top_k, NonFinite};
@@ -12,6 +12,9 @@ use crate::error::{Error, Result};
 
 /// Reject the first non-finite value of `values` [rows, width], naming request and position.
 fn check_finite_states(values: &[f32], width: usize, batch: bool) -> Result<()> {
+    if all_finite(values) {
+        return Ok(());
+    }
     let Some(position) = values.iter().position(|v| !v.is_finite()) else {
         return Ok(());
     };
@@ -342,7 +345,12 @@ impl Policy {
 
         // Candidates with NaN or infinite inputs: rejected, or scored NaN at the end.
         let mut ranked_last = Vec::new();
-        for (candidate, row) in values.chunks_exact(width.max(1)).enumerate().take(total) {
+        let rows_to_check = if all_finite(values) { 0 } else { total };
+        for (candidate, row) in values
+            .chunks_exact(width.max(1))
+            .enumerate()
+            .take(rows_to_check)
+        {
             if let Some(position) = row.iter().position(|v| !v.is_finite()) {
                 let argument = "candidates";
                 non_finite_candidate(

@@ -1,5 +1,6 @@
 //! Fusion of per-candidate predictions into one score, and top-k selection.
 
+use super::kernels::all_finite;
 use crate::error::{Error, Result};
 
 /// How K per-candidate predictions combine into one ranking score.
@@ -105,16 +106,28 @@ pub fn fuse(
             ),
         ));
     }
+    // Fast path: every prediction finite, a weighted sum over a common K.
+    if mode == FusionMode::WeightedSum && all_finite(predictions) {
+        let scores = match k {
+            2 => weighted_sums::<2>(predictions, weights),
+            4 => weighted_sums::<4>(predictions, weights),
+            8 => weighted_sums::<8>(predictions, weights),
+            _ => predictions
+                .chunks_exact(k)
+                .map(|row| weighted_sum(row, weights))
+                .collect(),
+        };
+        if all_finite(&scores) {
+            return Ok(scores);
+        }
+    }
     let mut scores = Vec::with_capacity(predictions.len() / k);
     for (candidate, row) in predictions.chunks_exact(k).enumerate() {
         let mut score = match mode {
             FusionMode::WeightedSum => weighted_sum(row, weights),
             FusionMode::Product => log_product(row, weights),
         };
-        // `p * 0.0` is 0 for finite p and NaN otherwise, so this also catches a NaN or an
-        // infinity under a zero weight, which the fused value alone would hide.
-        let guard: f32 = row.iter().map(|p| p * 0.0).sum();
-        if !(score + guard).is_finite() {
+        if !(score.is_finite() && all_finite(row)) {
             score = check_row(row, mode, invalid, candidate, score)?;
         } else if mode == FusionMode::Product {
             score = score.exp();
@@ -122,6 +135,21 @@ pub fn fuse(
         scores.push(score);
     }
     Ok(scores)
+}
+
+/// Weighted sums of rows of a compile-time width, which the compiler unrolls.
+fn weighted_sums<const K: usize>(predictions: &[f32], weights: &[f32]) -> Vec<f32> {
+    let weights: [f32; K] = weights.try_into().expect("K weights");
+    predictions
+        .chunks_exact(K)
+        .map(|row| {
+            let mut sum = 0.0f32;
+            for (p, w) in row.iter().zip(&weights) {
+                sum += p * w;
+            }
+            sum
+        })
+        .collect()
 }
 
 fn weighted_sum(row: &[f32], weights: &[f32]) -> f32 {
@@ -217,17 +245,36 @@ pub fn top_k(scores: &[f32], k: usize) -> Result<Vec<u32>> {
     if k == 0 {
         return Ok(Vec::new());
     }
-    let mut keys: Vec<u64> = scores
+    let keys = scores
         .iter()
         .enumerate()
-        .map(|(index, &score)| (u64::from(descending_key(score)) << 32) | index as u64)
-        .collect();
-    if k < keys.len() {
-        keys.select_nth_unstable(k - 1);
-        keys.truncate(k);
+        .map(|(index, &score)| (u64::from(descending_key(score)) << 32) | index as u64);
+
+    // Keys pass through a buffer of `capacity` slots: whenever it fills, select_nth_unstable
+    // keeps the k best and the k-th becomes a threshold, so that most later keys are dropped
+    // by one comparison. Each key is written unconditionally and the length advances only when
+    // it beats the threshold, which avoids a mispredicted branch per key. Keys never tie
+    // because the index is part of each.
+    let capacity = (4 * k).max(256);
+    let mut best = vec![0u64; capacity + 1];
+    let mut length = 0usize;
+    let mut threshold = u64::MAX;
+    for key in keys {
+        best[length] = key;
+        length += usize::from(key < threshold);
+        if length == capacity {
+            best[..length].select_nth_unstable(k - 1);
+            length = k;
+            threshold = best[k - 1];
+        }
     }
-    keys.sort_unstable();
-    Ok(keys.into_iter().map(|key| key as u32).collect())
+    best.truncate(length);
+    if length > k {
+        best.select_nth_unstable(k - 1);
+        best.truncate(k);
+    }
+    best.sort_unstable();
+    Ok(best.into_iter().map(|key| key as u32).collect())
 }
 
 #[cfg(test)]
@@ -241,6 +288,28 @@ mod tests {
         assert_eq!(top_k(&scores, 100).unwrap(), vec![2, 7, 0, 3, 5, 6, 4, 1]);
         assert!(top_k(&scores, 0).unwrap().is_empty());
         assert!(top_k(&[], 5).unwrap().is_empty());
+    }
+
+    #[test]
+    fn top_k_matches_full_sort_past_the_buffer() {
+        // Scores with many ties and some NaN, long enough to refill the selection buffer.
+        let scores: Vec<f32> = (0..5000u64)
+            .map(|i| {
+                let hashed = i.wrapping_mul(2_654_435_761) % 97;
+                if hashed == 13 {
+                    f32::NAN
+                } else {
+                    hashed as f32 * 0.5
+                }
+            })
+            .collect();
+        let mut order: Vec<u32> = (0..scores.len() as u32).collect();
+        order
+            .sort_by_key(|&i| (u64::from(descending_key(scores[i as usize])) << 32) | u64::from(i));
+        for k in [1, 7, 50, 64, 65, 200, 4999, 5000, 6000] {
+            let expected = &order[..k.min(order.len())];
+            assert_eq!(top_k(&scores, k).unwrap(), expected, "k = {k}");
+        }
     }
 
     #[test]
