@@ -12,7 +12,6 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from reference import scoring as reference
 
 import recrl
 from recrl.errors import InvalidArgumentError, RecrlIOError, ShapeError
@@ -28,6 +27,7 @@ from recrl.serving import (
     read_policy_metadata,
     select_top_k,
 )
+from reference import scoring as reference
 
 NUMERIC = 6
 CARDINALITIES = [5, 3, 7]
@@ -254,7 +254,8 @@ def test_fusion_policy_top_k_contract(tmp_path: Path) -> None:
     indices, _ = scorer.top_k(None, predictions, 100)
     assert indices.tolist() == [1, 2, 3, 0, 4]
     empty_indices, empty_scores = scorer.top_k(None, np.zeros((0, 2), np.float32), 5)
-    assert empty_indices.shape == (0,) and empty_scores.shape == (0,)
+    assert empty_indices.shape == (0,)
+    assert empty_scores.shape == (0,)
 
 
 def test_product_fusion_contract(tmp_path: Path) -> None:
@@ -279,7 +280,8 @@ def test_k_larger_than_candidates_and_empty(actor_file) -> None:
     indices, scores = scorer.top_k(
         numeric, np.array([], np.int64), 10, categorical=codes, history=history
     )
-    assert indices.shape == (0,) and scores.shape == (0,)
+    assert indices.shape == (0,)
+    assert scores.shape == (0,)
     assert scorer.score(numeric, np.array([]), categorical=codes, history=history).shape == (0,)
 
 

@@ -147,13 +147,11 @@ def _activation_entry(module: nn.Module) -> dict[str, Any]:
     )
 
 
-def _mlp_tensors(
-    mlp: MLP, prefix: str
-) -> tuple[dict[str, npt.NDArray[np.float32]], dict[str, Any]]:
+def _mlp_tensors(mlp: MLP, prefix: str) -> tuple[dict[str, npt.NDArray[Any]], dict[str, Any]]:
     """Return the tensors and the ``mlp`` metadata entry of an MLP (dropout is skipped)."""
     from torch import nn
 
-    tensors: dict[str, npt.NDArray[np.float32]] = {}
+    tensors: dict[str, npt.NDArray[Any]] = {}
     widths: list[int] = []
     activations: list[dict[str, Any]] = []
     for module in mlp.layers:
@@ -301,7 +299,10 @@ def export_categorical_actor(
             "actor.encoder: include_item must be False for a categorical actor, whose action "
             "is the item"
         )
-    cardinalities = [] if encoder.fields is None else encoder.fields.cardinalities.tolist()
+    cardinalities: list[int] = []
+    if encoder.fields is not None:
+        buffer = encoder.fields.get_buffer("cardinalities")
+        cardinalities = [int(c) for c in buffer.tolist()]
     names = _check_names(field_names, len(cardinalities), "field")
     if encoder.fields is not None:
         tensors["encoder.fields"] = _float32(encoder.fields.table.weight)

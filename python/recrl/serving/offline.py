@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from recrl._core import Scorer
 from recrl.errors import DataFormatError, RecrlError
@@ -50,8 +51,11 @@ def _score_request(scorer: Scorer, request: dict[str, Any], k: int, invalid: str
     categorical_policy = scorer.kind == "categorical"
     state = request.get("state")
     # No reshaping: a row of the wrong width must fail with the expected shape.
-    dtype = np.int64 if categorical_policy else np.float32
-    candidates = np.asarray(request["candidates"], dtype=dtype)
+    candidates: npt.NDArray[np.int64] | npt.NDArray[np.float32]
+    if categorical_policy:
+        candidates = np.asarray(request["candidates"], dtype=np.int64)
+    else:
+        candidates = np.asarray(request["candidates"], dtype=np.float32)
     codes = request.get("categorical")
     history = request.get("history")
     indices, scores = scorer.top_k(
@@ -95,7 +99,7 @@ def score_file(
     Returns:
         The number of requests scored.
     """
-    from tqdm import tqdm
+    from tqdm import tqdm  # type: ignore[import-untyped]
 
     scorer = Scorer.load(policy)
     requests, out = Path(requests), Path(out)
