@@ -94,6 +94,9 @@ fn int64_result<'py>(py: Python<'py>, indices: Vec<u32>) -> Bound<'py, PyArray1<
         .into_pyarray(py)
 }
 
+/// Indices int64 [k'] and scores float32 [k'] of the best candidates.
+type TopK<'py> = (Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<f32>>);
+
 /// A trained policy loaded from a file written by `recrl.serving.export`, scoring candidates
 /// without torch. Immutable after loading, so one instance can be shared by threads.
 #[pyclass(frozen, module = "recrl._core")]
@@ -339,7 +342,7 @@ impl Scorer {
         categorical: Option<&Bound<'py, PyAny>>,
         history: Option<&Bound<'py, PyAny>>,
         invalid: &str,
-    ) -> PyResult<(Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<f32>>)> {
+    ) -> PyResult<TopK<'py>> {
         let (_, best) = self.score_one(
             py,
             state,
@@ -425,7 +428,7 @@ impl Scorer {
         if checked.shape.len() == 1 {
             return Ok(outputs.into_pyarray(py).into_any().cast_into()?);
         }
-        let width = if rows == 0 { 0 } else { outputs.len() / rows };
+        let width = outputs.len().checked_div(rows).unwrap_or(0);
         let outputs = Array2::from_shape_vec((rows, width), outputs)
             .map_err(|e| PyValueError::new_err(format!("outputs: {e}")))?;
         Ok(outputs.into_pyarray(py).into_any().cast_into()?)
@@ -545,11 +548,7 @@ fn fuse_scores<'py>(
 
 /// Return (indices int64 [k'], scores float32 [k']) of the `k' = min(k, C)` best scores.
 #[pyfunction]
-fn select_top_k<'py>(
-    py: Python<'py>,
-    scores: &Bound<'py, PyAny>,
-    k: usize,
-) -> PyResult<(Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<f32>>)> {
+fn select_top_k<'py>(py: Python<'py>, scores: &Bound<'py, PyAny>, k: usize) -> PyResult<TopK<'py>> {
     let scores = checked_array::<f32>(scores, "scores", "float32", &[1], "(C,)")?;
     let values = scores.slice("scores")?;
     let indices = run_detached(py, || scoring::top_k(values, k))?;

@@ -259,11 +259,7 @@ impl Policy {
         };
         let rows = requests.rows;
         let fields = encoder.cardinalities.len();
-        let history_width = if rows > 0 {
-            requests.history.len() / rows
-        } else {
-            0
-        };
+        let history_width = requests.history.len().checked_div(rows).unwrap_or(0);
         let mut inputs = Vec::with_capacity(rows * encoder.output_dim());
         let mut unknown = 0u64;
         for r in 0..rows {
