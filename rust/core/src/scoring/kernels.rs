@@ -158,12 +158,22 @@ pub fn add_columns(columns: &[f32], input: &[f32], y: &mut [f32]) {
     add_columns_lanes(columns, input, y, false)
 }
 
-/// Whether every value is finite, tested on the bits so that the loop vectorises.
+/// Whether every value is finite, tested on the bits in 16 lanes so that the loop vectorises.
 pub fn all_finite(values: &[f32]) -> bool {
     const EXPONENT: u32 = 0x7f80_0000;
-    values.iter().fold(0u32, |found, v| {
-        found | u32::from(v.to_bits() & EXPONENT == EXPONENT)
-    }) == 0
+    let mut found = [0u32; LANES];
+    let chunks = values.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for chunk in chunks {
+        for lane in 0..LANES {
+            found[lane] |= u32::from(chunk[lane].to_bits() & EXPONENT == EXPONENT);
+        }
+    }
+    let mut any = found.iter().fold(0u32, |a, b| a | b);
+    for value in rest {
+        any |= u32::from(value.to_bits() & EXPONENT == EXPONENT);
+    }
+    any == 0
 }
 
 /// Add `inputs [rows, inner] @ weights[outer, inner]^T` to `outputs [rows, outer]`.
@@ -281,6 +291,19 @@ mod tests {
                         .map(|i| inputs[r * inner + i] * weights[o * inner + i])
                         .sum::<f32>();
                 assert!((outputs[r * outer + o] - expected).abs() < 1e-4);
+            }
+        }
+    }
+
+    #[test]
+    fn all_finite_finds_any_position() {
+        let mut values = vec![1.0f32; 37];
+        assert!(all_finite(&values));
+        for position in [0, 15, 16, 36] {
+            for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+                values[position] = bad;
+                assert!(!all_finite(&values), "{bad} at {position}");
+                values[position] = 1.0;
             }
         }
     }

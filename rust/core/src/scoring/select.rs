@@ -227,12 +227,30 @@ fn descending_key(score: f32) -> u32 {
     (!ascending).min(u32::MAX - 1)
 }
 
+/// Estimate a key that about 2k of `keys` do not exceed, from a sample of 64 spread evenly.
+///
+/// Returns `None` when the input is too short for the filter to pay. Whether at least k keys
+/// pass is checked by the caller, which falls back to selecting over all keys.
+fn sampled_threshold(keys: &[u64], k: usize) -> Option<u64> {
+    const SAMPLE: usize = 64;
+    if keys.len() < 4 * SAMPLE || 4 * k > keys.len() {
+        return None;
+    }
+    let stride = keys.len() / SAMPLE;
+    let mut sample: Vec<u64> = keys.iter().step_by(stride).take(SAMPLE).copied().collect();
+    // Rank of the threshold in the sample: twice the expected share of the k best, plus 2.
+    let rank = ((2 * k * SAMPLE).div_ceil(keys.len()) + 2).min(SAMPLE - 1);
+    let (_, threshold, _) = sample.select_nth_unstable(rank);
+    Some(*threshold)
+}
+
 /// Return the indices of the `k` best scores, best first, ties broken by the lower index and
 /// NaN scores last. `k` larger than the number of scores returns them all.
 ///
 /// Each candidate becomes one u64 key, score in the high half and index in the low half, so a
-/// single integer comparison orders by score and then by index; `select_nth_unstable` then
-/// partitions the k best in linear expected time and only those k are sorted.
+/// single integer comparison orders by score and then by index. A threshold estimated from a
+/// sample drops most keys in one branch-free pass, `select_nth_unstable` partitions the k best
+/// of the rest in linear expected time, and only those k are sorted.
 pub fn top_k(scores: &[f32], k: usize) -> Result<Vec<u32>> {
     if scores.len() > u32::MAX as usize {
         return Err(Error::shape(
@@ -245,31 +263,31 @@ pub fn top_k(scores: &[f32], k: usize) -> Result<Vec<u32>> {
     if k == 0 {
         return Ok(Vec::new());
     }
-    let keys = scores
+    let keys: Vec<u64> = scores
         .iter()
         .enumerate()
-        .map(|(index, &score)| (u64::from(descending_key(score)) << 32) | index as u64);
-
-    // Keys pass through a buffer of `capacity` slots: whenever it fills, select_nth_unstable
-    // keeps the k best and the k-th becomes a threshold, so that most later keys are dropped
-    // by one comparison. Each key is written unconditionally and the length advances only when
-    // it beats the threshold, which avoids a mispredicted branch per key. Keys never tie
-    // because the index is part of each.
-    let capacity = (4 * k).max(256);
-    let mut best = vec![0u64; capacity + 1];
-    let mut length = 0usize;
-    let mut threshold = u64::MAX;
-    for key in keys {
-        best[length] = key;
-        length += usize::from(key < threshold);
-        if length == capacity {
-            best[..length].select_nth_unstable(k - 1);
-            length = k;
-            threshold = best[k - 1];
+        .map(|(index, &score)| (u64::from(descending_key(score)) << 32) | index as u64)
+        .collect();
+    let mut best = match sampled_threshold(&keys, k) {
+        // Keep the keys that beat the threshold, writing every key and advancing the length
+        // only for those, so there is no unpredictable branch.
+        Some(threshold) => {
+            let mut kept = vec![0u64; keys.len() + 1];
+            let mut length = 0usize;
+            for &key in &keys {
+                kept[length] = key;
+                length += usize::from(key <= threshold);
+            }
+            kept.truncate(length);
+            if length >= k {
+                kept
+            } else {
+                keys
+            }
         }
-    }
-    best.truncate(length);
-    if length > k {
+        None => keys,
+    };
+    if best.len() > k {
         best.select_nth_unstable(k - 1);
         best.truncate(k);
     }
@@ -310,6 +328,22 @@ mod tests {
             let expected = &order[..k.min(order.len())];
             assert_eq!(top_k(&scores, k).unwrap(), expected, "k = {k}");
         }
+    }
+
+    #[test]
+    fn top_k_falls_back_when_the_sample_misleads() {
+        // The best scores sit exactly at the sampled positions, so the sampled threshold lets
+        // fewer than k keys through.
+        let scores: Vec<f32> = (0..1000)
+            .map(|i| if i % 15 == 0 { 100.0 } else { 0.0 })
+            .collect();
+        let best = top_k(&scores, 80).unwrap();
+        let expected: Vec<u32> = (0..1000u32)
+            .filter(|i| i % 15 == 0)
+            .chain((0..1000u32).filter(|i| i % 15 != 0))
+            .take(80)
+            .collect();
+        assert_eq!(best, expected);
     }
 
     #[test]
