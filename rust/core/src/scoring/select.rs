@@ -137,17 +137,31 @@ pub fn fuse(
     Ok(scores)
 }
 
-/// Weighted sums of rows of a compile-time width, which the compiler unrolls.
+/// Weighted sums of rows of a compile-time width K.
+///
+/// The K products are added as a balanced tree, so the dependency chain per row has depth
+/// log2 K instead of K and the compiler can use vector adds.
 fn weighted_sums<const K: usize>(predictions: &[f32], weights: &[f32]) -> Vec<f32> {
     let weights: [f32; K] = weights.try_into().expect("K weights");
     predictions
         .chunks_exact(K)
         .map(|row| {
-            let mut sum = 0.0f32;
-            for (p, w) in row.iter().zip(&weights) {
-                sum += p * w;
+            let mut products = [0.0f32; K];
+            for i in 0..K {
+                products[i] = row[i] * weights[i];
             }
-            sum
+            let mut width = K;
+            while width > 1 {
+                let half = width / 2;
+                for i in 0..half {
+                    products[i] += products[i + half];
+                }
+                if width % 2 == 1 {
+                    products[0] += products[width - 1];
+                }
+                width = half;
+            }
+            products[0]
         })
         .collect()
 }
