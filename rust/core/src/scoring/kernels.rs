@@ -10,7 +10,8 @@ use std::sync::OnceLock;
 /// Number of independent accumulators in [`dot`], so the loop vectorises without reassociation.
 const LANES: usize = 16;
 
-fn has_avx2_fma() -> bool {
+/// Whether the CPU has AVX2 and FMA, detected once.
+pub(crate) fn has_avx2_fma() -> bool {
     static DETECTED: OnceLock<bool> = OnceLock::new();
     *DETECTED.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
@@ -158,22 +159,25 @@ pub fn add_columns(columns: &[f32], input: &[f32], y: &mut [f32]) {
     add_columns_lanes(columns, input, y, false)
 }
 
-/// Whether every value is finite, tested on the bits in 16 lanes so that the loop vectorises.
+/// Whether every value is finite.
+///
+/// A value is NaN or infinite when its exponent bits are all ones, and then adding one unit of
+/// the exponent carries into the sign bit. The test is integer and/add/or in 16 lanes, which
+/// the compiler vectorises.
 pub fn all_finite(values: &[f32]) -> bool {
     const EXPONENT: u32 = 0x7f80_0000;
+    const EXPONENT_UNIT: u32 = 0x0080_0000;
+    let carry = |value: &f32| (value.to_bits() & EXPONENT) + EXPONENT_UNIT;
     let mut found = [0u32; LANES];
     let chunks = values.chunks_exact(LANES);
     let rest = chunks.remainder();
     for chunk in chunks {
         for lane in 0..LANES {
-            found[lane] |= u32::from(chunk[lane].to_bits() & EXPONENT == EXPONENT);
+            found[lane] |= carry(&chunk[lane]);
         }
     }
-    let mut any = found.iter().fold(0u32, |a, b| a | b);
-    for value in rest {
-        any |= u32::from(value.to_bits() & EXPONENT == EXPONENT);
-    }
-    any == 0
+    let any = found.iter().fold(0u32, |a, b| a | b) | rest.iter().fold(0u32, |a, v| a | carry(v));
+    any & 0x8000_0000 == 0
 }
 
 /// Add `inputs [rows, inner] @ weights[outer, inner]^T` to `outputs [rows, outer]`.

@@ -1,6 +1,6 @@
 //! Fusion of per-candidate predictions into one score, and top-k selection.
 
-use super::kernels::all_finite;
+use super::kernels::{all_finite, has_avx2_fma};
 use crate::error::{Error, Result};
 
 /// How K per-candidate predictions combine into one ranking score.
@@ -108,15 +108,7 @@ pub fn fuse(
     }
     // Fast path: every prediction finite, a weighted sum over a common K.
     if mode == FusionMode::WeightedSum && all_finite(predictions) {
-        let scores = match k {
-            2 => weighted_sums::<2>(predictions, weights),
-            4 => weighted_sums::<4>(predictions, weights),
-            8 => weighted_sums::<8>(predictions, weights),
-            _ => predictions
-                .chunks_exact(k)
-                .map(|row| weighted_sum(row, weights))
-                .collect(),
-        };
+        let scores = all_weighted_sums(predictions, weights);
         if all_finite(&scores) {
             return Ok(scores);
         }
@@ -137,10 +129,41 @@ pub fn fuse(
     Ok(scores)
 }
 
+/// Weighted sums of all rows, unrolled for common K and compiled twice (baseline and AVX2) with
+/// the CPU picking one at run time.
+fn all_weighted_sums(predictions: &[f32], weights: &[f32]) -> Vec<f32> {
+    #[inline(always)]
+    fn dispatch_k(predictions: &[f32], weights: &[f32]) -> Vec<f32> {
+        match weights.len() {
+            2 => weighted_sums::<2>(predictions, weights),
+            4 => weighted_sums::<4>(predictions, weights),
+            8 => weighted_sums::<8>(predictions, weights),
+            k => predictions
+                .chunks_exact(k)
+                .map(|row| weighted_sum(row, weights))
+                .collect(),
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    fn dispatch_k_avx2(predictions: &[f32], weights: &[f32]) -> Vec<f32> {
+        dispatch_k(predictions, weights)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: the CPU supports AVX2 and FMA, checked once by `has_avx2_fma`.
+        return unsafe { dispatch_k_avx2(predictions, weights) };
+    }
+    dispatch_k(predictions, weights)
+}
+
 /// Weighted sums of rows of a compile-time width K.
 ///
 /// The K products are added as a balanced tree, so the dependency chain per row has depth
 /// log2 K instead of K and the compiler can use vector adds.
+#[inline(always)]
 fn weighted_sums<const K: usize>(predictions: &[f32], weights: &[f32]) -> Vec<f32> {
     let weights: [f32; K] = weights.try_into().expect("K weights");
     predictions
@@ -166,6 +189,7 @@ fn weighted_sums<const K: usize>(predictions: &[f32], weights: &[f32]) -> Vec<f3
         .collect()
 }
 
+#[inline(always)]
 fn weighted_sum(row: &[f32], weights: &[f32]) -> f32 {
     row.iter().zip(weights).map(|(p, w)| p * w).sum()
 }
@@ -225,20 +249,21 @@ fn check_row(
 }
 
 /// Map a score to a u32 that sorts ascending in the order best first, NaN last.
+///
+/// Flipping all bits of a negative float and only the sign bit of a positive one gives an
+/// unsigned integer in float order; its complement puts the best first. Only a NaN can map to
+/// u32::MAX, so NaN is set to exactly that, and the code has no branch.
 #[inline]
 fn descending_key(score: f32) -> u32 {
-    if score.is_nan() {
-        return u32::MAX;
-    }
     // Adding 0.0 turns -0.0 into +0.0 so the two tie and fall back to the candidate index.
     let bits = (score + 0.0).to_bits();
-    let ascending = if bits & 0x8000_0000 != 0 {
-        !bits
+    let flip = (((bits as i32) >> 31) as u32) | 0x8000_0000;
+    let key = !(bits ^ flip);
+    if score.is_nan() {
+        u32::MAX
     } else {
-        bits | 0x8000_0000
-    };
-    // NaN took u32::MAX above; the largest finite key left is for -inf, one below it.
-    (!ascending).min(u32::MAX - 1)
+        key
+    }
 }
 
 /// Estimate a key that about 2k of `keys` do not exceed, from a sample of 64 spread evenly.
