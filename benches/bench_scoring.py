@@ -6,8 +6,8 @@ Cases:
   mlp-512: the same MLP for a batch of 512 states.
 
 Usage: python benches/bench_scoring.py [--calls 2000] [--rounds 3]
-Each round times every alternative `--calls` times, call by call; the table shows, per
-alternative, p50 and p99 of the round with the lowest p50, and the ratio of its p50 to recrl's.
+Each round times every alternative `--calls` times, call by call. The table shows, per
+alternative, p50 and p99 of the round with the lowest p50 and the ratio of its p50 to recrl's.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Serving: export a trained policy to one file, and score candidates with it in Rust.
 
 :class:`Scorer` (``recrl._core.Scorer``) loads a file written by the export functions and
-scores requests without torch, with the GIL released; one instance can be shared by threads.
+scores requests without torch. It releases the GIL while scoring, so threads can share one
+instance.
 The export functions import torch only when called.
 """
 

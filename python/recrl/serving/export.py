@@ -1,6 +1,6 @@
 """Export of trained policies to a single safetensors file that ``recrl.Scorer`` loads.
 
-A policy file holds float32 weights under fixed tensor names and, under the key ``"recrl"`` of
+A policy file contains float32 weights under fixed tensor names and, under the key ``"recrl"`` of
 the safetensors ``__metadata__`` header, a JSON description: the kind of policy, the network
 architecture, the feature order, the categorical vocabularies with their unknown index, the
 normalisation statistics, the score fusion and the recrl version. Reading it parses a JSON

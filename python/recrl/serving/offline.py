@@ -1,9 +1,9 @@
 """Offline scoring of a JSONL file of requests, as run by ``recrl score``.
 
-Each input line is one request, a JSON object with ``state`` (list of S numbers; omit it for a
-fusion policy), ``candidates`` (a list of item ids for a categorical policy, else a list of C
-rows of numbers) and, for a categorical policy with a state encoder, ``categorical`` (F codes)
-and ``history`` (item ids, most recent first). An optional ``id`` is copied to the output.
+Each input line is one request, a JSON object. ``state`` is a list of S numbers, left out for
+a fusion policy. ``candidates`` is a list of item ids for a categorical policy, else a list of
+C rows of numbers. A categorical policy with a state encoder also reads ``categorical`` (F
+codes) and ``history`` (item ids, most recent first). An optional ``id`` is copied to the output.
 Each output line holds ``indices`` (positions in ``candidates``, best first), ``scores`` and,
 for a categorical policy, ``items`` (the chosen item ids).
 """

@@ -4,7 +4,7 @@ A run directory (or the two files given directly) holds:
 
 - ``actor.safetensors``: the actor's ``state_dict()`` written by ``safetensors.torch.save_file``;
 - ``actor.json``: how to rebuild it, ``{"class": "CategoricalActor" | "MLP", "config": {...}}``
-  where ``config`` holds the constructor arguments (for ``CategoricalActor``: ``encoder`` with
+  where ``config`` contains the constructor arguments (for ``CategoricalActor``: ``encoder`` with
   the :class:`recrl.nets.StateEncoder` arguments, ``hidden_dims``, ``item_vocabulary``,
   ``action_dim``, ``temperature``; for ``MLP``: ``input_dim``, ``hidden_dims``, ``output_dim``,
   ``activation``), and optionally ``dataset`` (the prepared dataset, relative to the run

@@ -1,7 +1,7 @@
 //! Dense float32 kernels of the scoring path: dot products and axpy for one row, GEMM for many.
 //!
 //! The one-row kernels are compiled twice, once for the x86-64 baseline and once with AVX2 and
-//! FMA enabled, and the faster copy is picked at run time; the batch path hands the product to
+//! FMA enabled, and the faster copy is picked at run time. The batch path hands the product to
 //! the `gemm` crate, which does its own dispatch (AVX2, AVX-512) and can split the work across
 //! rayon threads.
 
@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 /// Number of independent accumulators in [`dot`], so the loop vectorises without reassociation.
 const LANES: usize = 16;
 
-/// Whether the CPU has AVX2 and FMA, detected once.
+/// Return whether the CPU has AVX2 and FMA, detected on the first call.
 pub(crate) fn has_avx2_fma() -> bool {
     static DETECTED: OnceLock<bool> = OnceLock::new();
     *DETECTED.get_or_init(|| {
@@ -159,7 +159,7 @@ pub fn add_columns(columns: &[f32], input: &[f32], y: &mut [f32]) {
     add_columns_lanes(columns, input, y, false)
 }
 
-/// Whether every value is finite.
+/// Check that every value is finite.
 ///
 /// A value is NaN or infinite when its exponent bits are all ones, and then adding one unit of
 /// the exponent carries into the sign bit. The test is integer and/add/or in 16 lanes, which
@@ -201,16 +201,17 @@ pub fn add_matmul_transposed(
     if rows == 0 || outer == 0 || inner == 0 {
         return;
     }
-    assert!(weight_stride >= inner && weights.len() >= (outer - 1) * weight_stride + inner);
+    assert!(weight_stride >= inner);
+    assert!(weights.len() >= (outer - 1) * weight_stride + inner);
     let parallelism = if threads > 1 {
         gemm::Parallelism::Rayon(threads)
     } else {
         gemm::Parallelism::None
     };
-    // SAFETY: the three buffers have the lengths asserted above, and the strides below address
-    // row-major [rows, outer] outputs, row-major [rows, inner] inputs, and the weights read as
-    // their transpose [inner, outer] (element (i, o) at o * weight_stride + i, in bounds by the
-    // assertion above). `dst` does not alias
+    // SAFETY: the three buffers have the lengths asserted above. The strides below address
+    // row-major [rows, outer] outputs and row-major [rows, inner] inputs. The weights are read
+    // as their transpose [inner, outer], element (i, o) at o * weight_stride + i, which the
+    // assertions keep in bounds. `dst` does not alias
     // either operand because it is a unique borrow.
     unsafe {
         gemm::gemm(

@@ -191,7 +191,7 @@ impl Mlp {
         self.forward_one_from(1, hidden)
     }
 
-    /// Continue a one-row forward pass: `hidden` holds the pre-activation output of layer
+    /// Continue a one-row forward pass: `hidden` contains the pre-activation output of layer
     /// `first - 1`.
     pub fn forward_one_from(&self, first: usize, mut hidden: Vec<f32>) -> Vec<f32> {
         for position in first..self.layers.len() {
@@ -221,7 +221,7 @@ impl Mlp {
         self.forward_batch_from(1, hidden, rows, threads)
     }
 
-    /// Continue a batch forward pass: `hidden` holds the pre-activation output of layer
+    /// Continue a batch forward pass: `hidden` contains the pre-activation output of layer
     /// `first - 1` for every row.
     pub fn forward_batch_from(
         &self,

@@ -1,6 +1,6 @@
 //! A trained ranking policy loaded from a safetensors file, and the scoring of requests.
 //!
-//! The file holds float32 weights under fixed tensor names and a JSON description under the
+//! The file contains float32 weights under fixed tensor names and a JSON description under the
 //! `"recrl"` key of the safetensors `__metadata__` header; `recrl.serving.export` writes it and
 //! `docs/serving.md` lists the layout. Loading parses the header and copies the tensors; no code
 //! is executed. A [`Policy`] is immutable after loading except for two atomic counters, so one
@@ -598,7 +598,7 @@ impl Policy {
         }
     }
 
-    /// The JSON description stored in the file.
+    /// Return the JSON description stored in the file.
     pub fn metadata(&self) -> &str {
         &self.metadata
     }
@@ -636,7 +636,7 @@ impl Policy {
         }
     }
 
-    /// Whether requests carry a history of item ids.
+    /// Return whether requests carry a history of item ids.
     pub fn uses_history(&self) -> bool {
         matches!(&self.model, Model::Categorical { encoder: Some(e), .. } if e.include_history)
     }

@@ -3,7 +3,7 @@
 use super::kernels::{all_finite, has_avx2_fma};
 use crate::error::{Error, Result};
 
-/// How K per-candidate predictions combine into one ranking score.
+/// Rule that combines K per-candidate predictions into one ranking score.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FusionMode {
     /// `sum_k w_k * p_k`.
@@ -33,7 +33,7 @@ impl FusionMode {
     }
 }
 
-/// What to do with a candidate whose inputs contain NaN or an infinity.
+/// Handling of a candidate whose inputs contain NaN or an infinity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NonFinite {
     /// Fail with an error that names the first such candidate.
@@ -56,7 +56,8 @@ impl NonFinite {
     }
 }
 
-/// Report candidate `candidate` whose `what` holds the non-finite `value`, or mark it NaN.
+/// Reject `candidate`, whose `argument` row has the non-finite `value` at position `feature`,
+/// or return NaN as its score under [`NonFinite::RankLast`].
 pub fn non_finite_candidate(
     policy: NonFinite,
     argument: &str,
@@ -251,8 +252,8 @@ fn check_row(
 /// Map a score to a u32 that sorts ascending in the order best first, NaN last.
 ///
 /// Flipping all bits of a negative float and only the sign bit of a positive one gives an
-/// unsigned integer in float order; its complement puts the best first. Only a NaN can map to
-/// u32::MAX, so NaN is set to exactly that, and the code has no branch.
+/// unsigned integer in float order, and its complement puts the best first. Only a NaN can map
+/// to u32::MAX, so NaN is set to exactly that. The code has no branch.
 #[inline]
 fn descending_key(score: f32) -> u32 {
     // Adding 0.0 turns -0.0 into +0.0 so the two tie and fall back to the candidate index.
@@ -339,7 +340,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn top_k_orders_ties_by_index_and_nan_last() {
+    fn top_k_ties_and_nan() {
         let scores = [1.0, f32::NAN, 3.0, 1.0, f32::NEG_INFINITY, -0.0, 0.0, 3.0];
         assert_eq!(top_k(&scores, 3).unwrap(), vec![2, 7, 0]);
         assert_eq!(top_k(&scores, 100).unwrap(), vec![2, 7, 0, 3, 5, 6, 4, 1]);
