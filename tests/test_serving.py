@@ -539,3 +539,36 @@ def test_cli_score_reports_bad_line(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "line 2" in result.stderr
     assert not (tmp_path / "o.jsonl").exists()
+
+
+@pytest.fixture(scope="module")
+def numeric_actor_file(tmp_path_factory: pytest.TempPathFactory):
+    torch.manual_seed(7)
+    encoder = StateEncoder(NUMERIC, [], ITEMS, 4, include_history=False)
+    actor = CategoricalActor(encoder, [16], ITEMS, action_dim=8).eval()
+    path = tmp_path_factory.mktemp("numeric") / "actor.safetensors"
+    export_categorical_actor(actor, path, item_vocabulary=item_vocabulary())
+    return actor, Scorer.load(path)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    candidates=st.lists(
+        st.sampled_from(item_vocabulary().tolist()) | st.integers(-(2**63), 2**63 - 1),
+        max_size=30,
+    ),
+    state=st.lists(st.floats(-5, 5, width=32), min_size=NUMERIC, max_size=NUMERIC),
+)
+def test_categorical_scores_match_reference(numeric_actor_file, candidates, state) -> None:
+    actor, scorer = numeric_actor_file
+    numeric = np.asarray(state, dtype=np.float32)
+    ids = np.asarray(candidates, dtype=np.int64)
+    with torch.no_grad():
+        preference = actor.preference(torch.from_numpy(numeric[None]))[0].numpy()
+    embeddings = actor.item_embeddings.weight.detach().numpy().astype(np.float64)
+    expected, unknown = reference.categorical_scores(preference, embeddings, item_vocabulary(), ids)
+    before = scorer.unknown_candidates
+    scores = scorer.score(numeric, ids)
+    assert scores.shape == (len(ids),)
+    np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-6)
+    assert scorer.unknown_candidates - before == unknown

@@ -115,9 +115,9 @@ impl Policy {
                 format!("{} values", inputs.len()),
             ));
         }
-        check_finite_states(inputs, width, rows != 1).map_err(|_| {
+        if !all_finite(inputs) {
             let position = inputs.iter().position(|v| !v.is_finite()).unwrap_or(0);
-            Error::invalid(
+            return Err(Error::invalid(
                 "inputs",
                 format!(
                     "row {} has the non-finite value {} at position {}",
@@ -125,8 +125,8 @@ impl Policy {
                     inputs[position],
                     position % width.max(1)
                 ),
-            )
-        })?;
+            ));
+        }
         let inputs = self.normalised(inputs, 0, width);
         if rows == 1 {
             Ok(mlp.forward_one(&inputs))
