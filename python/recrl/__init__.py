@@ -9,6 +9,7 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from recrl import _core, errors
+from recrl._core import Scorer
 
 try:
     __version__ = version("recrl")
@@ -22,10 +23,3 @@ if _core.__version__ != __version__:
     )
 
 __all__ = ["Scorer", "__version__", "errors"]
-
-
-def __getattr__(name: str) -> object:
-    # `recrl.Scorer` without importing `recrl.serving` (and its export helpers) at start-up.
-    if name == "Scorer":
-        return _core.Scorer
-    raise AttributeError(f"module 'recrl' has no attribute {name!r}")
