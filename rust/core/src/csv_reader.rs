@@ -305,10 +305,7 @@ mod tests {
             ("value".to_owned(), ColumnValues::Float64(&values)),
         ];
         write_csv(&path, b',', &columns).unwrap();
-        assert_eq!(
-            std::fs::read_to_string(&path).unwrap(),
-            "id,value\n110378652104,1.5\n-5,\n"
-        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "id,value\n110378652104,1.5\n-5,\n");
         std::fs::remove_dir_all(&directory).unwrap();
     }
 
