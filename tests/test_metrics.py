@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 from recrl.errors import InvalidArgumentError, InvalidDataError, ShapeError
 from recrl.evaluation import metrics
 from recrl.evaluation.metrics import UndefinedMetricWarning
-from tests.reference import metrics as reference
+
+from .reference import metrics as reference
 
 # Contract cases.
 

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from recrl.errors import InvalidArgumentError, ShapeError
 from recrl.replay import ReplayBuffer, SumTree
-from tests.reference import replay as reference
+
+from .reference import replay as reference
 
 
 def steps(values, width=3):

@@ -9,6 +9,7 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from recrl import _core, errors
+from recrl._core import Scorer
 
 try:
     __version__ = version("recrl")
@@ -21,4 +22,4 @@ if _core.__version__ != __version__:
         "the build is stale, reinstall with `pip install --force-reinstall .`"
     )
 
-__all__ = ["__version__", "errors"]
+__all__ = ["Scorer", "__version__", "errors"]

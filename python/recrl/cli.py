@@ -1,4 +1,4 @@
-"""The ``recrl`` command: synthesise, prepare and inspect datasets, and run the demo."""
+"""The ``recrl`` command: prepare datasets, run the demo, export and serve policies."""
 
 from __future__ import annotations
 
@@ -123,6 +123,39 @@ def _build_parser() -> argparse.ArgumentParser:
     info.add_argument("dataset", type=Path, help="prepared dataset folder")
 
     _add_rmtl_parser(commands)
+
+    export = commands.add_parser(
+        "export", help="write a trained actor as a policy file for recrl.Scorer"
+    )
+    export.add_argument(
+        "source", type=Path, help="run folder with actor.safetensors and actor.json, or either file"
+    )
+    export.add_argument("--out", type=Path, required=True, help="policy file to write")
+    export.add_argument(
+        "--item-vocabulary",
+        type=Path,
+        default=None,
+        help="prepared dataset folder or item_vocabulary.npy (default: the dataset named in "
+        "actor.json)",
+    )
+
+    score = commands.add_parser("score", help="score a JSONL file of requests with a policy")
+    score.add_argument("--policy", type=Path, required=True, help="policy file from recrl export")
+    score.add_argument(
+        "--requests", type=Path, required=True, help="JSONL file, one request a line"
+    )
+    score.add_argument("--out", type=Path, required=True, help="JSONL file of the top-k results")
+    score.add_argument(
+        "--k", type=int, default=50, help="candidates kept per request (default: 50)"
+    )
+    score.add_argument(
+        "--invalid",
+        choices=("raise", "rank_last"),
+        default="raise",
+        help="candidates with NaN or infinite inputs: stop with an error, or rank them last "
+        "(default: raise)",
+    )
+    score.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     demo = commands.add_parser("demo", help="synthesise a log, prepare it and print its statistics")
     demo.add_argument("--rows", type=int, default=200_000, help="rows of the synthetic log")
@@ -288,6 +321,27 @@ def _run(args: argparse.Namespace) -> int:
         return _run_rmtl_command(args)
     if args.command == "demo":
         return _demo(args)
+    if args.command == "export":
+        from recrl.serving import export_run
+
+        path = export_run(args.source, args.out, item_vocabulary=args.item_vocabulary)
+        print(f"wrote policy {path}")
+        return 0
+    if args.command == "score":
+        from recrl.serving.offline import score_file
+
+        if args.k < 0:
+            raise RecrlError(f"--k: expected a count >= 0, got {args.k}")
+        count = score_file(
+            args.policy,
+            args.requests,
+            args.out,
+            k=args.k,
+            invalid=args.invalid,
+            progress=not args.no_progress,
+        )
+        print(f"scored {count:,} requests into {args.out}")
+        return 0
     raise AssertionError(f"unhandled command {args.command}")
 
 

@@ -8,6 +8,8 @@ mod memory;
 pub mod metrics;
 pub mod replay;
 pub mod returns;
+
+pub mod scoring;
 pub mod trajectory;
 
 pub use error::{Error, Result};

@@ -6,11 +6,10 @@
 
 mod errors;
 mod io;
-mod returns;
-
-mod replay;
-
 mod metrics;
+mod replay;
+mod returns;
+mod scoring;
 mod trajectory;
 
 use pyo3::prelude::*;
@@ -21,9 +20,8 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     trajectory::register(module)?;
     io::register(module)?;
     returns::register(module)?;
-
     replay::register(module)?;
-
     metrics::register(module)?;
+    scoring::register(module)?;
     Ok(())
 }
