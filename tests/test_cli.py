@@ -18,6 +18,8 @@ def test_demo_prints_statistics(capsys: pytest.CaptureFixture[str], tmp_path: Pa
     output = capsys.readouterr().out
     assert "episodes" in output
     assert (tmp_path / "prepared" / "manifest.json").is_file()
+    assert (tmp_path / "rmtl" / "table.md").is_file()
+    assert "rmtl demo" in output
 
 
 def test_synth_prepare_info(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

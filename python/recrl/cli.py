@@ -157,15 +157,21 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     score.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
-    demo = commands.add_parser("demo", help="synthesise a log, prepare it and print its statistics")
-    demo.add_argument("--rows", type=int, default=200_000, help="rows of the synthetic log")
+    demo = commands.add_parser(
+        "demo",
+        help="synthesise a log, prepare it, print its statistics and run a short RMTL pipeline",
+    )
+    demo.add_argument(
+        "--rows", type=int, default=100_000, help="rows of the synthetic log (default: 100,000)"
+    )
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     demo.add_argument("--out", type=Path, default=None, help="folder to keep the files in")
     demo.add_argument(
-        "--rmtl",
-        action="store_true",
-        help="then train a small ESMM and its RMTL version, one epoch per stage (about a "
-        "minute per 100,000 rows on one free core)",
+        "--no-rmtl",
+        dest="rmtl",
+        action="store_false",
+        help="skip the short RMTL run (a small ESMM and its RMTL version, one epoch per stage, "
+        "about a minute per 100,000 rows on one free core)",
     )
     return parser
 
