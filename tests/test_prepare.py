@@ -147,7 +147,7 @@ def test_crash_while_writing_keeps_previous(
     previous = prepare(make_log(), out)
     previous_rewards = np.array(previous["rewards"])
     calls = {"count": 0}
-    original = dataset_module._write_synced
+    original = dataset_module._files.write_synced
 
     def failing_write(path: Path, write: object) -> None:
         calls["count"] += 1
@@ -155,7 +155,7 @@ def test_crash_while_writing_keeps_previous(
             raise OSError("disk full")
         original(path, write)
 
-    monkeypatch.setattr(dataset_module, "_write_synced", failing_write)
+    monkeypatch.setattr(dataset_module._files, "write_synced", failing_write)
     with pytest.raises(OSError, match="disk full"):
         prepare(make_log(seed=9), out, overwrite=True)
     reloaded = load_prepared(out)

@@ -36,7 +36,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -48,7 +47,7 @@ import numpy as np
 import numpy.typing as npt
 
 import recrl
-from recrl import _core
+from recrl import _core, _files
 from recrl.data.log import InteractionLog
 from recrl.errors import InvalidArgumentError, InvalidDataError, RecrlIOError
 
@@ -525,15 +524,17 @@ class _Staging:
 
     def put(self, name: str, array: np.ndarray) -> None:
         """Write one array as ``name.npy``."""
-        _write_synced(self.folder / f"{name}.npy", lambda handle: np.save(handle, array))
+        _files.write_synced(self.folder / f"{name}.npy", lambda handle: np.save(handle, array))
         self.arrays[name] = {"dtype": str(array.dtype), "shape": list(array.shape)}
 
     def commit(self, manifest: dict[str, Any]) -> None:
         """Write the manifest and move the folder to ``out``."""
         manifest["arrays"] = dict(sorted(self.arrays.items()))
         text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
-        _write_synced(self.folder / "manifest.json", lambda handle: handle.write(text.encode()))
-        _sync_directory(self.folder)
+        _files.write_synced(
+            self.folder / "manifest.json", lambda handle: handle.write(text.encode())
+        )
+        _files.sync_directory(self.folder)
         if self.out.exists():
             retired = self.out.with_name(f".{self.out.name}.old")
             shutil.rmtree(retired, ignore_errors=True)
@@ -542,22 +543,7 @@ class _Staging:
             shutil.rmtree(retired, ignore_errors=True)
         else:
             self.folder.rename(self.out)
-        _sync_directory(self.out.parent)
-
-
-def _write_synced(path: Path, write: Any) -> None:
-    with path.open("wb") as handle:
-        write(handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def _sync_directory(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
+        _files.sync_directory(self.out.parent)
 
 
 class PreparedDataset:

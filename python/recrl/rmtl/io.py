@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from recrl import _files
 from recrl.errors import RecrlIOError
 from recrl.nets.mtl import BackboneConfig, FeatureSpec, MultiTaskBackbone, build_backbone
 from recrl.rmtl.config import CriticConfig
@@ -35,17 +36,7 @@ _FORMAT = "recrl.rmtl/1"
 
 def write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a synced temporary file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    _files.write_text(path, text)
 
 
 def write_json(path: Path, value: Any) -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 import recrl
+from recrl import _files
 from recrl.errors import InvalidArgumentError, ShapeError
 
 if TYPE_CHECKING:
@@ -224,21 +224,7 @@ def write_policy(
         {name: np.ascontiguousarray(array) for name, array in tensors.items()},
         metadata={"recrl": json.dumps(metadata, allow_nan=False)},
     )
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    _files.write_bytes(path, payload)
     logger.info("wrote %s policy to %s (%d bytes)", metadata.get("kind"), path, len(payload))
     return path
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from recrl import _files
 from recrl._core import Scorer
 from recrl.errors import DataFormatError, RecrlError
 
@@ -103,26 +103,17 @@ def score_file(
 
     scorer = Scorer.load(policy)
     requests, out = Path(requests), Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
     count = 0
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            for line_number, request in tqdm(
-                _requests(requests), unit=" requests", disable=not progress
-            ):
-                try:
-                    result = _score_request(scorer, request, k, invalid)
-                except (RecrlError, ValueError, TypeError) as error:
-                    raise DataFormatError(f"{requests}, line {line_number}: {error}") from error
-                handle.write(json.dumps(result) + "\n")
-                count += 1
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, out)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with _files.atomic_open(out, "w", encoding="utf-8") as handle:
+        for line_number, request in tqdm(
+            _requests(requests), unit=" requests", disable=not progress
+        ):
+            try:
+                result = _score_request(scorer, request, k, invalid)
+            except (RecrlError, ValueError, TypeError) as error:
+                raise DataFormatError(f"{requests}, line {line_number}: {error}") from error
+            handle.write(json.dumps(result) + "\n")
+            count += 1
     logger.info(
         "scored %d requests from %s into %s (%d unknown candidate ids, %d unknown history ids)",
         count,
