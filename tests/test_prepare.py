@@ -140,6 +140,30 @@ def test_existing_output_is_kept_without_overwrite(tmp_path: Path) -> None:
         prepare(make_log(seed=1), out)
 
 
+def test_overwrite_refuses_foreign_folder(tmp_path: Path) -> None:
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    with pytest.raises(RecrlIOError, match="not a prepared dataset"):
+        prepare(make_log(), out, overwrite=True)
+    assert (out / "notes.txt").read_text() == "keep me"
+
+
+def test_output_has_default_permissions(tmp_path: Path) -> None:
+    dataset = prepare(make_log(), tmp_path / "prepared")
+    assert dataset.path.stat().st_mode & 0o077 != 0
+    assert (dataset.path / "manifest.json").stat().st_mode & 0o044 != 0
+
+
+def test_observations_accept_mask_reject_floats(tmp_path: Path) -> None:
+    dataset = prepare(make_log(), tmp_path / "prepared")
+    mask = np.asarray(dataset["split"]) == 0
+    states = dataset.observations(mask)
+    assert len(states["items"]) == int(mask.sum())
+    with pytest.raises(ValueError, match="integer row numbers or a boolean mask"):
+        dataset.observations(np.array([0.5]))
+
+
 def test_crash_while_writing_keeps_previous(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -199,6 +223,9 @@ def test_observations_assemble_states(tmp_path: Path) -> None:
         ("split_fractions", (0.5, 0.5, 0.5)),
         ("session_gap_minutes", 0.0),
         ("history_length", -1),
+        ("history_length", 100_000_000),
+        ("session_gap_minutes", float("nan")),
+        ("seed", -1),
     ],
 )
 def test_invalid_options_are_rejected(field: str, value: object) -> None:

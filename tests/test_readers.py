@@ -126,9 +126,27 @@ def test_missing_column_is_named(tmp_path: Path) -> None:
 
 
 def test_wrong_delimiter_is_named(tmp_path: Path) -> None:
-    path = write_table(tmp_path / "log.tsv", "user\titem\tt\tclick\tf1\tf2\n1\t2\t3\t0\t1\t2\n")
+    path = write_table(tmp_path / "log.csv", "user\titem\tt\tclick\tf1\tf2\n1\t2\t3\t0\t1\t2\n")
     with pytest.raises(DataFormatError, match="tab character"):
         read_table(path, SCHEMA)
+
+
+def test_tsv_extension_means_tabs(tmp_path: Path) -> None:
+    path = write_table(tmp_path / "log.tsv", "user\titem\tt\tclick\tf1\tf2\n1\t2\t3\t0\t1\t2\n")
+    assert read_table(path, SCHEMA).item_ids.tolist() == [2]
+
+
+def test_schema_rejects_column_with_two_roles() -> None:
+    with pytest.raises(ValueError, match=r"columns \['f1'\] have more than one role"):
+        TableSchema(
+            user="u", item="i", time="t", responses=("r",), numeric_features=("f1",),
+            categorical_features=("f1",),
+        )  # fmt: skip
+
+
+def test_schema_rejects_string_list() -> None:
+    with pytest.raises(ValueError, match="must be a list of column names"):
+        TableSchema.from_dict({"user": "u", "item": "i", "time": "t", "responses": "click"})
 
 
 def test_truncated_last_line_is_named(tmp_path: Path) -> None:

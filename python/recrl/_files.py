@@ -14,7 +14,33 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_open", "sync_directory", "write_bytes", "write_synced", "write_text"]
+__all__ = [
+    "atomic_open",
+    "make_staging_folder",
+    "sync_directory",
+    "write_bytes",
+    "write_synced",
+    "write_text",
+]
+
+
+def _umask() -> int:
+    # os.umask can only be read by setting it, so set it back at once.
+    current = os.umask(0o022)
+    os.umask(current)
+    return current
+
+
+def make_staging_folder(destination: Path) -> Path:
+    """Create a hidden temporary folder beside ``destination`` with the usual permissions.
+
+    ``tempfile.mkdtemp`` creates folders readable by the owner alone; the staging folder becomes
+    the user's output, so it gets the permissions a plain ``mkdir`` would give.
+    """
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
+    folder.chmod(0o777 & ~_umask())
+    return folder
 
 
 def sync_directory(path: Path) -> None:
@@ -38,6 +64,8 @@ def atomic_open(
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        # mkstemp makes the file private; give it the permissions a plain open() would.
+        os.fchmod(descriptor, 0o666 & ~_umask())
         with os.fdopen(descriptor, mode, encoding=encoding) as handle:
             yield handle
             handle.flush()

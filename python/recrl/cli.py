@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 import recrl
-from recrl.errors import RecrlError
+from recrl.errors import InvalidArgumentError, RecrlError, RecrlIOError
 
 logger = logging.getLogger("recrl")
 
@@ -94,6 +94,9 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     synth.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     synth.add_argument("--out", type=Path, required=True, help="folder to write the files into")
+    synth.add_argument(
+        "--overwrite", action="store_true", help="write into a folder that is not empty"
+    )
 
     prepare = commands.add_parser("prepare", help="turn a log into a prepared dataset")
     sources = prepare.add_subparsers(dest="source_kind", required=True)
@@ -230,7 +233,6 @@ def _add_rmtl_parser(commands: Any) -> None:
 
 def _run_rmtl_command(args: argparse.Namespace) -> int:
     import torch
-    import yaml
 
     from recrl.errors import InvalidArgumentError
     from recrl.rmtl import RMTLConfig, RunPlan, run_rmtl
@@ -240,7 +242,7 @@ def _run_rmtl_command(args: argparse.Namespace) -> int:
     device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    values = yaml.safe_load(args.config.read_text()) if args.config else {}
+    values = _load_yaml(args.config) if args.config else {}
     config = RMTLConfig.from_dict(values or {})
     transfers = []
     for pair in args.transfer:
@@ -280,10 +282,19 @@ def _read_log(args: argparse.Namespace) -> Any:
         return data.read_taobao(args.source)
     if args.source_kind == "otto":
         return data.read_otto(args.source)
+
+    schema = data.TableSchema.from_dict(_load_yaml(args.schema))
+    return data.read_table(args.source, schema)
+
+
+def _load_yaml(path: Path) -> Any:
+    """Parse a YAML file, turning syntax errors into a message that names the file."""
     import yaml
 
-    schema = data.TableSchema.from_dict(yaml.safe_load(args.schema.read_text()))
-    return data.read_table(args.source, schema)
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise InvalidArgumentError(f"{path}: invalid YAML: {error}") from error
 
 
 def format_statistics(manifest: dict[str, Any]) -> str:
@@ -297,7 +308,7 @@ def format_statistics(manifest: dict[str, Any]) -> str:
         f"max {episodes['max_length']:,}",
         "split        " + ", ".join(f"{k} {v:,}" for k, v in manifest["split"]["rows"].items()),
         "rewards      " + ", ".join(f"{k} {v:.4g}" for k, v in manifest["reward_means"].items()),
-        "repairs      "
+        "counts       "
         + (", ".join(f"{k} {v:,}" for k, v in sorted(manifest["counts"].items())) or "none"),
     ]
     return "\n".join(lines)
@@ -308,6 +319,11 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.command == "synth":
         config = data.SyntheticConfig(rows=args.rows, users=args.users, seed=args.seed)
+        if args.out.exists() and any(args.out.iterdir()) and not args.overwrite:
+            raise RecrlIOError(
+                f"{args.out}: exists and is not empty; pass --overwrite to write the synthetic "
+                "files into it anyway"
+            )
         path = data.write_synthetic_kuairand(config, args.out)
         print(f"wrote a synthetic KuaiRand log of {args.rows:,} rows to {path}")
         return 0
@@ -368,7 +384,8 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"lengths      p50 {p50:.0f}, p90 {p90:.0f}, one-step {int((lengths == 1).sum()):,}")
         if args.rmtl:
             _demo_rmtl(root / "prepared", root / "rmtl", args.seed)
-        print(f"demo finished in {time.perf_counter() - started:.1f} s (data in {root})")
+        kept = f"data in {root}" if args.out else "files removed; pass --out to keep them"
+        print(f"demo finished in {time.perf_counter() - started:.1f} s ({kept})")
     return 0
 
 
@@ -403,6 +420,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args)
     except (RecrlError, OSError) as error:
         print(f"recrl {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(
+            f"recrl {args.command}: error: out of memory; use a smaller input or size",
+            file=sys.stderr,
+        )
         return 2
 
 

@@ -36,8 +36,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -49,13 +49,15 @@ import numpy.typing as npt
 import recrl
 from recrl import _core, _files
 from recrl.data.log import InteractionLog
-from recrl.errors import InvalidArgumentError, InvalidDataError, RecrlIOError
+from recrl.errors import InvalidArgumentError, InvalidDataError, RecrlIOError, ShapeError
 
 __all__ = ["PrepareOptions", "PreparedDataset", "load_prepared", "prepare"]
 
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
+MAX_HISTORY_LENGTH = 1000
+"""Longest history window; the window array takes N * L * 8 bytes."""
 SPLIT_NAMES = ("train", "validation", "test")
 
 
@@ -107,14 +109,17 @@ class PrepareOptions:
                 f"split_fractions: expected three non-negative fractions summing to 1, got "
                 f"{fractions}"
             )
-        if self.session_gap_minutes <= 0:
+        if not (math.isfinite(self.session_gap_minutes) and self.session_gap_minutes > 0):
             raise InvalidArgumentError(
                 f"session_gap_minutes: expected a positive number, got {self.session_gap_minutes}"
             )
-        if self.history_length < 0:
+        if not 0 <= self.history_length <= MAX_HISTORY_LENGTH:
             raise InvalidArgumentError(
-                f"history_length: expected a non-negative integer, got {self.history_length}"
+                f"history_length: expected an integer in [0, {MAX_HISTORY_LENGTH}], got "
+                f"{self.history_length}"
             )
+        if self.seed < 0:
+            raise InvalidArgumentError(f"seed: expected a non-negative integer, got {self.seed}")
 
 
 def _first_invalid(values: npt.NDArray[np.floating], max_abs: float) -> npt.NDArray[np.bool_]:
@@ -136,13 +141,15 @@ def _check_row_values(
             continue
         row = int(np.flatnonzero(invalid)[0])
         source_row = int(log.source_rows[row]) if log.source_rows is not None else row
-        if options.on_invalid == "error" or name in log.responses:
+        cannot_impute = name in log.responses and options.on_invalid == "impute"
+        if options.on_invalid == "error" or cannot_impute:
             raise InvalidDataError(
-                f"column {name}, row {source_row}: value {values[row]!r} is NaN, infinite or "
-                f"larger than {options.max_abs_value:g} in magnitude ({int(invalid.sum())} such "
-                f"rows in {', '.join(map(str, log.sources)) or 'the log'}); fix the data, or "
-                "prepare with on_invalid='drop' or 'impute'"
-                + (" (responses cannot be imputed)" if name in log.responses else "")
+                f"column {name}, row {source_row} (data rows counted from 0): value "
+                f"{float(values[row])} is NaN, infinite or larger than "
+                f"{options.max_abs_value:g} in magnitude ({int(invalid.sum())} such rows in "
+                f"{', '.join(map(str, log.sources)) or 'the log'}); fix the data, or prepare "
+                "with on_invalid='drop' or 'impute' (--on-invalid drop or impute)"
+                + (" (responses cannot be imputed, only dropped)" if name in log.responses else "")
             )
         counts[f"invalid_{name}"] = int(invalid.sum())
         invalid_any |= invalid
@@ -479,6 +486,12 @@ def prepare(
         raise RecrlIOError(
             f"{out}: already exists; pass overwrite=True (--overwrite) to replace it"
         )
+    if out.exists() and not (out / "manifest.json").is_file():
+        # Overwriting replaces the whole folder, so it must be a dataset, never other files.
+        raise RecrlIOError(
+            f"{out}: exists and is not a prepared dataset (no manifest.json); choose another "
+            "output folder, since overwriting would delete what it contains"
+        )
     with _Staging(out) as staging:
         manifest = build_arrays(log, options, staging.put)
         manifest["sources"] = [
@@ -511,8 +524,7 @@ class _Staging:
 
     def __init__(self, out: Path) -> None:
         self.out = out
-        out.parent.mkdir(parents=True, exist_ok=True)
-        self.folder = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        self.folder = _files.make_staging_folder(out)
         self.arrays: dict[str, dict[str, Any]] = {}
 
     def __enter__(self) -> _Staging:
@@ -559,7 +571,12 @@ class PreparedDataset:
         manifest_path = self.path / "manifest.json"
         if not manifest_path.is_file():
             raise RecrlIOError(f"{self.path}: not a prepared dataset (manifest.json not found)")
-        self.manifest: dict[str, Any] = json.loads(manifest_path.read_text())
+        try:
+            self.manifest: dict[str, Any] = json.loads(manifest_path.read_text())
+        except json.JSONDecodeError as error:
+            raise RecrlIOError(
+                f"{manifest_path}: invalid JSON ({error}); prepare the dataset again"
+            ) from error
         if self.manifest.get("format_version") != FORMAT_VERSION:
             raise RecrlIOError(
                 f"{self.path}: format version {self.manifest.get('format_version')}, this recrl "
@@ -603,7 +620,7 @@ class PreparedDataset:
             ``categorical`` int64 [B, Cu + Ci + Cr] feature codes, ``users`` and ``items``
             int64 [B] dense indices, and ``history`` int64 [B, L] items seen before each step.
         """
-        rows = np.asarray(rows, dtype=np.int64)
+        rows = self._row_indices(rows)
         user_rows = self["user_rows"][rows]
         item_rows = self["item_rows"][rows]
         numeric = np.concatenate(
@@ -629,6 +646,22 @@ class PreparedDataset:
             "items": np.asarray(self["items"][rows]),
             "history": np.asarray(self["history"][rows]),
         }
+
+    def _row_indices(self, rows: npt.ArrayLike) -> npt.NDArray[np.int64]:
+        """Turn integer row numbers, or a boolean mask over all rows, into int64 indices."""
+        array = np.asarray(rows)
+        if array.dtype == np.bool_:
+            if array.shape != (len(self),):
+                raise ShapeError(
+                    f"rows: a boolean mask needs shape ({len(self)},), got {array.shape}"
+                )
+            return np.flatnonzero(array).astype(np.int64)
+        if not np.issubdtype(array.dtype, np.integer) or array.ndim != 1:
+            raise ShapeError(
+                f"rows: expected a 1-D array of integer row numbers or a boolean mask, got "
+                f"dtype {array.dtype} and shape {array.shape}"
+            )
+        return array.astype(np.int64, copy=False)
 
     def categorical_cardinalities(self) -> list[int]:
         """Return the number of codes (0 included) of each column of ``categorical``."""

@@ -133,8 +133,7 @@ def _kuairand_log_files(source: Path, logs: str) -> list[Path]:
     patterns["all"] = patterns["standard"] + patterns["random"]
     if logs not in patterns:
         raise InvalidArgumentError(f"logs: expected one of {sorted(patterns)}, got {logs!r}")
-    files = sorted({path for pattern in patterns[logs] for path in source.glob(pattern)})
-    return files
+    return sorted({path for pattern in patterns[logs] for path in source.glob(pattern)})
 
 
 def read_kuairand(
@@ -167,12 +166,18 @@ def read_kuairand(
     folder = source if source.is_dir() else source.parent
     if source.is_dir():
         files = _kuairand_log_files(source, logs)
-        if not files:
+        if not files and logs == "standard":
+            # The processed like/hate file is a subset of the standard log.
             files = sorted(source.glob("*likehate*.tsv"))
         if not files:
+            wanted = {
+                "standard": "log_standard_*.csv or the processed *likehate*.tsv",
+                "random": "log_random_*.csv",
+                "all": "log_standard_*.csv or log_random_*.csv",
+            }
             raise DataFormatError(
-                f"{source}: no KuaiRand log found; expected log_standard_*.csv, log_random_*.csv "
-                "or the processed *likehate*.tsv in this folder"
+                f"{source}: no KuaiRand log found for logs={logs!r}; expected {wanted[logs]} "
+                "in this folder"
             )
     elif source.exists():
         files = [source]
@@ -439,7 +444,8 @@ class TableSchema:
         numeric_features: per-row numeric feature columns.
         categorical_features: per-row categorical feature columns (any text).
         episode_end: optional column, 1 on the last step of an episode.
-        delimiter: field separator of delimited files.
+        delimiter: field separator of delimited files; by default a tab for ``.tsv`` files and
+            a comma otherwise.
         header: false for a file without a header line; then ``columns`` names every column.
         columns: all column names in file order, for files without a header.
     """
@@ -452,9 +458,25 @@ class TableSchema:
     numeric_features: tuple[str, ...] = ()
     categorical_features: tuple[str, ...] = ()
     episode_end: str | None = None
-    delimiter: str = ","
+    delimiter: str | None = None
     header: bool = True
     columns: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        roles = [
+            self.user,
+            self.item,
+            self.time,
+            *self.responses,
+            *self.numeric_features,
+            *self.categorical_features,
+            *([self.episode_end] if self.episode_end else []),
+        ]
+        repeated = sorted({name for name in roles if roles.count(name) > 1})
+        if repeated:
+            raise InvalidArgumentError(
+                f"schema: columns {repeated} have more than one role; give each column one role"
+            )
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TableSchema:
@@ -468,6 +490,12 @@ class TableSchema:
         missing = sorted({"user", "item", "time", "responses"} - set(values))
         if missing:
             raise InvalidArgumentError(f"schema: missing required keys {missing}")
+        for key in ("responses", "numeric_features", "categorical_features", "columns"):
+            if isinstance(values.get(key), str):
+                raise InvalidArgumentError(
+                    f"schema: {key} must be a list of column names, got the string "
+                    f"{values[key]!r}; write [{values[key]}]"
+                )
         converted: dict[str, Any] = {
             key: tuple(value) if isinstance(value, list) else value for key, value in values.items()
         }
@@ -496,10 +524,11 @@ def read_table(path: str | Path, schema: TableSchema) -> InteractionLog:
             raise InvalidArgumentError(
                 "schema: a file without a header needs `columns` naming every column in order"
             )
+        delimiter = schema.delimiter or ("\t" if path.suffix.lower() == ".tsv" else ",")
         data = _read_columns(
             path,
             wanted,
-            delimiter=schema.delimiter,
+            delimiter=delimiter,
             headerless_names=None if schema.header else schema.columns,
         )
     times = data[schema.time] * (1000 if schema.time_unit == "s" else 1)
@@ -533,6 +562,7 @@ def read_table(path: str | Path, schema: TableSchema) -> InteractionLog:
 def _read_parquet(path: Path, wanted: list[tuple[str, str]]) -> dict[str, Any]:
     try:
         import pyarrow.parquet as parquet  # type: ignore[import-untyped]
+        import pyarrow.types as pyarrow_types  # type: ignore[import-untyped]
     except ImportError as error:
         raise InvalidArgumentError(
             f"{path}: reading Parquet needs pyarrow; install it with `pip install pyarrow`"
@@ -553,6 +583,11 @@ def _read_parquet(path: Path, wanted: list[tuple[str, str]]) -> dict[str, Any]:
         elif kind == "int64":
             if column.null_count:
                 raise InvalidDataError(f"{path}: column {name} has {column.null_count} missing ids")
+            if not pyarrow_types.is_integer(column.type):
+                raise DataFormatError(
+                    f"{path}: column {name} has type {column.type}; expected integers (ids and "
+                    "timestamps are read as int64, never through float or text)"
+                )
             data[name] = column.to_numpy().astype(np.int64, copy=False)
         else:
             data[name] = np.asarray(

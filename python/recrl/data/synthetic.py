@@ -78,6 +78,8 @@ class SyntheticConfig:
     def __post_init__(self) -> None:
         if self.rows < 1:
             raise InvalidArgumentError(f"rows: expected a positive integer, got {self.rows}")
+        if self.seed < 0:
+            raise InvalidArgumentError(f"seed: expected a non-negative integer, got {self.seed}")
         for name in ("users", "videos"):
             value = getattr(self, name)
             if value is not None and value < 1:

@@ -219,7 +219,16 @@ pub fn build_episodes(
 pub fn history_windows(users: &[i64], items: &[i64], length: usize) -> Result<Vec<i64>> {
     let n = users.len();
     check_len("items", items, n)?;
-    let mut windows = vec![0i64; n * length];
+    let too_large = || {
+        Error::invalid(
+            "length",
+            format!("a window of {length} items for {n} rows does not fit in memory; use a shorter history"),
+        )
+    };
+    let size = n.checked_mul(length).ok_or_else(too_large)?;
+    let mut windows: Vec<i64> = Vec::new();
+    windows.try_reserve_exact(size).map_err(|_| too_large())?;
+    windows.resize(size, 0);
     if length == 0 || n == 0 {
         return Ok(windows);
     }
