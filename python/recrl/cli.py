@@ -1,4 +1,4 @@
-"""The ``recrl`` command: synthesise, prepare and inspect datasets, and run the demo."""
+"""The ``recrl`` command: synthesise, prepare and inspect datasets, train TSCAC, run the demo."""
 
 from __future__ import annotations
 
@@ -122,11 +122,105 @@ def _build_parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", help="print the statistics of a prepared dataset")
     info.add_argument("dataset", type=Path, help="prepared dataset folder")
 
-    demo = commands.add_parser("demo", help="synthesise a log, prepare it and print its statistics")
+    tscac = commands.add_parser(
+        "tscac", help="train TSCAC and its baselines on a prepared dataset and report them"
+    )
+    tscac.add_argument("--data", type=Path, required=True, help="prepared dataset folder")
+    tscac.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="YAML file with sections run, common and methods (default: built-in settings)",
+    )
+    tscac.add_argument(
+        "--out", type=Path, default=Path("runs/tscac"), help="run folder (default: runs/tscac)"
+    )
+    _add_device_options(tscac)
+    tscac.add_argument(
+        "--seed",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="one or more seeds; the table reports mean and spread over them (default: 0)",
+    )
+
+    demo = commands.add_parser(
+        "demo",
+        help="synthesise a log, prepare it, print its statistics and run a short TSCAC comparison",
+    )
     demo.add_argument("--rows", type=int, default=200_000, help="rows of the synthetic log")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     demo.add_argument("--out", type=Path, default=None, help="folder to keep the files in")
+    demo.add_argument(
+        "--tscac-steps",
+        type=int,
+        default=40,
+        help="gradient steps per method and stage of the demo's TSCAC run; 0 skips it "
+        "(default: 40)",
+    )
+    _add_device_options(demo)
     return parser
+
+
+def _add_device_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device",
+        choices=("cpu", "cuda", "auto"),
+        default="cpu",
+        help="torch device; auto picks cuda when available (default: cpu)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="CPU threads of torch; small models run fastest on one (default: 1)",
+    )
+
+
+def _torch_device(args: argparse.Namespace) -> str:
+    import torch
+
+    torch.set_num_threads(max(1, args.threads))
+    if args.device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise RecrlError("--device cuda: no CUDA device is available; use --device cpu or auto")
+    return str(args.device)
+
+
+def _run_tscac(
+    dataset_path: Path,
+    out: Path,
+    configuration: dict[str, Any] | None,
+    seeds: list[int],
+    device: str,
+) -> None:
+    from recrl import data
+    from recrl.tscac.runner import run
+
+    started = time.perf_counter()
+    dataset = data.load_prepared(dataset_path)
+    run(dataset, out, configuration, seeds=tuple(seeds), device=device)
+    print((out / "table.md").read_text())
+    print(f"tscac run written to {out} in {time.perf_counter() - started:.1f} s")
+
+
+#: Settings of the demo's TSCAC run: small networks and few steps, to finish in minutes.
+def _demo_configuration(steps: int) -> dict[str, Any]:
+    return {
+        "run": {
+            "behaviour_steps": max(20, 2 * steps),
+            "lambda_sweep": [1e-1, 1e-2, 1e-3, 1e-4, 1e-5],
+            "lambda_sweep_steps": max(1, steps // 2),
+        },
+        "common": {
+            "candidates": 50,
+            "batch_size": 128,
+            "hidden_dims": [32],
+            "steps": steps,
+            "evaluation_interval": max(1, steps // 2),
+        },
+    }
 
 
 def _read_log(args: argparse.Namespace) -> Any:
@@ -181,6 +275,12 @@ def _run(args: argparse.Namespace) -> int:
         print(format_statistics(dataset.manifest))
         print(json.dumps(dataset.manifest["split"], indent=2))
         return 0
+    if args.command == "tscac":
+        import yaml
+
+        configuration = yaml.safe_load(args.config.read_text()) if args.config else None
+        _run_tscac(args.data, args.out, configuration, args.seed, _torch_device(args))
+        return 0
     if args.command == "demo":
         return _demo(args)
     raise AssertionError(f"unhandled command {args.command}")
@@ -201,6 +301,14 @@ def _demo(args: argparse.Namespace) -> int:
         lengths = np.diff(dataset["episode_starts"])
         p50, p90 = np.percentile(lengths, [50, 90])
         print(f"lengths      p50 {p50:.0f}, p90 {p90:.0f}, one-step {int((lengths == 1).sum()):,}")
+        if args.tscac_steps > 0:
+            _run_tscac(
+                root / "prepared",
+                root / "tscac",
+                _demo_configuration(args.tscac_steps),
+                [args.seed],
+                _torch_device(args),
+            )
         print(f"demo finished in {time.perf_counter() - started:.1f} s (data in {root})")
     return 0
 
