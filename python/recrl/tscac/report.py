@@ -61,8 +61,12 @@ def write_tables(
     results: dict[int, dict[str, dict[str, np.ndarray]]],
     logged: np.ndarray,
     configs: dict[str, CommonConfig],
+    notes: list[str] | None = None,
 ) -> None:
-    """Write ``table.md`` (NCIS, the paper's layout) and ``table.csv`` (every estimator)."""
+    """Write ``table.md`` (NCIS, the paper's layout) and ``table.csv`` (every estimator).
+
+    ``notes`` are appended to the Markdown table as lines of text.
+    """
     summary = summarise(results, "ncis")
     seeds = len(results)
     header = ["method", *spec.reward_names, "constraints hold"]
@@ -84,6 +88,7 @@ def write_tables(
         violated = _constraints(mean, logged, spec, configs.get(name, configs["behaviour_cloning"]))
         verdict = "yes" if not violated else "no: " + ", ".join(violated)
         lines.append(f"| {LABELS.get(name, name)} | " + " | ".join(cells) + f" | {verdict} |")
+    lines.extend(["", *(notes or [])])
     write_text_atomically(out / "table.md", "\n".join(lines) + "\n")
 
     buffer = io.StringIO()

@@ -27,6 +27,7 @@ from recrl.tscac.config import (
     CONFIG_CLASSES,
     BehaviourCloningConfig,
     CommonConfig,
+    InteractionActorCriticConfig,
     config_from_dict,
 )
 from recrl.tscac.data import ProblemSpec, Transitions
@@ -62,8 +63,12 @@ class RunConfig:
     """Weight cap (> 0) of the capped estimators (10 in Cai et al.)."""
     evaluation_discount: float = 0.9
     """gamma in (0, 1] of the per-decision per-trajectory estimate."""
-    lambda_sweep: tuple[float, ...] = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5)
-    """Shared lambda values of the stage-two sweep (evaluated on validation); empty to skip."""
+    lambda_sweep: tuple[float, ...] = (1.0, 1e-1, 1e-2, 1e-3, 1e-4, 1e-5)
+    """Shared lambda values of the stage-two sweep, run on the first seed and evaluated on
+    validation; empty to skip."""
+    select_lambda: bool = True
+    """Train TSCAC's final stage two, for every seed, with the sweep's lambda of best validation
+    score; false keeps the configured lambdas."""
     lambda_sweep_steps: int = 500
     """Stage-two steps of each sweep point, starting from the trained stage one."""
     selection_penalty: float = 10.0
@@ -276,6 +281,7 @@ def run(
     curves: dict[str, list[dict[str, float]]] = {}
     sweep: list[dict[str, Any]] = []
     logged_test = estimate_logged(transitions, "test")
+    chosen: dict[str, float] = {}
     for seed in seeds:
         started = time.perf_counter()
         behaviour = _behaviour_policy(
@@ -297,20 +303,31 @@ def run(
         if behaviour is not None:
             save_method(behaviour, models, "behaviour")
         sweep_here = sweep if seed == seeds[0] else None
-        trained = _train_all(trainer, spec, configs, run_config, seed, device, curves, sweep_here)
+        trained = _train_all(
+            trainer, spec, configs, run_config, seed, device, curves, sweep_here, chosen
+        )
         results[seed] = {}
         for name, method in trained.items():
             save_method(method, models, name)
             results[seed][name] = evaluator.estimate(method.policy_log_probabilities, "test")
         logger.info("seed %d finished in %.1f s", seed, time.perf_counter() - started)
 
-    write_tables(out, spec, results, logged_test, configs)
+    notes = []
+    if "lambda" in chosen:
+        notes.append(f"TSCAC lambda (shared, selected on validation): {chosen['lambda']:g}")
+    write_tables(out, spec, results, logged_test, configs, notes)
     plot_curves(out / "curves.png", curves)
     if sweep:
         plot_lambda_sweep(
             out / "lambda_sweep.png", sweep, spec, estimate_logged(transitions, "validation")
         )
-    return {"results": results, "sweep": sweep, "curves": curves, "logged": logged_test}
+    return {
+        "results": results,
+        "sweep": sweep,
+        "curves": curves,
+        "logged": logged_test,
+        "selected_lambda": chosen.get("lambda"),
+    }
 
 
 def _train_all(
@@ -322,6 +339,7 @@ def _train_all(
     device: torch.device,
     curves: dict[str, list[dict[str, float]]],
     sweep: list[dict[str, Any]] | None,
+    chosen: dict[str, float],
 ) -> dict[str, Method]:
     trained: dict[str, Method] = {}
     for name in run_config.methods:
@@ -332,13 +350,9 @@ def _train_all(
         curve = curves.setdefault(f"{name}/seed{seed}", [])
         steps = configs[name].steps
         if isinstance(method, Tscac) and not isinstance(method, InteractionActorCritic):
-            trainer.train_stage(method, "stage_one", steps, select=False, curve=curve)
-            stage_one = {k: v.detach().clone() for k, v in method.state_dict().items()}
-            if "interaction_ac" in run_config.methods:
-                trained["interaction_ac"] = _interaction_ac_from(stage_one, spec, configs, device)
-            trainer.train_stage(method, "stage_two", steps, select=True, curve=curve)
-            if run_config.lambda_sweep and sweep is not None:
-                sweep.extend(_lambda_sweep(trainer, method, stage_one, run_config, spec, device))
+            method = _train_tscac(
+                trainer, method, configs, run_config, chosen, curve, sweep, trained
+            )
         else:
             for stage in method.stages:
                 last = stage == method.stages[-1]
@@ -347,15 +361,48 @@ def _train_all(
     return trained
 
 
-def _interaction_ac_from(
-    stage_one: dict[str, torch.Tensor],
-    spec: ProblemSpec,
+def _train_tscac(
+    trainer: _Trainer,
+    method: Tscac,
     configs: dict[str, CommonConfig],
-    device: torch.device,
+    run_config: RunConfig,
+    chosen: dict[str, float],
+    curve: list[dict[str, float]],
+    sweep: list[dict[str, Any]] | None,
+    trained: dict[str, Method],
+) -> Tscac:
+    """Train stage one, derive Interaction-AC, sweep lambda, then train the final stage two."""
+    steps = method.config.steps
+    trainer.train_stage(method, "stage_one", steps, select=False, curve=curve)
+    stage_one = {k: v.detach().clone() for k, v in method.state_dict().items()}
+    if "interaction_ac" in run_config.methods:
+        trained["interaction_ac"] = _interaction_ac_from(stage_one, method, configs)
+    if run_config.lambda_sweep and sweep is not None:
+        points = _lambda_sweep(trainer, method, stage_one, run_config)
+        sweep.extend(points)
+        if run_config.select_lambda:
+            best = max(points, key=lambda point: point["validation_score"])
+            chosen["lambda"] = best["lambda"]
+            logger.info("selected lambda %.0e on validation", best["lambda"])
+    if "lambda" in chosen:
+        config = dataclasses.replace(method.tscac_config, lambdas=chosen["lambda"])
+        method = build_method("tscac", method.spec, config).to(trainer.device)  # type: ignore[assignment]
+        method.load_state_dict(stage_one)
+        method.lambdas.fill_(chosen["lambda"])
+    trainer.train_stage(method, "stage_two", steps, select=True, curve=curve)
+    return method
+
+
+def _interaction_ac_from(
+    stage_one: dict[str, torch.Tensor], tscac: Tscac, configs: dict[str, CommonConfig]
 ) -> Method:
     """Build Interaction-AC from the stage-one weights of a TSCAC run (same networks)."""
-    config = configs["interaction_ac"]
-    method = build_method("interaction_ac", spec, config).to(device)
+    selected = configs["interaction_ac"]
+    config = InteractionActorCriticConfig(
+        **dataclasses.asdict(tscac.tscac_config),
+        response=getattr(selected, "response", "is_click"),
+    )
+    method = build_method("interaction_ac", tscac.spec, config).to(tscac.lambdas.device)
     method.load_state_dict(stage_one)
     method.eval()
     return method
@@ -366,20 +413,27 @@ def _lambda_sweep(
     method: Tscac,
     stage_one: dict[str, torch.Tensor],
     run_config: RunConfig,
-    spec: ProblemSpec,
-    device: torch.device,
 ) -> list[dict[str, Any]]:
     """Retrain stage two from ``stage_one`` for each shared lambda; evaluate on validation."""
     points = []
     for value in run_config.lambda_sweep:
         config = dataclasses.replace(method.tscac_config, lambdas=value)
-        swept = build_method("tscac", spec, config).to(device)
+        swept = build_method("tscac", method.spec, config).to(trainer.device)
         swept.load_state_dict(stage_one)
         swept.lambdas.fill_(value)
         trainer.train_stage(
             swept, "stage_two", run_config.lambda_sweep_steps, select=False, curve=[]
         )
         estimates = trainer.evaluator.estimate(swept.policy_log_probabilities, "validation")
-        points.append({"lambda": value, "ncis": estimates["ncis"].tolist()})
+        score = selection_score(
+            estimates["ncis"],
+            trainer.logged_validation,
+            swept.main,
+            swept.signs_by_response,
+            run_config.selection_penalty,
+        )
+        points.append(
+            {"lambda": value, "ncis": estimates["ncis"].tolist(), "validation_score": score}
+        )
         logger.info("lambda %.0e: validation watch time %.4f", value, estimates["ncis"][swept.main])
     return points
