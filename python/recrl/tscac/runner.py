@@ -111,8 +111,19 @@ def load_run_configuration(
     run_config = config_from_dict(RunConfig, values.get("run") or {})  # type: ignore[arg-type]
     common = values.get("common") or {}
     per_method = values.get("methods") or {}
+    known = {f.name for cls in CONFIG_CLASSES.values() for f in dataclasses.fields(cls)}
+    unknown = sorted(set(common) - known)
+    if unknown:
+        raise InvalidArgumentError(
+            f"common: unknown fields {unknown}; expected fields of the method configs"
+        )
+    unknown = sorted(set(per_method) - set(METHODS))
+    if unknown:
+        raise InvalidArgumentError(
+            f"methods: unknown methods {unknown}; expected some of {sorted(METHODS)}"
+        )
     configs: dict[str, CommonConfig] = {}
-    names = set(run_config.methods) | ({"behaviour_cloning"})
+    names = set(run_config.methods) | {"behaviour_cloning"}
     for name in sorted(names):
         cls = CONFIG_CLASSES[name]
         fields = {f.name for f in dataclasses.fields(cls)}
