@@ -12,9 +12,10 @@ w_t = pi(a_t|s_t) / pi_beta(a_t|s_t). Per step (the offline table of Cai et al.,
 - NCIS: SNIPS with w_t capped at ``cap`` (normalised capped importance sampling, cap 10 in the
   paper), the estimate reported in the tables.
 
-Per trajectory, per-decision IS averages over episodes sum_t gamma^t (prod_{u<=t} w_u) r_t,
-each w_u capped at ``cap``, and is divided by sum_t gamma^t to give a per-step rate comparable
-with the logged mean.
+Per trajectory, per-decision IS weights the reward of step t of an episode by
+gamma^t prod_{u<=t} w_u, each w_u capped at ``cap``. The estimate is the sum of these terms over
+all episodes divided by the sum of gamma^t over the same steps, a per-step rate comparable with
+the logged mean.
 """
 
 from __future__ import annotations

@@ -137,17 +137,11 @@ def plot_curves(path: Path, curves: dict[str, list[dict[str, float]]]) -> None:
     for key, points in curves.items():
         if not points:
             continue
-        steps = np.cumsum([0, *[1 for _ in points]])[1:]
-        actor = [p.get("loss/actor", np.nan) for p in points]
-        watch = [
-            p.get(
-                "eval/watch_time",
-                next(iter(v for k, v in p.items() if k.startswith("eval/")), np.nan),
-            )
-            for p in points
-        ]
-        axes[0].plot(steps, actor, marker=".", label=key)
-        axes[1].plot(steps, watch, marker=".", label=key)
+        positions = np.arange(1, len(points) + 1)
+        actor = [point.get("loss/actor", np.nan) for point in points]
+        main = [point.get("eval/main", np.nan) for point in points]
+        axes[0].plot(positions, actor, marker=".", label=key)
+        axes[1].plot(positions, main, marker=".", label=key)
     axes[0].set_title("actor loss (mean over each evaluation interval)")
     axes[1].set_title("validation estimate of the main response (NCIS)")
     for axis in axes:

@@ -198,6 +198,7 @@ class _Trainer:
                     for name, value in zip(method.spec.reward_names, estimates["ncis"])
                 }
             )
+            point["eval/main"] = float(estimates["ncis"][method.main])
             curve.append(point)
             sums = {}
             logger.info(
