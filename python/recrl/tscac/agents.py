@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from recrl.errors import InvalidArgumentError
+from recrl.nets import CategoricalActor
 from recrl.tscac.closed_form import categorical_target_log_probabilities
 from recrl.tscac.config import (
     BehaviourCloningConfig,
@@ -57,6 +58,13 @@ def _logged(values: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
     """Pick values [..., B, C] at the logged positions actions [B], giving [..., B]."""
     index = actions.view(*([1] * (values.dim() - 2)), -1, 1).expand(*values.shape[:-1], 1)
     return values.gather(-1, index).squeeze(-1)
+
+
+def _minimise(loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+    """Take one optimizer step on ``loss``."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()  # type: ignore[no-untyped-call]
+    optimizer.step()
 
 
 def _soft_update(target: nn.Module, online: nn.Module, rate: float) -> None:
@@ -134,9 +142,7 @@ class BehaviourCloning(Method):
             batch.state(), batch.candidates, batch.mask
         )
         loss = -_logged(log_probabilities, batch.actions).mean()
-        self.actor_optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.actor_optimizer.step()
+        _minimise(loss, self.actor_optimizer)
         return {"loss/actor": float(loss.detach())}
 
 
@@ -168,14 +174,16 @@ class RewardWeighted(Method):
             batch.state(), batch.candidates, batch.mask
         )
         loss = -(weights * _logged(log_probabilities, batch.actions)).mean()
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        _minimise(loss, self.optimizer)
         return {"loss/actor": float(loss.detach())}
 
 
 class _CriticMethod(Method):
     """A method with an ensemble of TD-trained critics and soft-updated targets."""
+
+    critics: CriticEnsemble
+    target_critics: CriticEnsemble
+    discounts: torch.Tensor
 
     def __init__(self, spec: ProblemSpec, config: CriticConfig, discounts: list[float]) -> None:
         super().__init__(spec, config)
@@ -198,7 +206,10 @@ class _CriticMethod(Method):
             next_items = _logged(batch.next_candidates, batch.next_actions).unsqueeze(1)
             next_values = self.target_critics(*batch.next_state(), next_items)
             bootstrap = next_values.squeeze(-1) * batch.bootstrap
-            return self.critic_rewards(batch) + self.discounts.unsqueeze(1) * bootstrap
+            targets: torch.Tensor = (
+                self.critic_rewards(batch) + self.discounts.unsqueeze(1) * bootstrap
+            )
+            return targets
 
     def compute_critic_loss(
         self, batch: Batch, targets: torch.Tensor
@@ -211,9 +222,7 @@ class _CriticMethod(Method):
 
     def update_critics(self, loss: torch.Tensor) -> None:
         """Take one Adam step of every critic."""
-        self.critic_optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.critic_optimizer.step()
+        _minimise(loss, self.critic_optimizer)
 
     def soft_update(self) -> None:
         """Move the target critics toward the online ones."""
@@ -246,7 +255,11 @@ class Tscac(_CriticMethod):
     """
 
     name = "tscac"
-    stages = ("stage_one", "stage_two")
+    stages: ClassVar[tuple[str, ...]] = ("stage_one", "stage_two")
+    signs: torch.Tensor
+    lambdas: torch.Tensor
+    actor: CategoricalActor
+    behaviour: CategoricalActor
 
     def __init__(self, spec: ProblemSpec, config: TscacConfig) -> None:
         super().__init__(spec, config, [config.discount(name) for name in spec.reward_names])
@@ -288,7 +301,10 @@ class Tscac(_CriticMethod):
     ) -> torch.Tensor:
         """Return log pi_i(j|s) [I, B, C] of the stage-one actors."""
         return torch.stack(
-            [actor_log_probabilities(a, state, candidates, mask) for a in self.interaction_actors]
+            [
+                actor_log_probabilities(actor, state, candidates, mask)
+                for actor in self._interaction_actors()
+            ]
         )
 
     def update(self, batch: Batch) -> dict[str, float]:
@@ -313,6 +329,9 @@ class Tscac(_CriticMethod):
             "loss/actor": float(actor_loss.detach()),
             **diagnostics,
         }
+
+    def _interaction_actors(self) -> list[CategoricalActor]:
+        return [actor for actor in self.interaction_actors if isinstance(actor, CategoricalActor)]
 
     def compute_stage_one_actor_loss(
         self, batch: Batch, values: torch.Tensor
@@ -364,9 +383,7 @@ class Tscac(_CriticMethod):
 
     def update_actor(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
         """Take one Adam step of the actors ``optimizer`` holds."""
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        _minimise(loss, optimizer)
 
 
 class InteractionActorCritic(Tscac):
@@ -390,15 +407,16 @@ class InteractionActorCritic(Tscac):
         mask: torch.Tensor,
     ) -> torch.Tensor:
         """Return log pi_i(j|s) [B, C] of the selected interaction's stage-one actor."""
-        return actor_log_probabilities(
-            self.interaction_actors[self.selected], state, candidates, mask
-        )
+        actor = self._interaction_actors()[self.selected]
+        return actor_log_probabilities(actor, state, candidates, mask)
 
 
 class Rcpo(_CriticMethod):
     """Reward Constrained Policy Optimisation with one critic, or with one per response."""
 
     name = "rcpo"
+    signs: torch.Tensor
+    multipliers: torch.Tensor
 
     def __init__(self, spec: ProblemSpec, config: RcpoConfig) -> None:
         members = spec.reward_names if config.multiple_critics else (config.main_response,)
@@ -440,9 +458,7 @@ class Rcpo(_CriticMethod):
 
         # Actor step on the Lagrangian advantage.
         actor_loss, logged, behaviour = self.compute_actor_loss(batch, values)
-        self.actor_optimizer.zero_grad(set_to_none=True)
-        actor_loss.backward()
-        self.actor_optimizer.step()
+        _minimise(actor_loss, self.actor_optimizer)
 
         # Multiplier step (dual ascent) and target step.
         self.update_multipliers(batch, logged.detach(), behaviour.detach())
@@ -518,6 +534,7 @@ class Pareto(_CriticMethod):
     """Pareto-efficient actor: per-response advantage losses combined by min-norm weights."""
 
     name = "pareto"
+    signs: torch.Tensor
 
     def __init__(self, spec: ProblemSpec, config: ParetoConfig) -> None:
         super().__init__(spec, config, [config.discount(name) for name in spec.reward_names])
@@ -553,9 +570,7 @@ class Pareto(_CriticMethod):
         losses = -(advantages * logged).mean(1)
         weights = self.compute_weights(losses)
         actor_loss = weights @ losses - self.pareto_config.behaviour_cloning_weight * logged.mean()
-        self.actor_optimizer.zero_grad(set_to_none=True)
-        actor_loss.backward()
-        self.actor_optimizer.step()
+        _minimise(actor_loss, self.actor_optimizer)
 
         # Target step.
         self.soft_update()
@@ -605,6 +620,6 @@ def build_method(name: str, spec: ProblemSpec, config: CommonConfig) -> Method:
     cls, forced = METHODS[name]
     if forced:
         config = dataclasses.replace(config, **forced)
-    method = cls(spec, config)  # type: ignore[arg-type]
+    method = cls(spec, config)
     method.method_name = name
     return method

@@ -246,7 +246,9 @@ def config_from_dict(cls: type[CommonConfig], values: dict[str, Any]) -> Any:
         raise InvalidArgumentError(
             f"{cls.__name__}: unknown fields {unknown}; expected some of {sorted(names)}"
         )
-    converted = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    converted: dict[str, Any] = {
+        k: tuple(v) if isinstance(v, list) else v for k, v in values.items()
+    }
     config = cls(**converted)
     config.validate()
     return config

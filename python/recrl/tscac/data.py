@@ -52,7 +52,10 @@ class ProblemSpec:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ProblemSpec:
         """Build from ``to_dict``'s output."""
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+        converted: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in values.items()
+        }
+        return cls(**converted)
 
     def response_index(self, name: str) -> int:
         """Return the column of response ``name`` in the rewards."""

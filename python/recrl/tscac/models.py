@@ -76,7 +76,8 @@ class CriticEnsemble(nn.Module):
         heads = self.heads(state)
         values, preferences = heads[..., :1], heads[..., 1:]
         embedded = self.item_embeddings[:, candidates]
-        return values + torch.einsum("mbd,mbcd->mbc", preferences, embedded)
+        output: torch.Tensor = values + torch.einsum("mbd,mbcd->mbc", preferences, embedded)
+        return output
 
 
 class _Ranker(nn.Module):
@@ -138,7 +139,7 @@ class WideDeepRanker(_Ranker):
     ) -> torch.Tensor:
         """Score candidates int64 [B, C] as float [B, C]."""
         encoded = self.encoder(*state)
-        wide = self.item_bias(candidates).squeeze(-1)
+        wide: torch.Tensor = self.item_bias(candidates).squeeze(-1)
         wide = wide + torch.einsum("bd,bcd->bc", self.cross(encoded), self.wide_items(candidates))
         return wide + self.deep_scores(encoded, candidates)
 
@@ -169,7 +170,7 @@ class DeepFmRanker(_Ranker):
         field_sum = fields.sum(1)
         state_pairs = 0.5 * (field_sum.pow(2) - fields.pow(2).sum(1)).sum(-1, keepdim=True)
         fm = state_pairs + torch.einsum("bd,bcd->bc", field_sum, self.fm_items(candidates))
-        bias = self.item_bias(candidates).squeeze(-1)
+        bias: torch.Tensor = self.item_bias(candidates).squeeze(-1)
         return bias + fm + self.deep_scores(encoded, candidates)
 
     def _state_fields(self, categorical: torch.Tensor, history: torch.Tensor) -> torch.Tensor:

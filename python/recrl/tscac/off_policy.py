@@ -55,7 +55,7 @@ def estimate_policy_values(
     """
     target = np.asarray(target_log_probabilities, dtype=np.float64)
     behaviour = np.asarray(behaviour_log_probabilities, dtype=np.float64)
-    rewards = np.asarray(rewards, dtype=np.float64)
+    reward_matrix = np.asarray(rewards, dtype=np.float64)
     episodes = np.asarray(episode_ids)
     rows = target.shape[0]
     if target.ndim != 1 or behaviour.shape != (rows,) or episodes.shape != (rows,):
@@ -63,8 +63,8 @@ def estimate_policy_values(
             f"target, behaviour log-probabilities and episode_ids: expected shape ({rows},), got "
             f"{target.shape}, {behaviour.shape} and {episodes.shape}"
         )
-    if rewards.ndim != 2 or rewards.shape[0] != rows:
-        raise ShapeError(f"rewards: expected shape ({rows}, K), got {rewards.shape}")
+    if reward_matrix.ndim != 2 or reward_matrix.shape[0] != rows:
+        raise ShapeError(f"rewards: expected shape ({rows}, K), got {reward_matrix.shape}")
     if rows == 0:
         raise InvalidArgumentError("rewards: expected at least one logged row, got 0")
     if cap <= 0 or not 0 < discount <= 1:
@@ -75,11 +75,11 @@ def estimate_policy_values(
     weights = np.exp(target - behaviour)
     capped = np.minimum(weights, cap)
     return {
-        "ips": (weights @ rewards) / rows,
-        "snips": (weights @ rewards) / max(weights.sum(), 1e-300),
-        "ncis": (capped @ rewards) / max(capped.sum(), 1e-300),
-        "per_decision": _per_decision(capped, rewards, episodes, discount),
-        "logged": rewards.mean(axis=0),
+        "ips": (weights @ reward_matrix) / rows,
+        "snips": (weights @ reward_matrix) / max(weights.sum(), 1e-300),
+        "ncis": (capped @ reward_matrix) / max(capped.sum(), 1e-300),
+        "per_decision": _per_decision(capped, reward_matrix, episodes, discount),
+        "logged": reward_matrix.mean(axis=0),
     }
 
 
@@ -97,7 +97,8 @@ def _per_decision(
     cumulative = np.exp(_segment_cumsum(log_weights, starts))
     discounts = discount**positions
     total = (discounts * cumulative) @ rewards
-    return total / discounts.sum()
+    result: npt.NDArray[np.float64] = total / discounts.sum()
+    return result
 
 
 def _segment_cumsum(
@@ -106,4 +107,5 @@ def _segment_cumsum(
     running = np.cumsum(values)
     offsets = np.r_[0.0, running][starts]
     lengths = np.diff(np.r_[starts, len(values)])
-    return running - np.repeat(offsets, lengths)
+    result: npt.NDArray[np.float64] = running - np.repeat(offsets, lengths)
+    return result

@@ -130,7 +130,7 @@ def _save_figure(figure: Any, path: Path) -> None:
     temporary.replace(path)
 
 
-def plot_curves(path: Path, curves: dict[str, list[dict[str, float]]]) -> None:
+def plot_curves(path: Path, curves: dict[str, list[dict[str, Any]]]) -> None:
     """Plot the actor loss and the validation watch-time estimate of every method."""
     plt = _pyplot()
     figure, axes = plt.subplots(1, 2, figsize=(12, 4.5))

@@ -14,7 +14,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -158,7 +158,7 @@ class _Trainer:
         return self.transitions.batch(self.train_rows[index])
 
     def train_stage(
-        self, method: Method, stage: str, steps: int, select: bool, curve: list[dict[str, float]]
+        self, method: Method, stage: str, steps: int, select: bool, curve: list[dict[str, Any]]
     ) -> float:
         """Run ``steps`` updates of ``stage``; with ``select``, keep the best validation state.
 
@@ -290,7 +290,7 @@ def run(
     transitions = Transitions(dataset, spec, device)
 
     results: dict[int, dict[str, dict[str, np.ndarray]]] = {}
-    curves: dict[str, list[dict[str, float]]] = {}
+    curves: dict[str, list[dict[str, Any]]] = {}
     sweep: list[dict[str, Any]] = []
     logged_test = estimate_logged(transitions, "test")
     chosen: dict[str, float] = {}
@@ -299,7 +299,7 @@ def run(
         behaviour = _behaviour_policy(
             dataset,
             transitions,
-            configs["behaviour_cloning"],
+            cast(BehaviourCloningConfig, configs["behaviour_cloning"]),
             run_config.behaviour_steps,
             seed,
             device,
@@ -349,7 +349,7 @@ def _train_all(
     run_config: RunConfig,
     seed: int,
     device: torch.device,
-    curves: dict[str, list[dict[str, float]]],
+    curves: dict[str, list[dict[str, Any]]],
     sweep: list[dict[str, Any]] | None,
     chosen: dict[str, float],
 ) -> dict[str, Method]:
@@ -379,7 +379,7 @@ def _train_tscac(
     configs: dict[str, CommonConfig],
     run_config: RunConfig,
     chosen: dict[str, float],
-    curve: list[dict[str, float]],
+    curve: list[dict[str, Any]],
     sweep: list[dict[str, Any]] | None,
     trained: dict[str, Method],
 ) -> Tscac:
@@ -398,7 +398,7 @@ def _train_tscac(
             logger.info("selected lambda %.0e on validation", best["lambda"])
     if "lambda" in chosen:
         config = dataclasses.replace(method.tscac_config, lambdas=chosen["lambda"])
-        method = build_method("tscac", method.spec, config).to(trainer.device)  # type: ignore[assignment]
+        method = cast(Tscac, build_method("tscac", method.spec, config).to(trainer.device))
         method.load_state_dict(stage_one)
         method.lambdas.fill_(chosen["lambda"])
     trainer.train_stage(method, "stage_two", steps, select=True, curve=curve)
@@ -430,7 +430,7 @@ def _lambda_sweep(
     points = []
     for value in run_config.lambda_sweep:
         config = dataclasses.replace(method.tscac_config, lambdas=value)
-        swept = build_method("tscac", method.spec, config).to(trainer.device)
+        swept = cast(Tscac, build_method("tscac", method.spec, config).to(trainer.device))
         swept.load_state_dict(stage_one)
         swept.lambdas.fill_(value)
         trainer.train_stage(
