@@ -138,3 +138,20 @@ def test_closed_form_rejects_bad_input():
         )
     with pytest.raises(InvalidArgumentError, match="total_lambda"):
         tilted_sample_weights(torch.zeros(1, 2), 0.0)
+
+
+def test_gaussian_actor_density_and_samples():
+    from recrl.nets import GaussianActor, StateEncoder
+
+    torch.manual_seed(0)
+    actor = GaussianActor(StateEncoder(3, [4], 10, 2), [8], action_dim=2, sigma=0.5)
+    means = actor.means(
+        torch.randn(5, 3), torch.ones(5, 1, dtype=torch.int64), torch.zeros(5, 2, dtype=torch.int64)
+    )
+    assert means.shape == (5, 2)
+    actions = actor.sample(means, 7, generator=torch.Generator().manual_seed(1))
+    assert actions.shape == (5, 7, 2)
+    expected = torch.distributions.Normal(means.unsqueeze(1), 0.5).log_prob(actions).sum(-1)
+    assert torch.allclose(actor.log_probabilities(means, actions), expected, atol=1e-5)
+    single = actor.log_probabilities(means, actions[:, 0])
+    assert torch.allclose(single, expected[:, 0], atol=1e-5)
