@@ -2,9 +2,9 @@
 
 Both sides run the same stage-one update (TD targets, critic loss, critic step, the
 advantage-weighted actor losses, actor step, soft update of the targets) from the same initial
-weights. recrl evaluates the K critics as one ``EnsembleMLP`` (one batched product per layer,
-one optimizer); the reference style keeps K separate critic modules, each with its own target
-network and optimizer, called one after another in a Python loop, as TSCAC reference code does.
+weights. recrl evaluates the K critics as one ``EnsembleMLP``, with one batched product per
+layer and one optimizer. The reference style keeps K separate critic modules, each with its own
+target network and optimizer, and calls them one after another in a Python loop.
 
 Run: python benches/bench_tscac.py [--steps 20] [--batch 512] [--state-dim 1000]
 """
