@@ -5,6 +5,7 @@ Every function validates its arguments, releases the GIL for the work, and raise
 """
 
 from os import PathLike
+from typing import Any, final
 
 import numpy as np
 import numpy.typing as npt
@@ -48,6 +49,9 @@ def take_int64(
 ) -> npt.NDArray[np.int64]:
     """Return ``values[order]``, gathered in parallel."""
 
+def count_distinct(values: npt.NDArray[np.int64]) -> int:
+    """Return the number of distinct values."""
+
 # Readers.
 
 def read_csv(
@@ -66,3 +70,190 @@ def write_csv(
     delimiter: str = ",",
 ) -> None:
     """Write int64 and float64 columns with a header line, atomically (NaN as an empty field)."""
+
+# Returns. Arrays of one response may be (N,) or (N, 1); results are (N,) when ``gammas`` is a
+# float and K = 1, and (N, K) otherwise.
+
+def discounted_returns(
+    rewards: npt.NDArray[np.float32],
+    gammas: float | npt.NDArray[np.float64],
+    *,
+    episode_starts: npt.NDArray[np.int64] | None = None,
+    terminals: npt.NDArray[np.uint8] | None = None,
+    truncations: npt.NDArray[np.uint8] | None = None,
+    bootstrap_values: npt.NDArray[np.float32] | None = None,
+) -> npt.NDArray[np.float32]:
+    """Discounted reward-to-go of every row; see `recrl.returns.discounted_returns`."""
+
+def n_step_targets(
+    rewards: npt.NDArray[np.float32],
+    next_values: npt.NDArray[np.float32],
+    gammas: float | npt.NDArray[np.float64],
+    n: int,
+    *,
+    episode_starts: npt.NDArray[np.int64] | None = None,
+    terminals: npt.NDArray[np.uint8] | None = None,
+    truncations: npt.NDArray[np.uint8] | None = None,
+) -> npt.NDArray[np.float32]:
+    """n-step targets of every row; see `recrl.returns.n_step_targets`."""
+
+def lambda_returns(
+    rewards: npt.NDArray[np.float32],
+    next_values: npt.NDArray[np.float32],
+    gammas: float | npt.NDArray[np.float64],
+    lambda_: float,
+    *,
+    episode_starts: npt.NDArray[np.int64] | None = None,
+    terminals: npt.NDArray[np.uint8] | None = None,
+    truncations: npt.NDArray[np.uint8] | None = None,
+) -> npt.NDArray[np.float32]:
+    """TD(lambda) returns of every row; see `recrl.returns.lambda_returns`."""
+
+def gae(
+    rewards: npt.NDArray[np.float32],
+    values: npt.NDArray[np.float32],
+    next_values: npt.NDArray[np.float32],
+    gammas: float | npt.NDArray[np.float64],
+    lambda_: float,
+    *,
+    episode_starts: npt.NDArray[np.int64] | None = None,
+    terminals: npt.NDArray[np.uint8] | None = None,
+    truncations: npt.NDArray[np.uint8] | None = None,
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """GAE advantages and value targets of every row; see `recrl.returns.gae`."""
+
+# Replay.
+
+@final
+class ReplayStore:
+    """Thread-safe transition store; ``recrl.replay.ReplayBuffer`` documents its behaviour.
+
+    Sampling methods fill the writable C-contiguous arrays of ``out``: ``observations``,
+    ``next_observations``, ``actions``, ``rewards`` (float32), ``terminals``, ``truncations``
+    (bool), ``indices``, ``stamps`` (int64), one float32 array per extra column name, and
+    ``weights`` (float32) for prioritized sampling.
+    """
+
+    def __new__(
+        cls,
+        capacity: int,
+        observation_dim: int,
+        action_dim: int,
+        reward_dim: int,
+        *,
+        extras: list[tuple[str, int]] = ...,
+        alpha: float = 0.6,
+        seed: int = 0,
+    ) -> ReplayStore: ...
+    def extend(
+        self,
+        observations: npt.NDArray[np.float32],
+        actions: npt.NDArray[np.float32],
+        rewards: npt.NDArray[np.float32],
+        next_observations: npt.NDArray[np.float32],
+        terminals: npt.NDArray[np.bool_],
+        truncations: npt.NDArray[np.bool_],
+        extras: list[npt.NDArray[np.float32]],
+    ) -> None:
+        """Append B steps; extras follow the order of ``extras``."""
+    def sample_uniform(self, batch_size: int, replace: bool, out: dict[str, Any]) -> None:
+        """Draw B slots uniformly into ``out``."""
+    def sample_prioritized(self, batch_size: int, beta: float, out: dict[str, Any]) -> None:
+        """Draw B slots proportionally to ``p^alpha`` into ``out``, with importance weights."""
+    def sample_sequences(self, batch_size: int, length: int, out: dict[str, Any]) -> None:
+        """Draw B windows of ``length`` steps of one episode into ``out``."""
+    def gather(self, indices: npt.NDArray[np.int64], out: dict[str, Any]) -> None:
+        """Gather the given sampleable slots into ``out``."""
+    def update_priorities(
+        self,
+        indices: npt.NDArray[np.int64],
+        priorities: npt.NDArray[np.float64],
+        stamps: npt.NDArray[np.int64] | None = None,
+    ) -> int:
+        """Set priorities; returns the number of updates rejected as stale."""
+    def save(self, path: str | PathLike[str]) -> None:
+        """Write the store into a directory, atomically."""
+    @staticmethod
+    def load(path: str | PathLike[str]) -> ReplayStore:
+        """Read a store written by ``save``."""
+    def __len__(self) -> int: ...
+    @property
+    def capacity(self) -> int: ...
+    @property
+    def observation_dim(self) -> int: ...
+    @property
+    def action_dim(self) -> int: ...
+    @property
+    def reward_dim(self) -> int: ...
+    @property
+    def extras(self) -> list[tuple[str, int]]: ...
+    @property
+    def alpha(self) -> float: ...
+    @property
+    def stale_updates(self) -> int: ...
+    @property
+    def position(self) -> int: ...
+    @property
+    def slots_used(self) -> int: ...
+    def priorities(self) -> npt.NDArray[np.float64]:
+        """Return the priority of every slot."""
+    def sampleable_mask(self) -> npt.NDArray[np.bool_]:
+        """Return which slots can be sampled."""
+    def generator_state(self) -> tuple[int, int, int, int]:
+        """Return the four xoshiro256++ state words."""
+
+@final
+class SumTree:
+    """Sum, minimum and maximum tree over float64 leaves."""
+
+    def __new__(cls, capacity: int) -> SumTree: ...
+    @property
+    def capacity(self) -> int: ...
+    def set(self, index: int, value: float) -> None:
+        """Set leaf ``index`` to a finite ``value >= 0``."""
+    def get(self, index: int) -> float:
+        """Return leaf ``index``."""
+    def total(self) -> float:
+        """Return the sum of all leaves."""
+    def min_positive(self) -> float:
+        """Return the smallest positive leaf, or infinity."""
+    def max(self) -> float:
+        """Return the largest leaf."""
+    def find_prefix(self, mass: float) -> int:
+        """Return the leaf i with prefix sum before i <= mass < prefix sum through i."""
+    def find_prefix_many(self, masses: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
+        """Apply ``find_prefix`` to each mass."""
+
+# Metrics. Labels are uint8, float32 or float64 holding 0 or 1; scores are float32 or float64.
+
+def auc(
+    labels: npt.NDArray[np.uint8] | npt.NDArray[np.float32] | npt.NDArray[np.float64],
+    scores: npt.NDArray[np.float32] | npt.NDArray[np.float64],
+) -> tuple[float, int, int]:
+    """Return (auc, positives, negatives), ties counted as 1/2; auc is NaN for one class."""
+
+def grouped_auc(
+    labels: npt.NDArray[np.uint8] | npt.NDArray[np.float32] | npt.NDArray[np.float64],
+    scores: npt.NDArray[np.float32] | npt.NDArray[np.float64],
+    groups: npt.NDArray[np.int64],
+    *,
+    weighting: str = "size",
+) -> tuple[float, int, int]:
+    """Return (grouped auc, groups used, groups skipped); weighting is "size" or "uniform"."""
+
+def logloss(
+    labels: npt.NDArray[np.uint8] | npt.NDArray[np.float32] | npt.NDArray[np.float64],
+    scores: npt.NDArray[np.float32] | npt.NDArray[np.float64],
+    *,
+    eps: float = 1e-7,
+) -> float:
+    """Return the mean binary cross-entropy, probabilities clipped to [eps, 1 - eps]."""
+
+def session_logloss(
+    labels: npt.NDArray[np.uint8] | npt.NDArray[np.float32] | npt.NDArray[np.float64],
+    scores: npt.NDArray[np.float32] | npt.NDArray[np.float64],
+    sessions: npt.NDArray[np.int64],
+    *,
+    eps: float = 1e-7,
+) -> tuple[float, int]:
+    """Return (mean over sessions of the within-session mean cross-entropy, sessions)."""

@@ -1,7 +1,7 @@
 """Reading interaction logs and preparing RL datasets from them."""
 
+from recrl.data.dataset import PreparedDataset, PrepareOptions, load_prepared, prepare
 from recrl.data.log import FeatureTable, InteractionLog
-from recrl.data.prepare import PreparedDataset, PrepareOptions, load_prepared, prepare
 from recrl.data.readers import TableSchema, read_kuairand, read_otto, read_table, read_taobao
 from recrl.data.synthetic import SyntheticConfig, write_synthetic_kuairand
 

@@ -156,7 +156,7 @@ def read_kuairand(
 
     Returns:
         The log with rewards watch_time (seconds, negative play times clipped to 0 and counted),
-        is_click, is_like, is_follow, is_comment, is_forward, is_hate; context columns
+        is_click, is_like, is_follow, is_comment, is_forward and is_hate. Its context columns are
         watch_ratio (play / duration, 0 where the duration is 0, flagged and counted),
         long_view, duration_ms and, for official files, is_rand.
 
@@ -184,7 +184,10 @@ def read_kuairand(
     for path in files:
         parts.append(_read_kuairand_file(path, counts))
         logger.info("read %d rows from %s", len(parts[-1]["user_id"]), path)
-    data = {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+    if len(parts) == 1:
+        data = parts[0]
+    else:
+        data = {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
 
     responses, context = _kuairand_responses(data, counts)
     categorical: dict[str, npt.NDArray[np.int64]] = {
@@ -275,7 +278,7 @@ def read_taobao(
     The file has no header; its columns are user_id, item_id, category_id, behavior_type
     (pv, cart, fav, buy) and timestamp (Unix seconds). A user's actions are split into sessions
     where the gap between consecutive actions exceeds ``session_gap_minutes``. Each (session,
-    item) pair becomes one step at the time of its first action, in order of first action; its
+    item) pair becomes one step at the time of its first action, in order of first action. Its
     click label is 1 when the item was carted, favourited or bought in the session, its purchase
     label 1 when it was bought. Because a purchase counts as a click, purchase never exceeds
     click; ``counts["click_imposed_by_purchase"]`` counts the steps whose click comes only from a
@@ -303,7 +306,7 @@ def read_taobao(
             f"got {unknown[0]!r}"
         )
     behaviour = {
-        name: codes == labels.index(name) + 1 if name in labels else None
+        name: codes == (labels.index(name) + 1 if name in labels else -1)
         for name in ("pv", "cart", "fav", "buy")
     }
     counts: dict[str, int] = {"raw_rows": len(codes)}
@@ -317,13 +320,8 @@ def read_taobao(
     items = data["item_id"][keep]
     categories = data["category_id"][keep]
     times = seconds[keep] * 1000
-    is_click_action = np.zeros(len(users), dtype=bool)
-    for name in ("cart", "fav", "buy"):
-        if behaviour[name] is not None:
-            is_click_action |= behaviour[name][keep]
-    is_buy = (
-        behaviour["buy"][keep] if behaviour["buy"] is not None else np.zeros_like(is_click_action)
-    )
+    is_click_action = (behaviour["cart"] | behaviour["fav"] | behaviour["buy"])[keep]
+    is_buy = behaviour["buy"][keep]
     is_cart_or_fav = is_click_action & ~is_buy
 
     # Sessions: sort by (user, time, row), then cut where the user changes or the gap is large.
@@ -430,7 +428,7 @@ def read_otto(path: str | Path) -> InteractionLog:
 
 @dataclass(frozen=True)
 class TableSchema:
-    """Which columns of a user's own log hold what.
+    """Column roles of a user's own log.
 
     Attributes:
         user: column of int64 user ids.
@@ -470,7 +468,7 @@ class TableSchema:
         missing = sorted({"user", "item", "time", "responses"} - set(values))
         if missing:
             raise InvalidArgumentError(f"schema: missing required keys {missing}")
-        converted = {
+        converted: dict[str, Any] = {
             key: tuple(value) if isinstance(value, list) else value for key, value in values.items()
         }
         return cls(**converted)
@@ -534,7 +532,7 @@ def read_table(path: str | Path, schema: TableSchema) -> InteractionLog:
 
 def _read_parquet(path: Path, wanted: list[tuple[str, str]]) -> dict[str, Any]:
     try:
-        import pyarrow.parquet as parquet
+        import pyarrow.parquet as parquet  # type: ignore[import-untyped]
     except ImportError as error:
         raise InvalidArgumentError(
             f"{path}: reading Parquet needs pyarrow; install it with `pip install pyarrow`"

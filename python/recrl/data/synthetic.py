@@ -1,6 +1,7 @@
 """A synthetic log generator in the layout of the official KuaiRand files.
 
-The generated folder holds ``log_standard_synthetic.csv`` (the 19 official columns),
+The generated folder contains ``log_standard_synthetic.csv`` (the 19 official columns, rows in
+time order),
 ``user_features_synthetic.csv`` and ``video_features_basic_synthetic.csv``, so every reader and
 command that accepts a KuaiRand ``data/`` folder accepts it. Marginals follow the published
 aggregates of the full KuaiRand-27K standard log (Gao et al., CIKM 2022): click rate per tab and
@@ -19,6 +20,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -189,6 +191,9 @@ def write_synthetic_kuairand(config: SyntheticConfig, out: str | Path) -> Path:
         "is_rand": np.zeros(rows, dtype=np.int64),
         "tab": tab.astype(np.int64),
     }
+    # Rows in time order, as a serving log is written, so readers must sort by user themselves.
+    time_order = np.lexsort((user_of_row, times_ms))
+    columns = {name: values[time_order] for name, values in columns.items()}
     log_path = out / "log_standard_synthetic.csv"
     _core.write_csv(
         log_path,
@@ -210,12 +215,13 @@ def _dates(days: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
     years = calendar.astype("datetime64[Y]").astype(np.int64) + 1970
     months = calendar.astype("datetime64[M]").astype(np.int64) % 12 + 1
     day = (calendar - calendar.astype("datetime64[M]")).astype(np.int64) + 1
-    return years * 10000 + months * 100 + day
+    dates: npt.NDArray[np.int64] = years * 10000 + months * 100 + day
+    return dates
 
 
 def _write_user_features(rng: np.random.Generator, users: int, path: Path) -> None:
     ids = np.arange(users, dtype=np.int64)
-    columns: list[tuple[str, npt.NDArray[np.int64] | npt.NDArray[np.float64]]] = [
+    columns: list[tuple[str, npt.NDArray[Any]]] = [
         ("user_id", ids),
         ("user_active_degree", rng.integers(1, 5, users)),
         ("is_lowactive_period", rng.integers(0, 2, users)),
@@ -239,7 +245,7 @@ def _write_video_features(
 ) -> None:
     duration = duration_ms.astype(np.float64)
     duration[rng.random(videos) < 0.03] = np.nan  # missing durations, as in the official file
-    columns: list[tuple[str, npt.NDArray[np.int64] | npt.NDArray[np.float64]]] = [
+    columns: list[tuple[str, npt.NDArray[Any]]] = [
         ("video_id", np.arange(videos, dtype=np.int64)),
         ("author_id", rng.integers(0, max(1, videos // 5), videos)),
         ("video_type", rng.integers(1, 3, videos)),

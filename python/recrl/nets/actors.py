@@ -55,7 +55,7 @@ class CategoricalActor(nn.Module):
 
     def scores(self, preferences: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         """Score candidates int64 [B, C] (or [C], shared by the batch) as float [B, C]."""
-        embedded = self.item_embeddings(candidates)
+        embedded: torch.Tensor = self.item_embeddings(candidates)
         if candidates.dim() == 1:
             return preferences @ embedded.T
         return torch.einsum("bd,bcd->bc", preferences, embedded)

@@ -22,6 +22,9 @@ class FieldEmbedding(nn.Module):
         embedding_dim: width of each field's embedding.
     """
 
+    offsets: torch.Tensor
+    cardinalities: torch.Tensor
+
     def __init__(self, cardinalities: Sequence[int], embedding_dim: int) -> None:
         super().__init__()
         if any(c < 1 for c in cardinalities):

@@ -1,13 +1,24 @@
 //! A streaming CSV reader that fills typed columns.
 //!
-//! Rows are read one at a time into a reused record, so memory holds only the output columns and
-//! one row, whatever the file size. Every failure names the file, the line and the column.
+//! The file is read in blocks of [`BLOCK_BYTES`], cut at line ends. A block without quote
+//! characters is split into pieces that are parsed in parallel and appended in file order; from
+//! the first block that holds a quote on, the rest of the file goes through the `csv` crate,
+//! which handles quoted fields. Either way memory holds the output columns and one block, whatever
+//! the file size, and every failure names the file, the line and the column.
 
+use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::{Cursor, Read};
 use std::path::{Path, PathBuf};
 
+use rayon::prelude::*;
+
 use crate::error::{Error, Result};
+
+/// Bytes read per block. Memory use beyond the output columns is about twice this.
+pub const BLOCK_BYTES: usize = 32 << 20;
+/// Smallest piece of a block handed to one thread.
+const MIN_PIECE_BYTES: usize = 256 << 10;
 
 /// The type a column is parsed into.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,6 +46,8 @@ pub struct CsvOptions {
     pub delimiter: u8,
     /// `Some(names)` for a file without a header line: the names of all its columns, in order.
     pub headerless_names: Option<Vec<String>>,
+    /// Bytes read per block; [`BLOCK_BYTES`] unless a test needs small blocks.
+    pub block_bytes: usize,
 }
 
 /// The values of one extracted column.
@@ -50,6 +63,60 @@ pub enum ColumnData {
     },
 }
 
+/// Values parsed from one piece of a block, appended to the output in file order.
+enum Partial {
+    Int64(Vec<i64>),
+    Float32(Vec<f32>),
+    Float64(Vec<f64>),
+    /// Codes local to the piece (0 = missing) and the text of each local code.
+    Category {
+        codes: Vec<i64>,
+        labels: Vec<Vec<u8>>,
+        lookup: HashMap<Vec<u8>, i64>,
+    },
+}
+
+impl Partial {
+    fn new(kind: ColumnKind, capacity: usize) -> Self {
+        match kind {
+            ColumnKind::Int64 => Partial::Int64(Vec::with_capacity(capacity)),
+            ColumnKind::Float32 => Partial::Float32(Vec::with_capacity(capacity)),
+            ColumnKind::Float64 => Partial::Float64(Vec::with_capacity(capacity)),
+            ColumnKind::Category => Partial::Category {
+                codes: Vec::with_capacity(capacity),
+                labels: Vec::new(),
+                lookup: HashMap::new(),
+            },
+        }
+    }
+
+    fn push(&mut self, field: &[u8]) -> std::result::Result<(), String> {
+        match self {
+            Partial::Int64(values) => values.push(parse_int(field)?),
+            Partial::Float32(values) => values.push(parse_float(field)? as f32),
+            Partial::Float64(values) => values.push(parse_float(field)?),
+            Partial::Category {
+                codes,
+                labels,
+                lookup,
+            } => {
+                if field.is_empty() {
+                    codes.push(0);
+                } else if let Some(&code) = lookup.get(field) {
+                    codes.push(code);
+                } else {
+                    labels.push(field.to_vec());
+                    let code = labels.len() as i64;
+                    lookup.insert(field.to_vec(), code);
+                    codes.push(code);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An output column being filled, block after block.
 enum Builder {
     Int64(Vec<i64>),
     Float32(Vec<f32>),
@@ -57,7 +124,7 @@ enum Builder {
     Category {
         codes: Vec<i64>,
         labels: Vec<String>,
-        lookup: std::collections::HashMap<Vec<u8>, i64>,
+        lookup: HashMap<Vec<u8>, i64>,
     },
 }
 
@@ -70,9 +137,19 @@ impl Builder {
             ColumnKind::Category => Builder::Category {
                 codes: Vec::new(),
                 labels: Vec::new(),
-                lookup: std::collections::HashMap::new(),
+                lookup: HashMap::new(),
             },
         }
+    }
+
+    fn code_of(labels: &mut Vec<String>, lookup: &mut HashMap<Vec<u8>, i64>, text: &[u8]) -> i64 {
+        if let Some(&code) = lookup.get(text) {
+            return code;
+        }
+        labels.push(String::from_utf8_lossy(text).into_owned());
+        let code = labels.len() as i64;
+        lookup.insert(text.to_vec(), code);
+        code
     }
 
     fn push(&mut self, field: &[u8]) -> std::result::Result<(), String> {
@@ -84,20 +161,43 @@ impl Builder {
                 codes,
                 labels,
                 lookup,
-            } => {
-                if field.is_empty() {
-                    codes.push(0);
-                } else if let Some(&code) = lookup.get(field) {
-                    codes.push(code);
-                } else {
-                    let code = labels.len() as i64 + 1;
-                    labels.push(String::from_utf8_lossy(field).into_owned());
-                    lookup.insert(field.to_vec(), code);
-                    codes.push(code);
-                }
-            }
+            } => codes.push(if field.is_empty() {
+                0
+            } else {
+                Self::code_of(labels, lookup, field)
+            }),
         }
         Ok(())
+    }
+
+    /// Append a piece's values; category codes keep their global order of first appearance
+    /// because pieces arrive in file order and each piece lists its labels in that order.
+    fn append(&mut self, partial: Partial) {
+        match (self, partial) {
+            (Builder::Int64(values), Partial::Int64(more)) => values.extend_from_slice(&more),
+            (Builder::Float32(values), Partial::Float32(more)) => values.extend_from_slice(&more),
+            (Builder::Float64(values), Partial::Float64(more)) => values.extend_from_slice(&more),
+            (
+                Builder::Category {
+                    codes,
+                    labels,
+                    lookup,
+                },
+                Partial::Category {
+                    codes: local_codes,
+                    labels: local_labels,
+                    ..
+                },
+            ) => {
+                let mut global = Vec::with_capacity(local_labels.len() + 1);
+                global.push(0);
+                for text in &local_labels {
+                    global.push(Self::code_of(labels, lookup, text));
+                }
+                codes.extend(local_codes.iter().map(|&code| global[code as usize]));
+            }
+            _ => unreachable!("a piece is always built with its column's kind"),
+        }
     }
 
     fn finish(self) -> ColumnData {
@@ -110,24 +210,72 @@ impl Builder {
     }
 }
 
+fn trim(field: &[u8]) -> &[u8] {
+    let start = field
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(field.len());
+    let end = field
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |p| p + 1);
+    &field[start..end]
+}
+
 fn parse_int(field: &[u8]) -> std::result::Result<i64, String> {
-    if field.is_empty() {
+    let text = trim(field);
+    let invalid = || {
+        format!(
+            "expected an integer, got {:?}",
+            String::from_utf8_lossy(field)
+        )
+    };
+    if text.is_empty() {
         return Err("missing integer value".to_owned());
     }
-    let text = std::str::from_utf8(field).map_err(|_| "value is not valid UTF-8".to_owned())?;
-    text.trim()
-        .parse::<i64>()
-        .map_err(|_| format!("expected an integer, got {text:?}"))
+    let (negative, digits) = match text[0] {
+        b'-' => (true, &text[1..]),
+        b'+' => (false, &text[1..]),
+        _ => (false, text),
+    };
+    if digits.is_empty() {
+        return Err(invalid());
+    }
+    // Accumulate as a negative number so that i64::MIN parses without overflow.
+    let mut value: i64 = 0;
+    for &byte in digits {
+        let digit = byte.wrapping_sub(b'0');
+        if digit > 9 {
+            return Err(invalid());
+        }
+        value = value
+            .checked_mul(10)
+            .and_then(|v| v.checked_sub(i64::from(digit)))
+            .ok_or_else(|| format!("{} does not fit in int64", String::from_utf8_lossy(text)))?;
+    }
+    if negative {
+        Ok(value)
+    } else {
+        value
+            .checked_neg()
+            .ok_or_else(|| format!("{} does not fit in int64", String::from_utf8_lossy(text)))
+    }
 }
 
 fn parse_float(field: &[u8]) -> std::result::Result<f64, String> {
-    if field.is_empty() {
+    let text = trim(field);
+    if text.is_empty() {
         return Ok(f64::NAN);
     }
-    let text = std::str::from_utf8(field).map_err(|_| "value is not valid UTF-8".to_owned())?;
-    text.trim()
-        .parse::<f64>()
-        .map_err(|_| format!("expected a number, got {text:?}"))
+    std::str::from_utf8(text)
+        .ok()
+        .and_then(|t| t.parse::<f64>().ok())
+        .ok_or_else(|| {
+            format!(
+                "expected a number, got {:?}",
+                String::from_utf8_lossy(field)
+            )
+        })
 }
 
 fn describe_delimiter(delimiter: u8) -> String {
@@ -136,6 +284,93 @@ fn describe_delimiter(delimiter: u8) -> String {
         b',' => "comma".to_owned(),
         other => format!("{:?}", other as char),
     }
+}
+
+/// Where the requested columns sit in each line.
+struct Layout<'a> {
+    delimiter: u8,
+    fields: usize,
+    /// For each field of a line, the output column it fills, if any.
+    targets: Vec<Option<usize>>,
+    columns: &'a [ColumnSpec],
+}
+
+/// A failure inside a piece: the line within the piece (from 0), the column and the message.
+type PieceError = (u64, Option<usize>, String);
+
+impl Layout<'_> {
+    fn parse_line(
+        &self,
+        line: &[u8],
+        outputs: &mut [Partial],
+    ) -> std::result::Result<(), (Option<usize>, String)> {
+        let mut count = 0usize;
+        for (position, field) in line.split(|&b| b == self.delimiter).enumerate() {
+            count += 1;
+            if let Some(Some(column)) = self.targets.get(position) {
+                outputs[*column]
+                    .push(field)
+                    .map_err(|message| (Some(*column), message))?;
+            }
+        }
+        if count != self.fields {
+            return Err((
+                None,
+                format!(
+                    "expected {} fields, got {count}; the line is truncated or uses another delimiter",
+                    self.fields
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Parse the complete lines of `piece`; returns the values and the number of lines seen.
+    fn parse_piece(
+        &self,
+        piece: &[u8],
+    ) -> std::result::Result<(Vec<Partial>, u64, u64), PieceError> {
+        let estimate = piece.len() / (self.fields * 4).max(1);
+        let mut outputs: Vec<Partial> = self
+            .columns
+            .iter()
+            .map(|spec| Partial::new(spec.kind, estimate))
+            .collect();
+        let mut lines = 0u64;
+        let mut rows = 0u64;
+        for raw in piece.split_inclusive(|&b| b == b'\n') {
+            let mut line = raw.strip_suffix(b"\n").unwrap_or(raw);
+            line = line.strip_suffix(b"\r").unwrap_or(line);
+            if !line.is_empty() {
+                self.parse_line(line, &mut outputs)
+                    .map_err(|(column, message)| (lines, column, message))?;
+                rows += 1;
+            }
+            lines += 1;
+        }
+        Ok((outputs, lines, rows))
+    }
+}
+
+/// Cut `block` into about `pieces` parts that each end at a line end.
+fn split_at_lines(block: &[u8], pieces: usize) -> Vec<&[u8]> {
+    let target = (block.len() / pieces.max(1)).max(MIN_PIECE_BYTES);
+    let mut parts = Vec::new();
+    let mut rest = block;
+    while rest.len() > target {
+        match rest[target..].iter().position(|&b| b == b'\n') {
+            Some(offset) => {
+                let (head, tail) = rest.split_at(target + offset + 1);
+                parts.push(head);
+                rest = tail;
+            }
+            None => break,
+        }
+    }
+    if !rest.is_empty() {
+        parts.push(rest);
+    }
+    parts
 }
 
 /// Read the requested columns of a delimited text file.
@@ -152,17 +387,12 @@ pub fn read_csv(
         path: path.to_path_buf(),
         source,
     })?;
-    read_csv_from(
-        BufReader::with_capacity(1 << 20, file),
-        path,
-        options,
-        columns,
-    )
+    read_csv_from(file, path, options, columns)
 }
 
 /// [`read_csv`] over any reader; `path` only names the source in errors.
 pub fn read_csv_from<R: Read>(
-    reader: R,
+    mut reader: R,
     path: &Path,
     options: &CsvOptions,
     columns: &[ColumnSpec],
@@ -173,32 +403,50 @@ pub fn read_csv_from<R: Read>(
         column: column.map(str::to_owned),
         message,
     };
-    let mut csv_reader = csv::ReaderBuilder::new()
-        .delimiter(options.delimiter)
-        .has_headers(false)
-        .flexible(true)
-        .from_reader(reader);
-    let mut record = csv::ByteRecord::new();
+    let io_error = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
 
-    // The header line, or the declared names of a headerless file.
-    let mut first_data_line = 1u64;
+    // The first block, and the header line at its start unless the names are declared.
+    let block_bytes = options.block_bytes.max(1);
+    let mut block = Vec::with_capacity(block_bytes);
+    let mut at_end = fill_block(&mut reader, &mut block, block_bytes).map_err(io_error)?;
+    let mut consumed = 0usize;
+    let mut next_line = 1u64;
     let header: Vec<String> = match &options.headerless_names {
         Some(names) => names.clone(),
         None => {
-            let has_line = csv_reader
-                .read_byte_record(&mut record)
-                .map_err(|e| parse_error(1, None, e.to_string()))?;
-            if !has_line {
+            if block.is_empty() {
                 return Err(parse_error(
                     1,
                     None,
                     "the file is empty; expected a header line".into(),
                 ));
             }
-            first_data_line = 2;
-            record
+            // The whole header line must be in the block, however long it is.
+            while !at_end && !block.contains(&b'\n') {
+                let size = block.len() + block_bytes;
+                at_end = fill_block_to(&mut reader, &mut block, size).map_err(io_error)?;
+            }
+            let end = block
                 .iter()
-                .map(|field| String::from_utf8_lossy(field).trim().to_owned())
+                .position(|&b| b == b'\n')
+                .unwrap_or(block.len());
+            let line = &block[..end];
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
+            consumed = (end + 1).min(block.len());
+            next_line = 2;
+            line.split(|&b| b == options.delimiter)
+                .map(|field| {
+                    let field = trim(field);
+                    let field = field
+                        .strip_prefix(b"\"")
+                        .and_then(|f| f.strip_suffix(b"\""))
+                        .unwrap_or(field);
+                    String::from_utf8_lossy(field).into_owned()
+                })
                 .collect()
         }
     };
@@ -218,10 +466,10 @@ pub fn read_csv_from<R: Read>(
             }
         }
     }
-    let mut positions = Vec::with_capacity(columns.len());
-    for spec in columns {
+    let mut targets = vec![None; header.len()];
+    for (column, spec) in columns.iter().enumerate() {
         match header.iter().position(|name| *name == spec.name) {
-            Some(position) => positions.push(position),
+            Some(position) => targets[position] = Some(column),
             None => {
                 return Err(Error::ColumnNotFound {
                     path: path.to_path_buf(),
@@ -231,47 +479,155 @@ pub fn read_csv_from<R: Read>(
             }
         }
     }
+    let layout = Layout {
+        delimiter: options.delimiter,
+        fields: header.len(),
+        targets,
+        columns,
+    };
 
     let mut builders: Vec<Builder> = columns.iter().map(|spec| Builder::new(spec.kind)).collect();
-    let mut line = first_data_line - 1;
-    let mut data_rows = 0u64;
+    let mut rows = 0u64;
     loop {
-        line += 1;
+        // Parse the complete lines of the block; keep a trailing partial line for the next one.
+        let usable = if at_end {
+            block.len()
+        } else {
+            block
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(consumed, |p| p + 1)
+                .max(consumed)
+        };
+        if usable == consumed && !at_end {
+            // No line end in the whole block: one line is longer than a block, so read on.
+            let size = block.len() + block_bytes;
+            at_end = fill_block_to(&mut reader, &mut block, size).map_err(io_error)?;
+            continue;
+        }
+        let lines = &block[consumed..usable];
+        if lines.contains(&b'"') {
+            // Quoted fields may hold delimiters or line ends: hand the rest to the csv crate.
+            let rest = Cursor::new(block[consumed..].to_vec()).chain(reader);
+            rows += parse_sequential(rest, next_line, &layout, &mut builders, &parse_error)?;
+            break;
+        }
+        let threads = rayon::current_num_threads();
+        let pieces = split_at_lines(lines, threads * 4);
+        let results: Vec<_> = pieces
+            .par_iter()
+            .map(|piece| layout.parse_piece(piece))
+            .collect();
+        for result in results {
+            match result {
+                Ok((partials, piece_lines, piece_rows)) => {
+                    for (builder, partial) in builders.iter_mut().zip(partials) {
+                        builder.append(partial);
+                    }
+                    next_line += piece_lines;
+                    rows += piece_rows;
+                }
+                Err((line, column, message)) => {
+                    let column = column.map(|c| columns[c].name.as_str());
+                    return Err(parse_error(next_line + line, column, message));
+                }
+            }
+        }
+        if at_end {
+            break;
+        }
+        block.drain(..usable);
+        consumed = 0;
+        at_end = fill_block(&mut reader, &mut block, block_bytes).map_err(io_error)?;
+    }
+    if rows == 0 {
+        return Err(parse_error(
+            next_line.saturating_sub(1).max(1),
+            None,
+            "the file has no data rows".into(),
+        ));
+    }
+    Ok(builders.into_iter().map(Builder::finish).collect())
+}
+
+/// Top `block` up to `size` bytes (the block size); returns true once the reader is exhausted.
+fn fill_block<R: Read>(reader: &mut R, block: &mut Vec<u8>, size: usize) -> std::io::Result<bool> {
+    fill_block_to(reader, block, size)
+}
+
+/// Top `block` up to `size` bytes; returns true once the reader is exhausted.
+fn fill_block_to<R: Read>(
+    reader: &mut R,
+    block: &mut Vec<u8>,
+    size: usize,
+) -> std::io::Result<bool> {
+    while block.len() < size {
+        let start = block.len();
+        block.resize(size, 0);
+        match reader.read(&mut block[start..]) {
+            Ok(0) => {
+                block.truncate(start);
+                return Ok(true);
+            }
+            Ok(read) => block.truncate(start + read),
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => block.truncate(start),
+            Err(error) => {
+                block.truncate(start);
+                return Err(error);
+            }
+        }
+    }
+    Ok(false)
+}
+
+/// Parse the rest of a file with the `csv` crate, which understands quoted fields.
+fn parse_sequential<R: Read>(
+    reader: R,
+    first_line: u64,
+    layout: &Layout<'_>,
+    builders: &mut [Builder],
+    parse_error: &dyn Fn(u64, Option<&str>, String) -> Error,
+) -> Result<u64> {
+    let mut csv_reader = csv::ReaderBuilder::new()
+        .delimiter(layout.delimiter)
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(reader);
+    let mut record = csv::ByteRecord::new();
+    let mut rows = 0u64;
+    loop {
+        let line = first_line + csv_reader.position().line().saturating_sub(1);
         let has_line = csv_reader
             .read_byte_record(&mut record)
             .map_err(|e| parse_error(line, None, e.to_string()))?;
         if !has_line {
             break;
         }
+        let line = first_line + record.position().map_or(0, |p| p.line() - 1);
         if record.len() == 1 && record[0].is_empty() {
-            continue; // a blank line
+            continue;
         }
-        if record.len() != header.len() {
+        if record.len() != layout.fields {
             return Err(parse_error(
                 line,
                 None,
                 format!(
                     "expected {} fields, got {}; the line is truncated or uses another delimiter",
-                    header.len(),
+                    layout.fields,
                     record.len()
                 ),
             ));
         }
-        for ((builder, &position), spec) in builders.iter_mut().zip(&positions).zip(columns) {
-            builder
-                .push(&record[position])
-                .map_err(|message| parse_error(line, Some(&spec.name), message))?;
+        for (position, field) in record.iter().enumerate() {
+            if let Some(column) = layout.targets[position] {
+                builders[column].push(field).map_err(|message| {
+                    parse_error(line, Some(&layout.columns[column].name), message)
+                })?;
+            }
         }
-        data_rows += 1;
+        rows += 1;
     }
-    if data_rows == 0 {
-        return Err(parse_error(
-            line.saturating_sub(1).max(1),
-            None,
-            "the file has no data rows".into(),
-        ));
-    }
-    Ok(builders.into_iter().map(Builder::finish).collect())
+    Ok(rows)
 }
 
 #[cfg(test)]
@@ -289,24 +645,110 @@ mod tests {
         let options = CsvOptions {
             delimiter,
             headerless_names: None,
+            block_bytes: BLOCK_BYTES,
         };
-        read_csv_from(text.as_bytes(), Path::new("log.csv"), &options, columns)
+        let result = read_csv_from(text.as_bytes(), Path::new("log.csv"), &options, columns);
+        // Tiny blocks cut lines and quoted fields at every position: the result must not change.
+        let sizes: &[usize] = if text.len() < 4096 {
+            &[1, 7, 64]
+        } else {
+            &[4096, 100_003]
+        };
+        for &block_bytes in sizes {
+            let small = CsvOptions {
+                block_bytes,
+                ..options.clone()
+            };
+            let again = read_csv_from(text.as_bytes(), Path::new("log.csv"), &small, columns);
+            match (&result, &again) {
+                (Ok(expected), Ok(actual)) => {
+                    // Compared as text because NaN never equals itself.
+                    let same = format!("{expected:?}") == format!("{actual:?}");
+                    assert!(same, "block {block_bytes}: the columns differ");
+                }
+                (Err(expected), Err(actual)) => {
+                    assert_eq!(
+                        expected.to_string(),
+                        actual.to_string(),
+                        "block {block_bytes}"
+                    )
+                }
+                (Ok(_), Err(error)) | (Err(error), Ok(_)) => {
+                    panic!("block {block_bytes}: only one read failed: {error}")
+                }
+            }
+        }
+        result
     }
 
     #[test]
-    fn written_file_reads_back() {
-        let directory = std::env::temp_dir().join(format!("recrl-csv-{}", std::process::id()));
-        std::fs::create_dir_all(&directory).unwrap();
-        let path = directory.join("out.csv");
-        let ids = [110378652104i64, -5];
-        let values = [1.5f64, f64::NAN];
+    fn quoted_fields_switch_to_csv_crate() {
         let columns = [
-            ("id".to_owned(), ColumnValues::Int64(&ids)),
-            ("value".to_owned(), ColumnValues::Float64(&values)),
+            spec("id", ColumnKind::Int64),
+            spec("range", ColumnKind::Category),
         ];
-        write_csv(&path, b',', &columns).unwrap();
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "id,value\n110378652104,1.5\n-5,\n");
-        std::fs::remove_dir_all(&directory).unwrap();
+        let data = read("id,range\n1,a\n2,\"[1,5)\"\n3,a\n", b',', &columns).unwrap();
+        assert_eq!(data[0], ColumnData::Int64(vec![1, 2, 3]));
+        assert_eq!(
+            data[1],
+            ColumnData::Category {
+                codes: vec![1, 2, 1],
+                labels: vec!["a".into(), "[1,5)".into()]
+            }
+        );
+    }
+
+    #[test]
+    fn error_after_quote_names_line() {
+        let error = read(
+            "id,r\n1,\"a\"\n2,b\nx,c\n",
+            b',',
+            &[spec("id", ColumnKind::Int64)],
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("line 4"), "{error}");
+    }
+
+    #[test]
+    fn many_pieces_keep_order_and_lines() {
+        // Enough rows for several parallel pieces; the bad value sits on a known line.
+        let mut text = String::from("id,label\n");
+        for row in 0..200_000 {
+            text.push_str(&format!("{row},l{}\r\n", row % 7));
+        }
+        let columns = [
+            spec("id", ColumnKind::Int64),
+            spec("label", ColumnKind::Category),
+        ];
+        let data = read(&text, b',', &columns).unwrap();
+        match (&data[0], &data[1]) {
+            (ColumnData::Int64(ids), ColumnData::Category { codes, labels }) => {
+                assert!(ids.iter().enumerate().all(|(i, &id)| id == i as i64));
+                assert_eq!(labels[0], "l0");
+                assert_eq!(codes[8], 2);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        text.push_str("oops,l1\n");
+        let error = read(&text, b',', &columns).unwrap_err();
+        assert!(error.to_string().contains("line 200002"), "{error}");
+    }
+
+    #[test]
+    fn extreme_integers_parse() {
+        let text = "a\n-9223372036854775808\n9223372036854775807\n";
+        let data = read(text, b',', &[spec("a", ColumnKind::Int64)]).unwrap();
+        assert_eq!(data[0], ColumnData::Int64(vec![i64::MIN, i64::MAX]));
+        let error = read(
+            "a\n9223372036854775808\n",
+            b',',
+            &[spec("a", ColumnKind::Int64)],
+        )
+        .unwrap_err();
+        assert!(
+            error.to_string().contains("does not fit in int64"),
+            "{error}"
+        );
     }
 
     #[test]
@@ -370,86 +812,4 @@ mod tests {
             "{message}"
         );
     }
-}
-
-/// Values of one column to write.
-#[derive(Clone, Copy, Debug)]
-pub enum ColumnValues<'a> {
-    Int64(&'a [i64]),
-    Float64(&'a [f64]),
-}
-
-impl ColumnValues<'_> {
-    fn len(&self) -> usize {
-        match self {
-            ColumnValues::Int64(values) => values.len(),
-            ColumnValues::Float64(values) => values.len(),
-        }
-    }
-}
-
-/// Write columns as a delimited text file with a header line, atomically.
-///
-/// The rows go to a temporary file beside `path`, which is flushed, synced and renamed over
-/// `path`, so a crash leaves either the old file or the complete new one. Floats are written in
-/// their shortest exact form; NaN is written as an empty field.
-pub fn write_csv(path: &Path, delimiter: u8, columns: &[(String, ColumnValues<'_>)]) -> Result<()> {
-    use std::io::Write;
-
-    let rows = columns.first().map_or(0, |(_, values)| values.len());
-    for (name, values) in columns {
-        if values.len() != rows {
-            return Err(Error::shape(
-                name.as_str(),
-                format!("length {rows} like the first column"),
-                format!("length {}", values.len()),
-            ));
-        }
-    }
-    let io_error = |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| Error::invalid("path", format!("{} has no file name", path.display())))?;
-    let temporary = path.with_file_name(format!(".{}.tmp", file_name.to_string_lossy()));
-    let file = File::create(&temporary).map_err(io_error)?;
-    let mut writer = std::io::BufWriter::with_capacity(1 << 20, file);
-
-    let header: Vec<&str> = columns.iter().map(|(name, _)| name.as_str()).collect();
-    let mut line = header.join(&(delimiter as char).to_string()).into_bytes();
-    line.push(b'\n');
-    writer.write_all(&line).map_err(io_error)?;
-    let mut integers = itoa::Buffer::new();
-    let mut floats = ryu::Buffer::new();
-    for row in 0..rows {
-        line.clear();
-        for (position, (_, values)) in columns.iter().enumerate() {
-            if position > 0 {
-                line.push(delimiter);
-            }
-            match values {
-                ColumnValues::Int64(values) => {
-                    line.extend_from_slice(integers.format(values[row]).as_bytes())
-                }
-                ColumnValues::Float64(values) => {
-                    let value = values[row];
-                    if value.is_finite() && value == value.trunc() && value.abs() < 1e15 {
-                        line.extend_from_slice(integers.format(value as i64).as_bytes());
-                    } else if value.is_finite() {
-                        line.extend_from_slice(floats.format(value).as_bytes());
-                    }
-                }
-            }
-        }
-        line.push(b'\n');
-        writer.write_all(&line).map_err(io_error)?;
-    }
-    let file = writer
-        .into_inner()
-        .map_err(|error| io_error(error.into_error()))?;
-    file.sync_all().map_err(io_error)?;
-    std::fs::rename(&temporary, path).map_err(io_error)?;
-    Ok(())
 }

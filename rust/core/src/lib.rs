@@ -2,7 +2,12 @@
 //! these functions for `recrl._core`, and `cargo test` runs without an interpreter.
 
 pub mod csv_reader;
+pub mod csv_writer;
 pub mod error;
+mod memory;
+pub mod metrics;
+pub mod replay;
+pub mod returns;
 pub mod trajectory;
 
 pub use error::{Error, Result};

@@ -5,14 +5,20 @@
 //! GIL around them and hand the results to NumPy without a copy.
 
 use rayon::prelude::*;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::error::{check_len, Error, Result};
 
 /// Return the permutation that sorts rows by (user, time), ties kept in original row order.
 ///
-/// The result is stable by construction: the row index is the last sort key. KuaiRand logs put
-/// most consecutive exposures of a user in the same second, so the tie-break decides the order of
-/// most steps and must be reproducible.
+/// The sort is stable: rows with equal (user, time) keep their file order. KuaiRand logs put
+/// most consecutive exposures of a user in the same second, so this tie-break decides the order
+/// of most steps and must be reproducible.
+///
+/// Rows are first grouped by user with a counting sort over the distinct users (found with a
+/// hash map, then ranked), which keeps file order inside each group. Each group is then sorted
+/// by time with a stable sort, in parallel across users. Logs are usually written in time order,
+/// so the per-user sorts mostly find runs that are already sorted.
 pub fn stable_order(users: &[i64], times: &[i64]) -> Result<Vec<i64>> {
     check_len("times", times, users.len())?;
     let n = users.len();
@@ -23,12 +29,53 @@ pub fn stable_order(users: &[i64], times: &[i64]) -> Result<Vec<i64>> {
         return Ok((0..n as i64).collect());
     }
 
-    let mut keys: Vec<(i64, i64, u64)> = (0..n)
-        .into_par_iter()
-        .map(|i| (users[i], times[i], i as u64))
+    // Dense user codes in order of first appearance, then their rank in sorted user order.
+    let mut code_of: FxHashMap<i64, u32> = FxHashMap::default();
+    let mut distinct: Vec<i64> = Vec::new();
+    let codes: Vec<u32> = users
+        .iter()
+        .map(|&user| {
+            *code_of.entry(user).or_insert_with(|| {
+                distinct.push(user);
+                (distinct.len() - 1) as u32
+            })
+        })
         .collect();
-    keys.par_sort_unstable();
-    Ok(keys.into_par_iter().map(|(_, _, row)| row as i64).collect())
+    let mut by_user: Vec<u32> = (0..distinct.len() as u32).collect();
+    by_user.par_sort_unstable_by_key(|&code| distinct[code as usize]);
+    let mut rank = vec![0u32; distinct.len()];
+    for (position, &code) in by_user.iter().enumerate() {
+        rank[code as usize] = position as u32;
+    }
+
+    // Counting sort by rank: group starts, then rows scattered in file order.
+    let mut starts = vec![0usize; distinct.len() + 1];
+    for &code in &codes {
+        starts[rank[code as usize] as usize + 1] += 1;
+    }
+    for group in 1..starts.len() {
+        starts[group] += starts[group - 1];
+    }
+    let mut cursor = starts.clone();
+    let mut order = vec![0i64; n];
+    for (row, &code) in codes.iter().enumerate() {
+        let slot = &mut cursor[rank[code as usize] as usize];
+        order[*slot] = row as i64;
+        *slot += 1;
+    }
+
+    // Sort each user's rows by time; the stable sort keeps file order for equal times.
+    let mut groups = Vec::with_capacity(distinct.len());
+    let mut rest = order.as_mut_slice();
+    for window in starts.windows(2) {
+        let (group, tail) = rest.split_at_mut(window[1] - window[0]);
+        groups.push(group);
+        rest = tail;
+    }
+    groups
+        .into_par_iter()
+        .for_each(|group| group.sort_by_key(|&row| times[row as usize]));
+    Ok(order)
 }
 
 /// Gather `values[order[i]]` for every i, in parallel.
@@ -43,7 +90,7 @@ pub fn take<T: Copy + Send + Sync>(values: &[T], order: &[i64]) -> Result<Vec<T>
     Ok(order.par_iter().map(|&row| values[row as usize]).collect())
 }
 
-/// How episodes are cut and how their ends are flagged.
+/// Options for cutting episodes and flagging their ends.
 #[derive(Clone, Debug)]
 pub struct EpisodeOptions {
     /// Cut a user's rows where the time to the next row exceeds this many milliseconds.
@@ -71,11 +118,14 @@ pub struct Episodes {
 
 /// Cut sorted rows into episodes and flag how each one ends.
 ///
-/// Rows must already be sorted by (user, time). A new episode starts where the user changes,
-/// where `segments` changes (a split boundary: the earlier part is truncated), after a row whose
-/// `episode_ends` flag is set (terminated), or, with a session gap, where the time to the next
-/// row of the same user exceeds it (terminated). A user's last episode is truncated when it ends
-/// within `active_within_ms` of the window end and terminated otherwise.
+/// Rows must already be sorted by (user, time). A new episode starts in four places:
+/// - where the user changes;
+/// - where `segments` changes, a split boundary, which truncates the earlier part;
+/// - after a row whose `episode_ends` flag is set, which terminates the episode;
+/// - with a session gap, where the time to the user's next row exceeds it (terminated).
+///
+/// A user's last episode is truncated when it ends within `active_within_ms` of the window end,
+/// and terminated otherwise.
 pub fn build_episodes(
     users: &[i64],
     times: &[i64],
@@ -211,6 +261,13 @@ pub fn encode_ids(vocabulary_source: &[i64], values: &[i64]) -> (Vec<i64>, Vec<i
     (codes, vocabulary)
 }
 
+/// Count the distinct values of `values`.
+pub fn count_distinct(values: &[i64]) -> usize {
+    let mut seen: FxHashSet<i64> = FxHashSet::default();
+    seen.extend(values.iter().copied());
+    seen.len()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -290,6 +347,12 @@ mod tests {
     fn history_excludes_current_item() {
         let windows = history_windows(&[1, 1, 1, 2], &[7, 8, 9, 4], 2).unwrap();
         assert_eq!(windows, vec![0, 0, 7, 0, 8, 7, 0, 0]);
+    }
+
+    #[test]
+    fn count_distinct_counts_each_value_once() {
+        assert_eq!(count_distinct(&[3, i64::MIN, 3, i64::MAX]), 3);
+        assert_eq!(count_distinct(&[]), 0);
     }
 
     #[test]

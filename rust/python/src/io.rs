@@ -6,7 +6,8 @@ use numpy::{IntoPyArray, PyReadonlyArray1};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
-use recrl_core::csv_reader::{self, ColumnData, ColumnKind, ColumnSpec, ColumnValues, CsvOptions};
+use recrl_core::csv_reader::{self, ColumnData, ColumnKind, ColumnSpec, CsvOptions};
+use recrl_core::csv_writer::{self, ColumnValues};
 
 use crate::errors::run_detached;
 
@@ -47,6 +48,7 @@ fn read_csv<'py>(
     let options = CsvOptions {
         delimiter,
         headerless_names,
+        block_bytes: csv_reader::BLOCK_BYTES,
     };
     let data = run_detached(py, || csv_reader::read_csv(&path, &options, &specs))?;
 
@@ -98,7 +100,7 @@ fn write_csv<'py>(
         };
         borrowed.push((name.clone(), values));
     }
-    run_detached(py, || csv_reader::write_csv(&path, delimiter, &borrowed))
+    run_detached(py, || csv_writer::write_csv(&path, delimiter, &borrowed))
 }
 
 fn single_byte(delimiter: &str) -> PyResult<u8> {

@@ -6,6 +6,11 @@
 
 mod errors;
 mod io;
+mod returns;
+
+mod replay;
+
+mod metrics;
 mod trajectory;
 
 use pyo3::prelude::*;
@@ -15,5 +20,10 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add("__version__", env!("CARGO_PKG_VERSION"))?;
     trajectory::register(module)?;
     io::register(module)?;
+    returns::register(module)?;
+
+    replay::register(module)?;
+
+    metrics::register(module)?;
     Ok(())
 }

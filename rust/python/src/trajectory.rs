@@ -103,11 +103,19 @@ fn take_int64<'py>(
     Ok(taken.into_pyarray(py))
 }
 
+/// Count the distinct values of an int64 array.
+#[pyfunction]
+fn count_distinct<'py>(py: Python<'py>, values: PyReadonlyArray1<'py, i64>) -> PyResult<usize> {
+    let values = values.as_slice()?;
+    Ok(py.detach(|| trajectory::count_distinct(values)))
+}
+
 pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(stable_order, module)?)?;
     module.add_function(wrap_pyfunction!(build_episodes, module)?)?;
     module.add_function(wrap_pyfunction!(history_windows, module)?)?;
     module.add_function(wrap_pyfunction!(encode_ids, module)?)?;
     module.add_function(wrap_pyfunction!(take_int64, module)?)?;
+    module.add_function(wrap_pyfunction!(count_distinct, module)?)?;
     Ok(())
 }

@@ -1,7 +1,7 @@
 """Prepared datasets: sorted trajectories, rewards, states and splits as memory-mappable arrays.
 
 A prepared dataset is a folder of ``.npy`` arrays and a ``manifest.json``. Rows are sorted by
-(user, time, source row). Every array below has N rows unless its shape says otherwise.
+(user, time, source row). Every array below has N rows unless a shape is given.
 
 ========================  ==========  ============================================================
 array                     dtype       meaning
@@ -39,7 +39,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -70,7 +70,7 @@ class PrepareOptions:
             (Taobao, OTTO, a schema with ``episode_end``) is cut there in both modes.
         session_gap_minutes: inactivity gap that ends a session, in minutes.
         active_within_minutes: a user's last episode that ends within this many minutes of the
-            data window's end is truncated, since the user may still be active; otherwise it
+            data window's end is truncated because the user may still be active. Otherwise it
             is terminated. Defaults to the session gap.
         split: ``time`` (rows ordered by timestamp) or ``user`` (users hashed into parts).
         split_fractions: train, validation and test fractions, summing to 1.
@@ -119,7 +119,10 @@ class PrepareOptions:
 
 
 def _first_invalid(values: npt.NDArray[np.floating], max_abs: float) -> npt.NDArray[np.bool_]:
-    return ~np.isfinite(values) | (np.abs(np.nan_to_num(values, nan=0.0)) > max_abs)
+    invalid: npt.NDArray[np.bool_] = ~np.isfinite(values) | (
+        np.abs(np.nan_to_num(values, nan=0.0)) > max_abs
+    )
+    return invalid
 
 
 def _check_row_values(
@@ -159,11 +162,16 @@ def _split_labels(
     if options.split == "time":
         ordered = np.sort(log_sorted_times, kind="stable")
         n = len(ordered)
-        first_cut = int(ordered[min(int(round(train * n)), n - 1)]) if n else 0
-        second_cut = int(ordered[min(int(round((train + validation) * n)), n - 1)]) if n else 0
         labels = np.zeros(len(users), dtype=np.uint8)
-        labels[log_sorted_times >= first_cut] = 1
-        labels[log_sorted_times >= second_cut] = 2
+        cuts: list[int | None] = []
+        for code, fraction in ((1, train), (2, train + validation)):
+            # Rows from the cut time on go to the later split; a cut past the end leaves it empty.
+            index = int(round(fraction * n))
+            cut = int(ordered[index]) if index < n else None
+            if cut is not None:
+                labels[log_sorted_times >= cut] = code
+            cuts.append(cut)
+        first_cut, second_cut = cuts
         info = {
             "kind": "time",
             "fractions": list(options.split_fractions),
@@ -236,7 +244,7 @@ def _side_table(
     """Look up side features for each row and build normalised, compact tables."""
     if table is None:
         rows = np.zeros(len(entity_ids), dtype=np.int64)
-        arrays = {
+        arrays: dict[str, npt.NDArray[np.generic]] = {
             f"{kind}_rows": rows,
             f"{kind}_numeric": np.zeros((1, 0), dtype=np.float32),
             f"{kind}_categorical": np.zeros((1, 0), dtype=np.int64),
@@ -246,7 +254,7 @@ def _side_table(
     # Row codes over the table's ids: 0 where the log's id has no features.
     table_codes, table_vocabulary = _core.encode_ids(table.ids, entity_ids)
     position_of = np.argsort(table.ids, kind="stable")  # vocabulary is the sorted ids
-    used = np.unique(table_codes[table_codes > 0])
+    used = np.flatnonzero(np.bincount(table_codes, minlength=len(table_vocabulary) + 1)[1:]) + 1
     compact = np.zeros(len(table_vocabulary) + 1, dtype=np.int64)
     compact[used] = np.arange(1, len(used) + 1)
     rows = compact[table_codes]
@@ -303,9 +311,14 @@ def _sha256(path: Path) -> str:
 
 
 def build_arrays(
-    log: InteractionLog, options: PrepareOptions
-) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Compute every array of a prepared dataset and its manifest, writing nothing."""
+    log: InteractionLog, options: PrepareOptions, emit: Callable[[str, np.ndarray], None]
+) -> dict[str, Any]:
+    """Compute every array of a prepared dataset, hand each to ``emit`` and return the manifest.
+
+    Each array is passed to ``emit`` as soon as it is complete and not kept afterwards, so peak
+    memory stays near the input log plus the largest array. Values are validated before the
+    first array is emitted.
+    """
     counts = dict(log.counts)
     counts["source_rows"] = len(log)
     log = _check_row_values(log, options, counts)
@@ -347,20 +360,33 @@ def build_arrays(
     history = _core.history_windows(user_ids, items, options.history_length)
 
     rewards = np.stack([log.responses[name][order] for name in log.response_names], axis=1)
-    arrays: dict[str, np.ndarray] = {
-        "user_ids": user_ids,
-        "item_ids": item_ids,
-        "timestamps": timestamps,
-        "source_rows": source_rows,
-        "users": users,
-        "items": items,
-        "user_vocabulary": user_vocabulary,
-        "item_vocabulary": item_vocabulary,
-        "rewards": rewards.astype(np.float32),
-        "split": split,
-        **episodes,
-        "history": history,
+    reward_means = {name: float(rewards[:, k].mean()) for k, name in enumerate(log.response_names)}
+    episode_lengths = np.diff(episodes["episode_starts"])
+    episode_statistics = {
+        "terminated": int(episodes["terminals"].sum()),
+        "truncated": int(episodes["truncations"].sum()),
+        "mean_length": float(episode_lengths.mean()) if len(episode_lengths) else 0.0,
+        "max_length": int(episode_lengths.max()) if len(episode_lengths) else 0,
     }
+    distinct = {"users": _core.count_distinct(user_ids), "items": _core.count_distinct(item_ids)}
+    vocabulary_sizes = {"users": len(user_vocabulary) + 1, "items": len(item_vocabulary) + 1}
+    split_rows = {name: int((split == code).sum()) for code, name in enumerate(SPLIT_NAMES)}
+    outputs: list[tuple[str, np.ndarray]] = [
+        ("timestamps", timestamps),
+        ("source_rows", source_rows),
+        ("users", users),
+        ("items", items),
+        ("user_vocabulary", user_vocabulary),
+        ("item_vocabulary", item_vocabulary),
+        ("rewards", rewards.astype(np.float32, copy=False)),
+        ("split", split),
+        *episodes.items(),
+        ("history", history),
+    ]
+    for name, array in outputs:
+        emit(name, array)
+    del outputs, timestamps, source_rows, users, items, user_vocabulary, item_vocabulary
+    del rewards, episodes, history
 
     # Per-row features: numeric standardised with training statistics, codes kept.
     row_numeric_stats = []
@@ -371,9 +397,11 @@ def build_arrays(
             stats["imputed"] = counts.get(f"invalid_{name}", 0)
         row_numeric.append(normalised)
         row_numeric_stats.append(stats)
-    arrays["row_numeric"] = (
-        np.stack(row_numeric, axis=1) if row_numeric else np.zeros((len(order), 0), np.float32)
+    emit(
+        "row_numeric",
+        np.stack(row_numeric, axis=1) if row_numeric else np.zeros((len(order), 0), np.float32),
     )
+    del row_numeric
     row_categorical_info = []
     row_categorical = []
     for name, codes in log.categorical_features.items():
@@ -381,57 +409,51 @@ def build_arrays(
         encoded, vocabulary = _core.encode_ids(sorted_codes[train], sorted_codes)
         row_categorical.append(encoded)
         row_categorical_info.append({"name": name, "cardinality": len(vocabulary) + 1})
-    arrays["row_categorical"] = (
+    emit(
+        "row_categorical",
         np.stack(row_categorical, axis=1)
         if row_categorical
-        else np.zeros((len(order), 0), np.int64)
+        else np.zeros((len(order), 0), np.int64),
     )
+    del row_categorical
 
     user_arrays, user_info = _side_table(log.user_features, user_ids, train, options, "user")
     item_arrays, item_info = _side_table(log.item_features, item_ids, train, options, "item")
-    arrays.update(user_arrays)
-    arrays.update(item_arrays)
-    for name, values in log.context.items():
-        arrays[f"context_{name}"] = np.ascontiguousarray(values[order])
+    for name, array in (*user_arrays.items(), *item_arrays.items()):
+        emit(name, array)
+    del user_arrays, item_arrays
+    for name, context_values in log.context.items():
+        emit(f"context_{name}", np.ascontiguousarray(context_values[order]))
+    emit("user_ids", user_ids)
+    emit("item_ids", item_ids)
 
-    episode_lengths = np.diff(episodes["episode_starts"])
     manifest: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "recrl_version": recrl.__version__,
         "schema": log.name,
         "rows": int(len(order)),
         "episodes": int(len(episode_lengths)),
-        "users": int(len(np.unique(user_ids))),
-        "items": int(len(np.unique(item_ids))),
+        "users": int(distinct["users"]),
+        "items": int(distinct["items"]),
         "reward_names": log.response_names,
         "options": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(options).items()},
         "split": {
             **split_info,
-            "rows": {name: int((split == code).sum()) for code, name in enumerate(SPLIT_NAMES)},
+            "rows": split_rows,
         },
-        "vocabularies": {
-            "users": int(len(user_vocabulary)) + 1,
-            "items": int(len(item_vocabulary)) + 1,
-        },
+        "vocabularies": vocabulary_sizes,
         "features": {
             "row_numeric": row_numeric_stats,
             "row_categorical": row_categorical_info,
             "user": user_info,
             "item": item_info,
         },
-        "episode_statistics": {
-            "terminated": int(episodes["terminals"].sum()),
-            "truncated": int(episodes["truncations"].sum()),
-            "mean_length": float(episode_lengths.mean()) if len(episode_lengths) else 0.0,
-            "max_length": int(episode_lengths.max()) if len(episode_lengths) else 0,
-        },
-        "reward_means": {
-            name: float(rewards[:, k].mean()) for k, name in enumerate(log.response_names)
-        },
+        "episode_statistics": episode_statistics,
+        "reward_means": reward_means,
         "counts": counts,
         "sources": [{"path": str(path), "name": Path(path).name} for path in log.sources],
     }
-    return arrays, manifest
+    return manifest
 
 
 def prepare(
@@ -443,9 +465,9 @@ def prepare(
 ) -> PreparedDataset:
     """Build a prepared dataset from ``log`` and write it to the folder ``out`` atomically.
 
-    All arrays are computed before anything is written. They go to a temporary folder beside
-    ``out``, each file is synced, and the folder is renamed into place, so a crash leaves either
-    the previous dataset or the complete new one.
+    Values are validated before anything is written. Arrays go to a temporary folder beside
+    ``out`` as they are computed, each file is synced, and the folder is renamed into place, so
+    a crash or an error leaves either the previous dataset or the complete new one.
 
     Raises:
         InvalidDataError: a NaN, infinite or absurd value with ``on_invalid="error"``, naming the
@@ -458,17 +480,14 @@ def prepare(
         raise RecrlIOError(
             f"{out}: already exists; pass overwrite=True (--overwrite) to replace it"
         )
-    arrays, manifest = build_arrays(log, options)
-    manifest["sources"] = [
-        {**source, "sha256": _sha256(Path(source["path"]))}
-        for source in manifest["sources"]
-        if Path(source["path"]).is_file()
-    ]
-    manifest["arrays"] = {
-        name: {"dtype": str(array.dtype), "shape": list(array.shape)}
-        for name, array in sorted(arrays.items())
-    }
-    write_dataset(out, arrays, manifest)
+    with _Staging(out) as staging:
+        manifest = build_arrays(log, options, staging.put)
+        manifest["sources"] = [
+            {**source, "sha256": _sha256(Path(source["path"]))}
+            for source in manifest["sources"]
+            if Path(source["path"]).is_file()
+        ]
+        staging.commit(manifest)
     logger.info(
         "prepared %d rows in %d episodes into %s", manifest["rows"], manifest["episodes"], out
     )
@@ -477,26 +496,53 @@ def prepare(
 
 def write_dataset(out: Path, arrays: dict[str, np.ndarray], manifest: dict[str, Any]) -> None:
     """Write arrays and manifest into ``out`` through a synced temporary folder and a rename."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with _Staging(out) as staging:
         for name, array in arrays.items():
-            _write_synced(staging / f"{name}.npy", lambda handle, a=array: np.save(handle, a))
+            staging.put(name, array)
+        staging.commit(manifest)
+
+
+class _Staging:
+    """A temporary folder beside ``out`` that becomes ``out`` on commit and vanishes otherwise.
+
+    Every file is flushed and synced when written; commit writes the manifest (with the dtype and
+    shape of every array), syncs the folder and renames it into place. An existing ``out`` is
+    renamed aside first and removed after, so a crash leaves the old or the new dataset whole.
+    """
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        out.parent.mkdir(parents=True, exist_ok=True)
+        self.folder = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        self.arrays: dict[str, dict[str, Any]] = {}
+
+    def __enter__(self) -> _Staging:
+        return self
+
+    def __exit__(self, kind: object, error: object, traceback: object) -> None:
+        if self.folder.exists():
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+    def put(self, name: str, array: np.ndarray) -> None:
+        """Write one array as ``name.npy``."""
+        _write_synced(self.folder / f"{name}.npy", lambda handle: np.save(handle, array))
+        self.arrays[name] = {"dtype": str(array.dtype), "shape": list(array.shape)}
+
+    def commit(self, manifest: dict[str, Any]) -> None:
+        """Write the manifest and move the folder to ``out``."""
+        manifest["arrays"] = dict(sorted(self.arrays.items()))
         text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
-        _write_synced(staging / "manifest.json", lambda handle: handle.write(text.encode()))
-        _sync_directory(staging)
-        if out.exists():
-            retired = out.with_name(f".{out.name}.old")
+        _write_synced(self.folder / "manifest.json", lambda handle: handle.write(text.encode()))
+        _sync_directory(self.folder)
+        if self.out.exists():
+            retired = self.out.with_name(f".{self.out.name}.old")
             shutil.rmtree(retired, ignore_errors=True)
-            out.rename(retired)
-            staging.rename(out)
+            self.out.rename(retired)
+            self.folder.rename(self.out)
             shutil.rmtree(retired, ignore_errors=True)
         else:
-            staging.rename(out)
-        _sync_directory(out.parent)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+            self.folder.rename(self.out)
+        _sync_directory(self.out.parent)
 
 
 def _write_synced(path: Path, write: Any) -> None:

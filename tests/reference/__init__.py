@@ -1,0 +1,1 @@
+"""Slow, obvious implementations that the Rust kernels are tested against."""

@@ -1,0 +1,206 @@
+"""Prepared datasets: validation before writing, atomic output, statistics from training only."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from recrl.data import InteractionLog, PrepareOptions, load_prepared, prepare
+from recrl.data import dataset as dataset_module
+from recrl.errors import InvalidArgumentError, InvalidDataError, RecrlIOError
+
+
+def make_log(rows: int = 40, *, seed: int = 0) -> InteractionLog:
+    rng = np.random.default_rng(seed)
+    users = np.repeat(np.arange(4, dtype=np.int64), rows // 4)
+    times = np.tile(np.arange(rows // 4, dtype=np.int64) * 60_000, 4)
+    return InteractionLog(
+        name="table",
+        user_ids=users,
+        item_ids=rng.integers(0, 10, rows).astype(np.int64),
+        timestamps=times,
+        responses={"click": rng.integers(0, 2, rows).astype(np.float32)},
+        numeric_features={
+            "f1": rng.normal(size=rows),
+            "f2": rng.normal(size=rows),
+        },
+    )
+
+
+def test_nan_feature_fails_before_writing(tmp_path: Path) -> None:
+    log = make_log()
+    log.numeric_features["f2"][17] = np.nan
+    out = tmp_path / "prepared"
+    with pytest.raises(InvalidDataError, match=r"column f2, row 17"):
+        prepare(log, out)
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("value", [np.inf, -np.inf, 1e300])
+def test_infinite_or_absurd_feature_is_named(tmp_path: Path, value: float) -> None:
+    log = make_log()
+    log.numeric_features["f1"][3] = value
+    with pytest.raises(InvalidDataError, match=r"column f1, row 3"):
+        prepare(log, tmp_path / "prepared")
+
+
+def test_nan_response_cannot_be_imputed(tmp_path: Path) -> None:
+    log = make_log()
+    log.responses["click"][5] = np.nan
+    options = PrepareOptions(on_invalid="impute")
+    with pytest.raises(InvalidDataError, match=r"column click, row 5.*cannot be imputed"):
+        prepare(log, tmp_path / "prepared", options)
+
+
+def test_drop_counts_dropped_rows(tmp_path: Path) -> None:
+    log = make_log()
+    log.numeric_features["f2"][17] = np.nan
+    log.numeric_features["f1"][3] = np.inf
+    dataset = prepare(log, tmp_path / "prepared", PrepareOptions(on_invalid="drop"))
+    assert len(dataset) == 38
+    assert dataset.manifest["counts"]["dropped_rows"] == 2
+    assert 17 not in dataset["source_rows"].tolist()
+
+
+def test_impute_counts_and_uses_training_mean(tmp_path: Path) -> None:
+    log = make_log()
+    log.numeric_features["f2"][17] = np.nan
+    dataset = prepare(log, tmp_path / "prepared", PrepareOptions(on_invalid="impute"))
+    assert dataset.manifest["counts"]["invalid_f2"] == 1
+    row = int(np.flatnonzero(dataset["source_rows"] == 17)[0])
+    assert dataset["row_numeric"][row, 1] == 0.0  # 0 after standardisation is the mean
+    stats = dataset.manifest["features"]["row_numeric"][1]
+    assert stats["name"] == "f2"
+    assert stats["imputed"] == 1
+
+
+def test_statistics_come_from_training_split(tmp_path: Path) -> None:
+    log = make_log()
+    # Make the later (validation and test) rows huge: training statistics must ignore them.
+    late = log.timestamps >= np.sort(log.timestamps)[int(0.6 * len(log))]
+    log.numeric_features["f1"][late] = 1000.0
+    dataset = prepare(log, tmp_path / "prepared")
+    train_rows = dataset.split_rows("train")
+    train_values = log.numeric_features["f1"][dataset["source_rows"][train_rows]]
+    stats = dataset.manifest["features"]["row_numeric"][0]
+    assert stats["mean"] == pytest.approx(float(train_values.mean()))
+    assert stats["std"] == pytest.approx(float(train_values.std()))
+
+
+def test_vocabulary_comes_from_training_split(tmp_path: Path) -> None:
+    log = make_log()
+    late = log.timestamps >= np.sort(log.timestamps)[int(0.6 * len(log))]
+    log.item_ids[late] = 999  # an item seen only after the training window
+    dataset = prepare(log, tmp_path / "prepared")
+    assert 999 not in dataset["item_vocabulary"].tolist()
+    assert (dataset["items"][dataset["item_ids"] == 999] == 0).all()
+
+
+def test_dataset_arrays_are_consistent(tmp_path: Path) -> None:
+    dataset = prepare(make_log(), tmp_path / "prepared", PrepareOptions(history_length=3))
+    starts = dataset["episode_starts"]
+    assert starts[0] == 0
+    assert starts[-1] == len(dataset)
+    ends = starts[1:] - 1
+    assert (dataset["terminals"][ends] + dataset["truncations"][ends] == 1).all()
+    assert (dataset["next_index"][ends] == -1).all()
+    inner = np.setdiff1d(np.arange(len(dataset)), ends)
+    assert (dataset["next_index"][inner] == inner + 1).all()
+    keys = np.stack([dataset["user_ids"], dataset["timestamps"]], axis=1)
+    assert (np.diff(keys[:, 0]) >= 0).all()
+    same_user = np.diff(keys[:, 0]) == 0
+    assert (np.diff(keys[:, 1])[same_user] >= 0).all()
+    # History slot 0 of row t is the item of row t - 1 of the same user, never row t's own.
+    first_of_user = np.r_[True, ~same_user]
+    rows = np.flatnonzero(~first_of_user)
+    assert (dataset["history"][rows, 0] == dataset["items"][rows - 1]).all()
+    assert (dataset["history"][first_of_user] == 0).all()
+
+
+def test_same_input_gives_identical_bytes(tmp_path: Path) -> None:
+    def digest(folder: Path) -> dict[str, str]:
+        return {
+            p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())
+        }
+
+    first = prepare(make_log(seed=3), tmp_path / "a").path
+    second = prepare(make_log(seed=3), tmp_path / "b").path
+    assert digest(first) == digest(second)
+
+
+def test_existing_output_is_kept_without_overwrite(tmp_path: Path) -> None:
+    out = tmp_path / "prepared"
+    prepare(make_log(), out)
+    with pytest.raises(RecrlIOError, match="already exists"):
+        prepare(make_log(seed=1), out)
+
+
+def test_crash_while_writing_keeps_previous(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "prepared"
+    previous = prepare(make_log(), out)
+    previous_rewards = np.array(previous["rewards"])
+    calls = {"count": 0}
+    original = dataset_module._write_synced
+
+    def failing_write(path: Path, write: object) -> None:
+        calls["count"] += 1
+        if calls["count"] == 5:
+            raise OSError("disk full")
+        original(path, write)
+
+    monkeypatch.setattr(dataset_module, "_write_synced", failing_write)
+    with pytest.raises(OSError, match="disk full"):
+        prepare(make_log(seed=9), out, overwrite=True)
+    reloaded = load_prepared(out)
+    np.testing.assert_array_equal(reloaded["rewards"], previous_rewards)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["prepared"]
+
+
+def test_manifest_records_sources_and_options(tmp_path: Path) -> None:
+    dataset = prepare(make_log(), tmp_path / "prepared", PrepareOptions(split="user", seed=4))
+    manifest = json.loads((dataset.path / "manifest.json").read_text())
+    assert manifest["options"]["split"] == "user"
+    assert manifest["split"]["kind"] == "user"
+    assert manifest["reward_names"] == ["click"]
+    assert manifest["arrays"]["rewards"] == {"dtype": "float32", "shape": [40, 1]}
+    assert sum(manifest["split"]["rows"].values()) == 40
+
+
+def test_user_split_keeps_users_whole(tmp_path: Path) -> None:
+    log = make_log(400)
+    log.user_ids[:] = np.repeat(np.arange(40, dtype=np.int64), 10)
+    dataset = prepare(log, tmp_path / "prepared", PrepareOptions(split="user"))
+    for user in np.unique(dataset["user_ids"]):
+        assert len(np.unique(dataset["split"][dataset["user_ids"] == user])) == 1
+
+
+def test_observations_assemble_states(tmp_path: Path) -> None:
+    dataset = prepare(make_log(), tmp_path / "prepared", PrepareOptions(history_length=4))
+    states = dataset.observations(np.array([0, 5]))
+    assert states["numeric"].shape == (2, 2)
+    assert states["numeric"].dtype == np.float32
+    assert states["history"].shape == (2, 4)
+    assert states["items"].dtype == np.int64
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("episodes", "day"),
+        ("split", "random"),
+        ("on_invalid", "ignore"),
+        ("split_fractions", (0.5, 0.5, 0.5)),
+        ("session_gap_minutes", 0.0),
+        ("history_length", -1),
+    ],
+)
+def test_invalid_options_are_rejected(field: str, value: object) -> None:
+    with pytest.raises(InvalidArgumentError, match=field):
+        PrepareOptions(**{field: value})  # type: ignore[arg-type]

@@ -1,0 +1,182 @@
+"""The trajectory kernels of recrl._core against hand-computed cases and the Python reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from recrl import _core
+from recrl.errors import InvalidArgumentError, ShapeError
+
+from .reference import trajectory as reference
+
+HUGE = 2**62
+
+
+def int64(values: list[int]) -> np.ndarray:
+    return np.asarray(values, dtype=np.int64)
+
+
+def test_stable_order_ties_follow_file_order() -> None:
+    # One user, rows in file order (t=30, C), (t=10, A), (t=20, B), (t=20, D).
+    items = np.array(["C", "A", "B", "D"])
+    for _ in range(3):
+        order = _core.stable_order(int64([7, 7, 7, 7]), int64([30, 10, 20, 20]))
+        assert "".join(items[order]) == "ABDC"
+
+
+def test_flagged_terminals_make_one_step_episodes() -> None:
+    episodes = _core.build_episodes(
+        int64([1, 1, 1]), int64([1, 2, 3]), episode_ends=np.ones(3, dtype=np.uint8)
+    )
+    assert episodes["episode_starts"].tolist() == [0, 1, 2, 3]
+    assert episodes["terminals"].tolist() == [1, 1, 1]
+    assert episodes["truncations"].tolist() == [0, 0, 0]
+    assert episodes["next_index"].tolist() == [-1, -1, -1]
+
+
+def test_session_gap_cuts_and_terminates() -> None:
+    users = int64([1, 1, 1, 2])
+    times = int64([0, 1_000, 2_000_000, 5])
+    episodes = _core.build_episodes(users, times, session_gap_ms=1_800_000)
+    assert episodes["episode_starts"].tolist() == [0, 2, 3, 4]
+    assert episodes["terminals"].tolist() == [0, 1, 1, 1]
+    assert episodes["next_index"].tolist() == [1, -1, -1, -1]
+
+
+def test_user_active_at_window_end_is_truncated() -> None:
+    users = int64([1, 1, 2])
+    times = int64([0, 990, 10])
+    episodes = _core.build_episodes(users, times, window_end_ms=1_000, active_within_ms=100)
+    assert episodes["truncations"].tolist() == [0, 1, 0]
+    assert episodes["terminals"].tolist() == [0, 0, 1]
+
+
+def test_history_never_holds_current_item() -> None:
+    windows = _core.history_windows(int64([1, 1, 1, 2, 2]), int64([5, 6, 7, 8, 9]), 2)
+    assert windows.tolist() == [[0, 0], [5, 0], [6, 5], [0, 0], [8, 0]]
+
+
+def test_huge_ids_survive_exactly() -> None:
+    users = int64([6221888200042590280, 6221888200042590280, -(2**63)])
+    items = int64([110378652104, HUGE, 2**63 - 1])
+    order = _core.stable_order(users, int64([2, 1, 0]))
+    assert order.tolist() == [2, 1, 0]
+    codes, vocabulary = _core.encode_ids(items, items)
+    assert vocabulary.tolist() == sorted(items.tolist())
+    assert vocabulary[codes - 1].tolist() == items.tolist()
+
+
+def test_mismatched_lengths_name_argument() -> None:
+    with pytest.raises(ShapeError, match="times: expected length 2, got length 1"):
+        _core.stable_order(int64([1, 2]), int64([1]))
+
+
+def test_unsorted_rows_name_row() -> None:
+    with pytest.raises(InvalidArgumentError, match="row 1"):
+        _core.build_episodes(int64([2, 1]), int64([0, 0]))
+
+
+def test_negative_gap_is_rejected() -> None:
+    with pytest.raises(InvalidArgumentError, match="session_gap_ms"):
+        _core.build_episodes(int64([1]), int64([0]), session_gap_ms=-1)
+
+
+def test_out_of_range_order_is_rejected() -> None:
+    with pytest.raises(InvalidArgumentError, match="index 5 is out of range for 2 rows"):
+        _core.take_int64(int64([1, 2]), int64([0, 5]))
+
+
+def test_empty_input_gives_empty_outputs() -> None:
+    empty = int64([])
+    assert _core.stable_order(empty, empty).tolist() == []
+    episodes = _core.build_episodes(empty, empty)
+    assert episodes["episode_starts"].tolist() == [0]
+    assert _core.history_windows(empty, empty, 3).shape == (0, 3)
+
+
+# Random logs: few users and times so that ties and one-row users are common; ids span int64.
+ids = st.one_of(st.integers(0, 4), st.integers(-(2**63), 2**63 - 1))
+logs = st.integers(0, 60).flatmap(
+    lambda n: st.tuples(
+        st.lists(ids, min_size=n, max_size=n),
+        st.lists(st.integers(0, 50), min_size=n, max_size=n),
+        st.lists(st.integers(0, 2), min_size=n, max_size=n),
+    )
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(logs)
+def test_stable_order_matches_reference(log: tuple[list[int], list[int], list[int]]) -> None:
+    users, times, _ = log
+    assert _core.stable_order(int64(users), int64(times)).tolist() == reference.stable_order(
+        users, times
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    logs,
+    st.one_of(st.none(), st.integers(0, 20)),
+    st.booleans(),
+    st.booleans(),
+    st.integers(0, 30),
+    st.one_of(st.none(), st.integers(0, 100)),
+)
+def test_build_episodes_matches_reference(
+    log: tuple[list[int], list[int], list[int]],
+    gap: int | None,
+    use_segments: bool,
+    use_flags: bool,
+    active_within: int,
+    window_end: int | None,
+) -> None:
+    users, times, flags = log
+    order = reference.stable_order(users, times)
+    users = [users[i] for i in order]
+    times = [times[i] for i in order]
+    segments = [time // 20 for time in times] if use_segments else None
+    ends = [flag % 2 for flag in flags] if use_flags else None
+    expected = reference.build_episodes(
+        users, times, segments, ends, gap, window_end, active_within
+    )
+    actual = _core.build_episodes(
+        int64(users),
+        int64(times),
+        segments=None if segments is None else np.asarray(segments, dtype=np.uint8),
+        episode_ends=None if ends is None else np.asarray(ends, dtype=np.uint8),
+        session_gap_ms=gap,
+        window_end_ms=window_end,
+        active_within_ms=active_within,
+    )
+    for name, values in expected.items():
+        assert actual[name].tolist() == values, name
+    lengths = np.diff(actual["episode_starts"])
+    assert (lengths >= 1).all()
+    ends_flagged = actual["terminals"] + actual["truncations"]
+    assert ends_flagged.sum() == len(lengths)
+
+
+@settings(max_examples=200, deadline=None)
+@given(logs, st.integers(0, 6))
+def test_history_windows_match_reference(
+    log: tuple[list[int], list[int], list[int]], length: int
+) -> None:
+    users, times, _ = log
+    items = [(u ^ t) % 1000 for u, t in zip(users, times)]
+    expected = reference.history_windows(users, items, length)
+    actual = _core.history_windows(int64(users), int64(items), length)
+    np.testing.assert_array_equal(actual, expected)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(ids, max_size=40), st.lists(ids, max_size=40))
+def test_encode_ids_matches_reference(source: list[int], values: list[int]) -> None:
+    codes, vocabulary = _core.encode_ids(int64(source), int64(values))
+    expected_codes, expected_vocabulary = reference.encode_ids(source, values)
+    assert codes.tolist() == expected_codes
+    assert vocabulary.tolist() == expected_vocabulary
+    assert _core.count_distinct(int64(values)) == len(set(values))
