@@ -65,3 +65,24 @@ def test_min_norm_weights_of_two_gradients():
     weights = min_norm_weights(gradients @ gradients.T, iterations=100)
     assert torch.allclose(weights, torch.tensor([0.8, 0.2]), atol=1e-3)
     assert torch.isclose(weights.sum(), torch.tensor(1.0))
+
+
+def test_per_step_estimators_agree_with_shared_module():
+    from recrl.evaluation import off_policy
+
+    rng = np.random.default_rng(5)
+    target = rng.uniform(0.01, 1.0, size=200)
+    behaviour = rng.uniform(0.01, 1.0, size=200)
+    rewards = rng.random((200, 3))
+    ours = estimate_policy_values(
+        np.log(target), np.log(behaviour), rewards, np.arange(200), cap=10.0
+    )
+    names = ["a", "b", "c"]
+    shared = {
+        "ips": off_policy.ips(target, behaviour, rewards, names),
+        "snips": off_policy.snips(target, behaviour, rewards, names),
+        "ncis": off_policy.ncis(target, behaviour, rewards, names, cap=10.0),
+    }
+    for estimator, estimates in shared.items():
+        for k, name in enumerate(names):
+            assert ours[estimator][k] == pytest.approx(estimates[name].estimate), estimator

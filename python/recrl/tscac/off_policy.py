@@ -1,8 +1,10 @@
 """Off-policy value estimates of a ranking policy from logged data.
 
-NOTE: this module is the estimator boundary of ``recrl.tscac``; ``estimate_policy_values`` has
-the shape a shared ``recrl.evaluation.off_policy`` would take, so the runner can switch to it
-by changing one import.
+NOTE: this module is the estimator boundary of ``recrl.tscac``, kept apart so that the runner can
+move to ``recrl.evaluation.off_policy`` by changing ``estimate_policy_values`` alone. IPS, SNIPS
+and NCIS here equal that module's (a test checks it). The per-decision estimate differs: here the
+ratios are capped and the result is a per-step rate, there it is the uncapped mean discounted
+return per episode.
 
 With target pi, behaviour pi_beta and the logged (s_t, a_t, r_t), the per-step weight is
 w_t = pi(a_t|s_t) / pi_beta(a_t|s_t). Per step (the offline table of Cai et al., WWW 2023):
