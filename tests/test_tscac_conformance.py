@@ -121,6 +121,7 @@ def test_tscac_command_writes_report(prepared, tmp_path):
     for label in ("TSCAC", "BC", "Wide&Deep", "DeepFM", "RCPO", "Pareto", "Interaction-AC"):
         assert f"| {label} |" in table, label
     assert "selected on validation" in table
+    assert "Rows whose logged item is among the candidates: train" in table
     for seed in (0, 1):
         for name in [*METHODS, "behaviour"]:
             assert (out / "models" / f"seed{seed}" / f"{name}.safetensors").is_file(), name

@@ -218,6 +218,17 @@ class _Trainer:
         return best_score
 
 
+def candidate_coverage(transitions: Transitions) -> dict[str, float]:
+    """Return, per split, the fraction of rows whose logged item is among the N candidates."""
+    count = len(transitions.spec.candidate_items)
+    coverage = {}
+    for split in ("train", "validation", "test"):
+        rows = torch.as_tensor(transitions.split_rows(split), device=transitions.device)
+        positions = transitions.candidate_position[transitions.items[rows]]
+        coverage[split] = float((positions < count).double().mean()) if len(rows) else 0.0
+    return coverage
+
+
 def estimate_logged(transitions: Transitions, split: str) -> np.ndarray:
     """Return the mean raw reward [K] of ``split``."""
     rows = torch.as_tensor(transitions.split_rows(split), device=transitions.device)
@@ -288,6 +299,16 @@ def run(
     }
     write_text_atomically(out / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
     transitions = Transitions(dataset, spec, device)
+    coverage = candidate_coverage(transitions)
+    for split, fraction in coverage.items():
+        level = logging.WARNING if fraction < 0.2 else logging.INFO
+        logger.log(
+            level,
+            "the candidate set contains the logged item of %.1f%% of %s rows; the other rows "
+            "put it in the extra slot, where unseen items share one embedding",
+            100 * fraction,
+            split,
+        )
 
     results: dict[int, dict[str, dict[str, np.ndarray]]] = {}
     curves: dict[str, list[dict[str, Any]]] = {}
@@ -324,7 +345,11 @@ def run(
             results[seed][name] = evaluator.estimate(method.policy_log_probabilities, "test")
         logger.info("seed %d finished in %.1f s", seed, time.perf_counter() - started)
 
-    notes = []
+    notes = [
+        "Rows whose logged item is among the candidates: "
+        + ", ".join(f"{split} {100 * fraction:.1f}%" for split, fraction in coverage.items())
+        + "."
+    ]
     if "lambda" in chosen:
         notes.append(f"TSCAC lambda (shared, selected on validation): {chosen['lambda']:g}")
     write_tables(out, spec, results, logged_test, configs, notes)
