@@ -202,7 +202,7 @@ class _Trainer:
             curve.append(point)
             sums = {}
             logger.info(
-                "%s %s step %d: validation score %.4f, watch time %.4f",
+                "%s %s step %d: validation score %.4f, main response %.4f",
                 method.method_name,
                 stage,
                 step,
