@@ -103,6 +103,14 @@ class LoopTscac(Tscac):
             _soft_update(target, critic, self.critic_config.target_update_rate)
 
 
+def critic_step(method: Tscac, batch: Batch) -> None:
+    """Run the critic half of a stage-one update: targets, TD loss, step, soft update."""
+    targets = method.compute_targets(batch)
+    loss, _ = method.compute_critic_loss(batch, targets)
+    method.update_critics(loss)
+    method.soft_update()
+
+
 def make_batch(spec: ProblemSpec, batch: int, generator: torch.Generator) -> Batch:
     count = len(spec.candidate_items)
     candidates = torch.tensor(spec.candidate_items).expand(batch, count)
@@ -192,14 +200,22 @@ def main() -> None:
             started = time.perf_counter()
             method.update(batch)
             times[name].append(time.perf_counter() - started)
+    # The critic part alone: targets, TD loss, critic step and soft update.
+    for batch in batches:
+        for name, method in (("ensemble", ensemble), ("loop", loop)):
+            started = time.perf_counter()
+            critic_step(method, batch)
+            times.setdefault(f"{name}, critics only", []).append(time.perf_counter() - started)
     medians = {name: float(np.median(values)) for name, values in times.items()}
     print(
         f"stage-one step, batch {args.batch}, state dim {args.state_dim}, {len(RESPONSES)} "
         f"critics, hidden {args.hidden}, {args.candidates} candidates, {args.threads} thread(s)"
     )
     for name, median in medians.items():
-        print(f"  {name:9s} {1.0 / median:8.2f} steps/s  (median {1000 * median:.1f} ms)")
-    print(f"  ratio     {medians['loop'] / medians['ensemble']:.2f}x")
+        print(f"  {name:24s} {1.0 / median:8.2f} steps/s  (median {1000 * median:.1f} ms)")
+    print(f"  ratio, full step         {medians['loop'] / medians['ensemble']:.2f}x")
+    ratio = medians["loop, critics only"] / medians["ensemble, critics only"]
+    print(f"  ratio, critics only      {ratio:.2f}x")
 
 
 if __name__ == "__main__":
