@@ -1,4 +1,4 @@
-"""The ``recrl`` command: prepare datasets, run the demo, export and serve policies."""
+"""The ``recrl`` command: prepare datasets, train TSCAC and RMTL, export and serve policies."""
 
 from __future__ import annotations
 
@@ -160,9 +160,32 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     score.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
+    tscac = commands.add_parser(
+        "tscac", help="train TSCAC and its baselines on a prepared dataset and report them"
+    )
+    tscac.add_argument("--data", type=Path, required=True, help="prepared dataset folder")
+    tscac.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="YAML file with sections run, common and methods (default: built-in settings)",
+    )
+    tscac.add_argument(
+        "--out", type=Path, default=Path("runs/tscac"), help="run folder (default: runs/tscac)"
+    )
+    _add_device_options(tscac)
+    tscac.add_argument(
+        "--seed",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="one or more seeds; the table reports mean and spread over them (default: 0)",
+    )
+
     demo = commands.add_parser(
         "demo",
-        help="synthesise a log, prepare it, print its statistics and run a short RMTL pipeline",
+        help="synthesise a log, prepare it, print its statistics, and run short TSCAC and RMTL "
+        "pipelines",
     )
     demo.add_argument(
         "--rows", type=int, default=100_000, help="rows of the synthetic log (default: 100,000)"
@@ -176,7 +199,76 @@ def _build_parser() -> argparse.ArgumentParser:
         help="skip the short RMTL run (a small ESMM and its RMTL version, one epoch per stage, "
         "about a minute per 100,000 rows on one free core)",
     )
+    demo.add_argument(
+        "--tscac-steps",
+        type=int,
+        default=40,
+        help="gradient steps per method and stage of the demo's TSCAC run; 0 skips it "
+        "(default: 40)",
+    )
+    _add_device_options(demo)
     return parser
+
+
+def _add_device_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device",
+        choices=("cpu", "cuda", "auto"),
+        default="cpu",
+        help="torch device; auto picks cuda when available (default: cpu)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="CPU threads of torch; small models run fastest on one (default: 1)",
+    )
+
+
+def _torch_device(args: argparse.Namespace) -> str:
+    import torch
+
+    torch.set_num_threads(max(1, args.threads))
+    if args.device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise RecrlError("--device cuda: no CUDA device is available; use --device cpu or auto")
+    return str(args.device)
+
+
+def _run_tscac(
+    dataset_path: Path,
+    out: Path,
+    configuration: dict[str, Any] | None,
+    seeds: list[int],
+    device: str,
+) -> None:
+    from recrl import data
+    from recrl.tscac.runner import run
+
+    started = time.perf_counter()
+    dataset = data.load_prepared(dataset_path)
+    run(dataset, out, configuration, seeds=tuple(seeds), device=device)
+    print((out / "table.md").read_text())
+    print(f"tscac run written to {out} in {time.perf_counter() - started:.1f} s")
+
+
+def _demo_tscac_configuration(steps: int) -> dict[str, Any]:
+    """Return settings of the demo's TSCAC run: small networks and few steps."""
+    return {
+        "run": {
+            "behaviour_steps": max(20, 2 * steps),
+            "lambda_sweep": [1e-1, 1e-2, 1e-3, 1e-4, 1e-5],
+            "lambda_sweep_steps": max(1, steps // 2),
+        },
+        "common": {
+            "candidates": 50,
+            "batch_size": 128,
+            "hidden_dims": [32],
+            "steps": steps,
+            "evaluation_interval": max(1, steps // 2),
+        },
+    }
 
 
 def _add_rmtl_parser(commands: Any) -> None:
@@ -341,6 +433,10 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "rmtl":
         return _run_rmtl_command(args)
+    if args.command == "tscac":
+        configuration = _load_yaml(args.config) if args.config else None
+        _run_tscac(args.data, args.out, configuration, args.seed, _torch_device(args))
+        return 0
     if args.command == "demo":
         return _demo(args)
     if args.command == "export":
@@ -382,6 +478,14 @@ def _demo(args: argparse.Namespace) -> int:
         lengths = np.diff(dataset["episode_starts"])
         p50, p90 = np.percentile(lengths, [50, 90])
         print(f"lengths      p50 {p50:.0f}, p90 {p90:.0f}, one-step {int((lengths == 1).sum()):,}")
+        if args.tscac_steps > 0:
+            _run_tscac(
+                root / "prepared",
+                root / "tscac",
+                _demo_tscac_configuration(args.tscac_steps),
+                [args.seed],
+                _torch_device(args),
+            )
         if args.rmtl:
             _demo_rmtl(root / "prepared", root / "rmtl", args.seed)
         kept = f"data in {root}" if args.out else "files removed; pass --out to keep them"

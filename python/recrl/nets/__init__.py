@@ -1,6 +1,7 @@
 """Neural network building blocks: MLPs, critic ensembles, actors and multi-task backbones."""
 
-from recrl.nets.actors import CategoricalActor
+from recrl.nets.actors import CategoricalActor, GaussianActor, masked_log_softmax
+from recrl.nets.ensemble import EnsembleLinear, EnsembleMLP
 from recrl.nets.mlp import MLP
 from recrl.nets.mtl import (
     BACKBONES,
@@ -24,8 +25,11 @@ __all__ = [
     "PLE",
     "BackboneConfig",
     "CategoricalActor",
+    "EnsembleLinear",
+    "EnsembleMLP",
     "FeatureSpec",
     "FieldEmbedding",
+    "GaussianActor",
     "MMoE",
     "MultiTaskBackbone",
     "MultiTaskInput",
@@ -33,4 +37,5 @@ __all__ = [
     "SingleTask",
     "StateEncoder",
     "build_backbone",
+    "masked_log_softmax",
 ]

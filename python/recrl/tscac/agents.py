@@ -1,0 +1,625 @@
+"""TSCAC and the baselines of its offline comparison, each with ``update(batch) -> dict``.
+
+Every method is a policy over a candidate set: N global candidates plus the logged item (see
+``recrl.tscac.data.Batch``). Critics are TD-trained action-value ensembles (SARSA targets on the
+logged next item, one discount per response, soft-updated target networks). Rewards reach the
+critics divided by their training standard deviation, so advantages of different responses
+share one unit.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from recrl.errors import InvalidArgumentError
+from recrl.nets import CategoricalActor
+from recrl.tscac.closed_form import categorical_target_log_probabilities
+from recrl.tscac.config import (
+    BehaviourCloningConfig,
+    CommonConfig,
+    CriticConfig,
+    InteractionActorCriticConfig,
+    ParetoConfig,
+    RcpoConfig,
+    RewardWeightedConfig,
+    TscacConfig,
+)
+from recrl.tscac.data import Batch, ProblemSpec
+from recrl.tscac.models import (
+    CriticEnsemble,
+    DeepFmRanker,
+    WideDeepRanker,
+    actor_log_probabilities,
+    make_actor,
+)
+
+__all__ = [
+    "METHODS",
+    "BehaviourCloning",
+    "InteractionActorCritic",
+    "Method",
+    "Pareto",
+    "Rcpo",
+    "RewardWeighted",
+    "Tscac",
+    "build_method",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def _logged(values: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """Pick values [..., B, C] at the logged positions actions [B], giving [..., B]."""
+    index = actions.view(*([1] * (values.dim() - 2)), -1, 1).expand(*values.shape[:-1], 1)
+    return values.gather(-1, index).squeeze(-1)
+
+
+def _minimise(loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+    """Take one optimizer step on ``loss``."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()  # type: ignore[no-untyped-call]
+    optimizer.step()
+
+
+def _soft_update(target: nn.Module, online: nn.Module, rate: float) -> None:
+    with torch.no_grad():
+        for target_parameter, parameter in zip(target.parameters(), online.parameters()):
+            target_parameter.lerp_(parameter, rate)
+
+
+class Method(nn.Module):
+    """A trainable ranking policy over candidate sets.
+
+    Subclasses set ``name`` and ``stages`` and implement ``update`` and
+    ``policy_log_probabilities``; the runner calls ``set_stage`` before each stage.
+    """
+
+    name: ClassVar[str] = ""
+    stages: ClassVar[tuple[str, ...]] = ("train",)
+
+    def __init__(self, spec: ProblemSpec, config: CommonConfig) -> None:
+        super().__init__()
+        config.validate()
+        self.spec = spec
+        self.config = config
+        self.stage = self.stages[0]
+        self.method_name = self.name
+        self.main = spec.response_index(config.main_response)
+        self.signs_by_response = [
+            -1.0 if name in config.lower_is_better else 1.0 for name in spec.reward_names
+        ]
+
+    def set_stage(self, stage: str) -> None:
+        """Switch to training stage ``stage`` (one of ``stages``)."""
+        if stage not in self.stages:
+            raise InvalidArgumentError(f"stage: expected one of {self.stages}, got {stage!r}")
+        self.stage = stage
+
+    def policy_log_probabilities(
+        self,
+        state: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+        candidates: torch.Tensor,
+        mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """Return log pi(j|s) [B, C] of the method's final policy."""
+        raise NotImplementedError
+
+    def update(self, batch: Batch) -> dict[str, float]:
+        """Take one gradient step on ``batch`` and return named scalar diagnostics."""
+        raise NotImplementedError
+
+
+class BehaviourCloning(Method):
+    """Maximise log pi(a|s) of the logged item."""
+
+    name = "behaviour_cloning"
+
+    def __init__(self, spec: ProblemSpec, config: BehaviourCloningConfig) -> None:
+        super().__init__(spec, config)
+        self.actor = make_actor(spec, config)
+        self.actor_optimizer = torch.optim.Adam(
+            self.actor.parameters(), lr=config.actor_learning_rate
+        )
+
+    def policy_log_probabilities(
+        self,
+        state: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+        candidates: torch.Tensor,
+        mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """Return log pi(j|s) [B, C] of the cloned policy."""
+        return actor_log_probabilities(self.actor, state, candidates, mask)
+
+    def update(self, batch: Batch) -> dict[str, float]:
+        """Take one likelihood step."""
+        log_probabilities = self.policy_log_probabilities(
+            batch.state(), batch.candidates, batch.mask
+        )
+        loss = -_logged(log_probabilities, batch.actions).mean()
+        _minimise(loss, self.actor_optimizer)
+        return {"loss/actor": float(loss.detach())}
+
+
+class RewardWeighted(Method):
+    """Wide&Deep or DeepFM trained by watch-time-weighted likelihood of the logged item."""
+
+    name = "reward_weighted"
+
+    def __init__(self, spec: ProblemSpec, config: RewardWeightedConfig) -> None:
+        super().__init__(spec, config)
+        ranker = WideDeepRanker if config.model == "wide_deep" else DeepFmRanker
+        self.ranker = ranker(spec, config)
+        self.optimizer = torch.optim.Adam(self.ranker.parameters(), lr=config.actor_learning_rate)
+        self.reward_mean = max(spec.reward_means[self.main], 1e-8)
+
+    def policy_log_probabilities(
+        self,
+        state: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+        candidates: torch.Tensor,
+        mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """Return log pi(j|s) [B, C] of the ranker's softmax."""
+        return self.ranker.log_probabilities(state, candidates, mask)
+
+    def update(self, batch: Batch) -> dict[str, float]:
+        """Take one reward-weighted likelihood step."""
+        weights = batch.raw_rewards[:, self.main] / self.reward_mean
+        log_probabilities = self.policy_log_probabilities(
+            batch.state(), batch.candidates, batch.mask
+        )
+        loss = -(weights * _logged(log_probabilities, batch.actions)).mean()
+        _minimise(loss, self.optimizer)
+        return {"loss/actor": float(loss.detach())}
+
+
+class _CriticMethod(Method):
+    """A method with an ensemble of TD-trained critics and soft-updated targets."""
+
+    critics: CriticEnsemble
+    target_critics: CriticEnsemble
+    discounts: torch.Tensor
+
+    def __init__(self, spec: ProblemSpec, config: CriticConfig, discounts: list[float]) -> None:
+        super().__init__(spec, config)
+        self.critics = CriticEnsemble(len(discounts), spec, config)
+        self.target_critics = copy.deepcopy(self.critics)
+        self.target_critics.requires_grad_(False)
+        self.register_buffer("discounts", torch.tensor(discounts, dtype=torch.float32))
+        self.critic_optimizer = torch.optim.Adam(
+            self.critics.parameters(), lr=config.critic_learning_rate
+        )
+        self.critic_config = config
+
+    def critic_rewards(self, batch: Batch) -> torch.Tensor:
+        """Return the reward of every critic member, float [M, B]."""
+        return batch.rewards.T
+
+    def compute_targets(self, batch: Batch) -> torch.Tensor:
+        """Return TD targets r + gamma * Q_target(s', a') [M, B] on the logged next item."""
+        with torch.no_grad():
+            next_items = _logged(batch.next_candidates, batch.next_actions).unsqueeze(1)
+            next_values = self.target_critics(*batch.next_state(), next_items)
+            bootstrap = next_values.squeeze(-1) * batch.bootstrap
+            targets: torch.Tensor = (
+                self.critic_rewards(batch) + self.discounts.unsqueeze(1) * bootstrap
+            )
+            return targets
+
+    def compute_critic_loss(
+        self, batch: Batch, targets: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the summed TD loss of all members and Q [M, B, C] (detached) of candidates."""
+        values = self.critics(*batch.state(), batch.candidates)
+        errors = (_logged(values, batch.actions) - targets).pow(2) * batch.valid
+        loss = errors.sum(1).sum() / batch.valid.sum().clamp(min=1.0)
+        return loss, values.detach()
+
+    def update_critics(self, loss: torch.Tensor) -> None:
+        """Take one Adam step of every critic."""
+        _minimise(loss, self.critic_optimizer)
+
+    def soft_update(self) -> None:
+        """Move the target critics toward the online ones."""
+        _soft_update(self.target_critics, self.critics, self.critic_config.target_update_rate)
+
+
+def _advantages(
+    values: torch.Tensor, log_probabilities: torch.Tensor, actions: torch.Tensor
+) -> torch.Tensor:
+    """Return A(s, a) = Q(s, a) - E_{j ~ pi} Q(s, j) at the logged item, [..., B].
+
+    Args:
+        values: float [..., B, C], Q of every candidate (detached).
+        log_probabilities: float [..., B, C], the policy defining the baseline.
+        actions: int64 [B].
+    """
+    probabilities = log_probabilities.detach().exp()
+    baseline = (probabilities * values).sum(-1)
+    return _logged(values, actions) - baseline
+
+
+class Tscac(_CriticMethod):
+    """Two-Stage Constrained Actor-Critic (Cai et al., WWW 2023, arXiv 2302.01680).
+
+    Stage one trains one critic per response (the K members of one ensemble) and one actor per
+    interaction i by advantage-weighted likelihood with an offline correction. Stage two keeps
+    training the critics and fits the main actor to the closed-form target
+    pi* ∝ prod_i pi_i^(lambda_i / Lambda) exp(A_1 / Lambda) by minimising KL(pi* || pi_theta),
+    computed exactly over the candidates.
+    """
+
+    name = "tscac"
+    stages: ClassVar[tuple[str, ...]] = ("stage_one", "stage_two")
+    signs: torch.Tensor
+    lambdas: torch.Tensor
+    actor: CategoricalActor
+    behaviour: CategoricalActor
+
+    def __init__(self, spec: ProblemSpec, config: TscacConfig) -> None:
+        super().__init__(spec, config, [config.discount(name) for name in spec.reward_names])
+        self.tscac_config = config
+        interactions = config.interaction_responses or tuple(
+            name for name in spec.reward_names if name != config.main_response
+        )
+        self.interactions = interactions
+        self.interaction_members = [spec.response_index(name) for name in interactions]
+        signs = [self.signs_by_response[m] for m in self.interaction_members]
+        self.register_buffer("signs", torch.tensor(signs, dtype=torch.float32))
+        lambdas = [config.lambda_of(name) for name in interactions]
+        self.register_buffer("lambdas", torch.tensor(lambdas, dtype=torch.float32))
+        self.interaction_actors = nn.ModuleList(make_actor(spec, config) for _ in interactions)
+        self.behaviour = make_actor(spec, config)
+        self.actor = make_actor(spec, config)
+        stage_one_parameters = [*self.interaction_actors.parameters(), *self.behaviour.parameters()]
+        self.stage_one_optimizer = torch.optim.Adam(
+            stage_one_parameters, lr=config.actor_learning_rate
+        )
+        self.actor_optimizer = torch.optim.Adam(
+            self.actor.parameters(), lr=config.actor_learning_rate
+        )
+
+    def policy_log_probabilities(
+        self,
+        state: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+        candidates: torch.Tensor,
+        mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """Return log pi_theta(j|s) [B, C] of the stage-two actor."""
+        return actor_log_probabilities(self.actor, state, candidates, mask)
+
+    def interaction_log_probabilities(
+        self,
+        state: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+        candidates: torch.Tensor,
+        mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """Return log pi_i(j|s) [I, B, C] of the stage-one actors."""
+        return torch.stack(
+            [
+                actor_log_probabilities(actor, state, candidates, mask)
+                for actor in self._interaction_actors()
+            ]
+        )
+
+    def update(self, batch: Batch) -> dict[str, float]:
+        """Take one step of the current stage."""
+        # Critic step: every response's critic in one batched ensemble.
+        targets = self.compute_targets(batch)
+        critic_loss, values = self.compute_critic_loss(batch, targets)
+        self.update_critics(critic_loss)
+
+        # Actor step: the stage-one actors or the stage-two actor.
+        if self.stage == "stage_one":
+            actor_loss, diagnostics = self.compute_stage_one_actor_loss(batch, values)
+            self.update_actor(actor_loss, self.stage_one_optimizer)
+        else:
+            actor_loss, diagnostics = self.compute_stage_two_actor_loss(batch, values)
+            self.update_actor(actor_loss, self.actor_optimizer)
+
+        # Target step.
+        self.soft_update()
+        return {
+            "loss/critic": float(critic_loss.detach()),
+            "loss/actor": float(actor_loss.detach()),
+            **diagnostics,
+        }
+
+    def _interaction_actors(self) -> list[CategoricalActor]:
+        return [actor for actor in self.interaction_actors if isinstance(actor, CategoricalActor)]
+
+    def compute_stage_one_actor_loss(
+        self, batch: Batch, values: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Return the summed advantage-weighted likelihood loss of the interaction actors.
+
+        Actor i minimises -E[w * sign_i * A_i(s, a) log pi_i(a|s)] (Eq. (5) of Cai et al.),
+        with w = 1 plus a behaviour-cloning term, or w = min(pi_i / pi_beta, clip).
+        """
+        state = batch.state()
+        log_probabilities = self.interaction_log_probabilities(state, batch.candidates, batch.mask)
+        advantages = _advantages(
+            values[self.interaction_members], log_probabilities, batch.actions
+        ) * self.signs.unsqueeze(1)
+        logged = _logged(log_probabilities, batch.actions)
+        behaviour = _logged(
+            actor_log_probabilities(self.behaviour, state, batch.candidates, batch.mask),
+            batch.actions,
+        )
+        behaviour_loss = -behaviour.mean()
+        config = self.tscac_config
+        if config.offline_correction == "importance_ratio":
+            ratios = (logged.detach() - behaviour.detach()).exp().clamp(max=config.importance_clip)
+            loss = -(ratios * advantages * logged).mean(1).sum()
+        else:
+            loss = -(advantages * logged).mean(1).sum()
+            loss = loss - config.behaviour_cloning_weight * logged.mean(1).sum()
+        diagnostics = {"charts/advantage_abs": float(advantages.abs().mean())}
+        return loss + behaviour_loss, diagnostics
+
+    def compute_stage_two_actor_loss(
+        self, batch: Batch, values: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Return KL(pi* || pi_theta), averaged over the batch (Eq. (9) of Cai et al.)."""
+        state = batch.state()
+        with torch.no_grad():
+            stage_one = self.interaction_log_probabilities(state, batch.candidates, batch.mask)
+            target = categorical_target_log_probabilities(
+                stage_one, values[self.main], self.lambdas, batch.mask
+            )
+        log_probabilities = self.policy_log_probabilities(state, batch.candidates, batch.mask)
+        terms = target.exp() * (target - log_probabilities)
+        kl = torch.where(batch.mask, terms, torch.zeros_like(terms)).sum(-1)
+        return kl.mean(), {
+            "charts/target_entropy": float(
+                -(target.exp() * target.nan_to_num(neginf=0.0)).sum(-1).mean()
+            )
+        }
+
+    def update_actor(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+        """Take one Adam step of the actors ``optimizer`` holds."""
+        _minimise(loss, optimizer)
+
+
+class InteractionActorCritic(Tscac):
+    """Interaction-AC: the stage-one policy of a single interaction, without stage two."""
+
+    name = "interaction_ac"
+    stages = ("stage_one",)
+
+    def __init__(self, spec: ProblemSpec, config: InteractionActorCriticConfig) -> None:
+        super().__init__(spec, config)
+        if config.response not in self.interactions:
+            raise InvalidArgumentError(
+                f"response: expected one of {list(self.interactions)}, got {config.response!r}"
+            )
+        self.selected = self.interactions.index(config.response)
+
+    def policy_log_probabilities(
+        self,
+        state: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+        candidates: torch.Tensor,
+        mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """Return log pi_i(j|s) [B, C] of the selected interaction's stage-one actor."""
+        actor = self._interaction_actors()[self.selected]
+        return actor_log_probabilities(actor, state, candidates, mask)
+
+
+class Rcpo(_CriticMethod):
+    """Reward Constrained Policy Optimisation with one critic, or with one per response."""
+
+    name = "rcpo"
+    signs: torch.Tensor
+    multipliers: torch.Tensor
+
+    def __init__(self, spec: ProblemSpec, config: RcpoConfig) -> None:
+        members = spec.reward_names if config.multiple_critics else (config.main_response,)
+        super().__init__(spec, config, [config.discount(name) for name in members])
+        self.rcpo_config = config
+        self.interaction_members = [
+            m for m, name in enumerate(spec.reward_names) if name != config.main_response
+        ]
+        signs = [self.signs_by_response[m] for m in self.interaction_members]
+        self.register_buffer("signs", torch.tensor(signs, dtype=torch.float32))
+        self.register_buffer("multipliers", torch.full((len(signs),), config.initial_multiplier))
+        self.actor = make_actor(spec, config)
+        self.behaviour = make_actor(spec, config)
+        parameters = [*self.actor.parameters(), *self.behaviour.parameters()]
+        self.actor_optimizer = torch.optim.Adam(parameters, lr=config.actor_learning_rate)
+
+    def policy_log_probabilities(
+        self,
+        state: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+        candidates: torch.Tensor,
+        mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """Return log pi(j|s) [B, C] of the actor."""
+        return actor_log_probabilities(self.actor, state, candidates, mask)
+
+    def critic_rewards(self, batch: Batch) -> torch.Tensor:
+        """Return the per-response rewards [K, B], or the scalarised reward [1, B]."""
+        if self.rcpo_config.multiple_critics:
+            return batch.rewards.T
+        penalties = batch.rewards[:, self.interaction_members] @ (self.signs * self.multipliers)
+        return (batch.rewards[:, self.main] + penalties).unsqueeze(0)
+
+    def update(self, batch: Batch) -> dict[str, float]:
+        """Take one critic, actor and multiplier step."""
+        # Critic step.
+        targets = self.compute_targets(batch)
+        critic_loss, values = self.compute_critic_loss(batch, targets)
+        self.update_critics(critic_loss)
+
+        # Actor step on the Lagrangian advantage.
+        actor_loss, logged, behaviour = self.compute_actor_loss(batch, values)
+        _minimise(actor_loss, self.actor_optimizer)
+
+        # Multiplier step (dual ascent) and target step.
+        self.update_multipliers(batch, logged.detach(), behaviour.detach())
+        self.soft_update()
+        diagnostics = {f"charts/multiplier_{i}": float(m) for i, m in enumerate(self.multipliers)}
+        return {
+            "loss/critic": float(critic_loss.detach()),
+            "loss/actor": float(actor_loss.detach()),
+            **diagnostics,
+        }
+
+    def compute_actor_loss(
+        self, batch: Batch, values: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Return the actor loss and log pi(a|s), log pi_beta(a|s) [B] of the logged items."""
+        state = batch.state()
+        log_probabilities = self.policy_log_probabilities(state, batch.candidates, batch.mask)
+        advantages = _advantages(values, log_probabilities, batch.actions)
+        if self.rcpo_config.multiple_critics:
+            weights = self.signs * self.multipliers
+            advantage = advantages[self.main] + weights @ advantages[self.interaction_members]
+        else:
+            advantage = advantages[0]
+        logged = _logged(log_probabilities, batch.actions)
+        behaviour = _logged(
+            actor_log_probabilities(self.behaviour, state, batch.candidates, batch.mask),
+            batch.actions,
+        )
+        loss = -(advantage * logged).mean()
+        loss = loss - self.rcpo_config.behaviour_cloning_weight * logged.mean() - behaviour.mean()
+        return loss, logged, behaviour
+
+    def update_multipliers(
+        self, batch: Batch, logged: torch.Tensor, behaviour: torch.Tensor
+    ) -> None:
+        """Raise mu_i where the batch estimate of response i violates its bound."""
+        with torch.no_grad():
+            weights = (logged - behaviour).exp()
+            rewards = batch.rewards[:, self.interaction_members]
+            estimates = (weights @ rewards) / weights.sum().clamp(min=1e-8)
+            violations = self.signs * (rewards.mean(0) - estimates)
+            step = self.rcpo_config.multiplier_learning_rate * violations
+            self.multipliers.copy_((self.multipliers + step).clamp(min=0.0))
+
+
+def min_norm_weights(gram: torch.Tensor, iterations: int) -> torch.Tensor:
+    """Return the convex weights alpha [K] minimising |sum_k alpha_k g_k|^2 (Frank-Wolfe).
+
+    Args:
+        gram: float [K, K], inner products <g_k, g_l> of the per-objective gradients.
+        iterations: Frank-Wolfe steps.
+    """
+    count = gram.shape[0]
+    alpha = torch.full((count,), 1.0 / count, dtype=gram.dtype, device=gram.device)
+    for _ in range(iterations):
+        gradient = gram @ alpha
+        vertex = int(torch.argmin(gradient))
+        current = alpha @ gradient
+        cross = gradient[vertex]
+        corner = gram[vertex, vertex]
+        denominator = current - 2 * cross + corner
+        if denominator <= 1e-12:
+            break
+        step = float(((current - cross) / denominator).clamp(0.0, 1.0))
+        if step == 0.0:
+            break
+        alpha = (1 - step) * alpha
+        alpha[vertex] += step
+    return alpha
+
+
+class Pareto(_CriticMethod):
+    """Pareto-efficient actor: per-response advantage losses combined by min-norm weights."""
+
+    name = "pareto"
+    signs: torch.Tensor
+
+    def __init__(self, spec: ProblemSpec, config: ParetoConfig) -> None:
+        super().__init__(spec, config, [config.discount(name) for name in spec.reward_names])
+        self.pareto_config = config
+        self.register_buffer("signs", torch.tensor(self.signs_by_response, dtype=torch.float32))
+        self.actor = make_actor(spec, config)
+        self.actor_optimizer = torch.optim.Adam(
+            self.actor.parameters(), lr=config.actor_learning_rate
+        )
+
+    def policy_log_probabilities(
+        self,
+        state: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+        candidates: torch.Tensor,
+        mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """Return log pi(j|s) [B, C] of the actor."""
+        return actor_log_probabilities(self.actor, state, candidates, mask)
+
+    def update(self, batch: Batch) -> dict[str, float]:
+        """Take one critic step and one min-norm actor step."""
+        # Critic step.
+        targets = self.compute_targets(batch)
+        critic_loss, values = self.compute_critic_loss(batch, targets)
+        self.update_critics(critic_loss)
+
+        # Actor step: weights from the gradients of the K objectives, then one combined step.
+        log_probabilities = self.policy_log_probabilities(
+            batch.state(), batch.candidates, batch.mask
+        )
+        advantages = _advantages(values, log_probabilities, batch.actions) * self.signs.unsqueeze(1)
+        logged = _logged(log_probabilities, batch.actions)
+        losses = -(advantages * logged).mean(1)
+        weights = self.compute_weights(losses)
+        actor_loss = weights @ losses - self.pareto_config.behaviour_cloning_weight * logged.mean()
+        _minimise(actor_loss, self.actor_optimizer)
+
+        # Target step.
+        self.soft_update()
+        diagnostics = {
+            f"charts/weight_{name}": float(w) for name, w in zip(self.spec.reward_names, weights)
+        }
+        return {
+            "loss/critic": float(critic_loss.detach()),
+            "loss/actor": float(actor_loss.detach()),
+            **diagnostics,
+        }
+
+    def compute_weights(self, losses: torch.Tensor) -> torch.Tensor:
+        """Return the min-norm convex weights [K] of the per-response losses [K]."""
+        parameters = [p for p in self.actor.parameters() if p.requires_grad]
+        gradients = []
+        for loss in losses:
+            grads = torch.autograd.grad(loss, parameters, retain_graph=True, allow_unused=True)
+            gradients.append(
+                torch.cat(
+                    [
+                        (g if g is not None else torch.zeros_like(p)).flatten()
+                        for g, p in zip(grads, parameters)
+                    ]
+                )
+            )
+        stacked = torch.stack(gradients)
+        return min_norm_weights(stacked @ stacked.T, self.pareto_config.frank_wolfe_iterations)
+
+
+METHODS: dict[str, tuple[type[Method], dict[str, Any]]] = {
+    "tscac": (Tscac, {}),
+    "behaviour_cloning": (BehaviourCloning, {}),
+    "wide_deep": (RewardWeighted, {"model": "wide_deep"}),
+    "deepfm": (RewardWeighted, {"model": "deepfm"}),
+    "rcpo": (Rcpo, {"multiple_critics": False}),
+    "rcpo_multiple_critics": (Rcpo, {"multiple_critics": True}),
+    "pareto": (Pareto, {}),
+    "interaction_ac": (InteractionActorCritic, {}),
+}
+
+
+def build_method(name: str, spec: ProblemSpec, config: CommonConfig) -> Method:
+    """Build method ``name`` (a key of ``METHODS``) for ``spec`` with ``config``."""
+    if name not in METHODS:
+        raise InvalidArgumentError(f"method: expected one of {sorted(METHODS)}, got {name!r}")
+    cls, forced = METHODS[name]
+    if forced:
+        config = dataclasses.replace(config, **forced)
+    method = cls(spec, config)
+    method.method_name = name
+    return method

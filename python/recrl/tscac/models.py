@@ -1,0 +1,183 @@
+"""Networks of TSCAC and its baselines: critic ensembles, actors and supervised rankers."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from recrl.nets import MLP, CategoricalActor, EnsembleMLP, StateEncoder, masked_log_softmax
+from recrl.tscac.config import CommonConfig
+from recrl.tscac.data import ProblemSpec
+
+__all__ = ["CriticEnsemble", "DeepFmRanker", "WideDeepRanker", "make_actor", "make_encoder"]
+
+
+def make_encoder(spec: ProblemSpec, config: CommonConfig) -> StateEncoder:
+    """Build a state encoder of user features, row context and history (no current item)."""
+    return StateEncoder(
+        spec.numeric_dim, spec.cardinalities, spec.item_vocabulary, config.embedding_dim
+    )
+
+
+def make_actor(spec: ProblemSpec, config: CommonConfig) -> CategoricalActor:
+    """Build a categorical actor over candidate items with its own state encoder."""
+    return CategoricalActor(
+        make_encoder(spec, config),
+        config.hidden_dims,
+        spec.item_vocabulary,
+        action_dim=config.action_dim,
+        temperature=config.temperature,
+    )
+
+
+def actor_log_probabilities(
+    actor: CategoricalActor,
+    state: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    candidates: torch.Tensor,
+    mask: torch.Tensor,
+) -> torch.Tensor:
+    """Return log pi(j|s) [B, C] of ``actor`` over masked candidates."""
+    return actor.masked_log_probabilities(actor.preferences(*state), candidates, mask)
+
+
+class CriticEnsemble(nn.Module):
+    """M action-value critics Q_m(s, j), evaluated together.
+
+    Each member is Q_m(s, j) = u_m(s) + <g_m(s), e_m(j)>, with [u_m, g_m] one member of an
+    ``EnsembleMLP`` over a shared state encoding and e_m a member's item embedding. All
+    members run as one batched matrix product per layer; no Python loop runs over members.
+
+    Args:
+        members: M, number of critics (one per response, or one for a scalarised reward).
+        spec: the problem.
+        config: network widths.
+    """
+
+    def __init__(self, members: int, spec: ProblemSpec, config: CommonConfig) -> None:
+        super().__init__()
+        self.encoder = make_encoder(spec, config)
+        self.heads = EnsembleMLP(
+            members, self.encoder.output_dim, config.hidden_dims, 1 + config.action_dim
+        )
+        self.item_embeddings = nn.Parameter(
+            torch.randn(members, spec.item_vocabulary, config.action_dim) * 0.01
+        )
+        self.members = members
+
+    def forward(
+        self,
+        numeric: torch.Tensor,
+        categorical: torch.Tensor,
+        history: torch.Tensor,
+        candidates: torch.Tensor,
+    ) -> torch.Tensor:
+        """Return Q_m(s, j) [M, B, C] of every member for candidates int64 [B, C]."""
+        state = self.encoder(numeric, categorical, history)
+        heads = self.heads(state)
+        values, preferences = heads[..., :1], heads[..., 1:]
+        embedded = self.item_embeddings[:, candidates]
+        output: torch.Tensor = values + torch.einsum("mbd,mbcd->mbc", preferences, embedded)
+        return output
+
+
+class _Ranker(nn.Module):
+    """Shared parts of the supervised rankers: encoder, item bias and the deep tower."""
+
+    def __init__(self, spec: ProblemSpec, config: CommonConfig) -> None:
+        super().__init__()
+        self.encoder = make_encoder(spec, config)
+        self.item_bias = nn.Embedding(spec.item_vocabulary, 1)
+        self.deep_items = nn.Embedding(spec.item_vocabulary, config.action_dim)
+        # The first deep layer over [u(s), v_j] is split into a state part and an item part,
+        # so the state part runs once per row instead of once per candidate.
+        first, *rest = config.hidden_dims or (1,)
+        self.deep_state = nn.Linear(self.encoder.output_dim, first)
+        self.deep_item = nn.Linear(config.action_dim, first, bias=False)
+        self.deep = MLP(first, rest, 1)
+        self.temperature = config.temperature
+
+    def scores(
+        self,
+        state: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+        candidates: torch.Tensor,
+    ) -> torch.Tensor:
+        """Score candidates int64 [B, C] as float [B, C]."""
+        raise NotImplementedError
+
+    def deep_scores(self, encoded: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        """Run the deep tower on [u(s), v_j] of every candidate, float [B, C]."""
+        hidden = self.deep_state(encoded).unsqueeze(1) + self.deep_item(self.deep_items(candidates))
+        deep: torch.Tensor = self.deep(torch.relu(hidden))
+        return deep.squeeze(-1)
+
+    def log_probabilities(
+        self,
+        state: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+        candidates: torch.Tensor,
+        mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """Return log pi(j|s) [B, C] = log-softmax of the scores over masked candidates."""
+        return masked_log_softmax(self.scores(state, candidates) / self.temperature, mask)
+
+
+class WideDeepRanker(_Ranker):
+    """Wide&Deep scorer (Cheng et al., 2016) as a softmax policy over candidates.
+
+    score(s, j) = b_j + <W u(s), w_j> + deep([u(s), v_j]): an item bias and a low-rank cross of
+    state and item (the wide part) plus an MLP over the state encoding and item embedding.
+    """
+
+    def __init__(self, spec: ProblemSpec, config: CommonConfig) -> None:
+        super().__init__(spec, config)
+        self.cross = nn.Linear(self.encoder.output_dim, config.action_dim, bias=False)
+        self.wide_items = nn.Embedding(spec.item_vocabulary, config.action_dim)
+
+    def scores(
+        self,
+        state: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+        candidates: torch.Tensor,
+    ) -> torch.Tensor:
+        """Score candidates int64 [B, C] as float [B, C]."""
+        encoded = self.encoder(*state)
+        wide: torch.Tensor = self.item_bias(candidates).squeeze(-1)
+        wide = wide + torch.einsum("bd,bcd->bc", self.cross(encoded), self.wide_items(candidates))
+        return wide + self.deep_scores(encoded, candidates)
+
+
+class DeepFmRanker(_Ranker):
+    """DeepFM scorer (Guo et al., 2017) as a softmax policy over candidates.
+
+    score(s, j) = b_j + FM(s, j) + deep([u(s), v_j]), where the factorisation-machine term sums
+    <v_f, v_g> over every pair of fields, the state's categorical fields, the pooled history and
+    the item; pairs of state fields are the same for every candidate and only shift the score.
+    """
+
+    def __init__(self, spec: ProblemSpec, config: CommonConfig) -> None:
+        super().__init__(spec, config)
+        self.fm_items = nn.Embedding(spec.item_vocabulary, config.embedding_dim)
+        # The FM item term sums over every state field; small weights keep early scores near 0.
+        nn.init.normal_(self.fm_items.weight, std=0.01)
+
+    def scores(
+        self,
+        state: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+        candidates: torch.Tensor,
+    ) -> torch.Tensor:
+        """Score candidates int64 [B, C] as float [B, C]."""
+        numeric, categorical, history = state
+        encoded = self.encoder(numeric, categorical, history)
+        fields = self._state_fields(categorical, history)
+        field_sum = fields.sum(1)
+        state_pairs = 0.5 * (field_sum.pow(2) - fields.pow(2).sum(1)).sum(-1, keepdim=True)
+        fm = state_pairs + torch.einsum("bd,bcd->bc", field_sum, self.fm_items(candidates))
+        bias: torch.Tensor = self.item_bias(candidates).squeeze(-1)
+        return bias + fm + self.deep_scores(encoded, candidates)
+
+    def _state_fields(self, categorical: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
+        parts = []
+        if self.encoder.fields is not None:
+            parts.append(self.encoder.fields(categorical))
+        mask = (history > 0).unsqueeze(-1).float()
+        pooled = (self.encoder.items(history) * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        parts.append(pooled.unsqueeze(1))
+        return torch.cat(parts, dim=1)

@@ -1,0 +1,476 @@
+"""Train TSCAC and its baselines on a prepared dataset, evaluate them and write a report.
+
+The run directory receives ``config.yaml`` (the resolved configuration, written before the
+first step), one ``models/seed<k>/<method>.safetensors`` + ``.json`` per method and seed, the
+offline table as ``table.md`` and ``table.csv``, the training curves ``curves.png`` and the
+lambda sweep ``lambda_sweep.png``. Checkpoints are selected on the validation split; the test
+split is evaluated once per method and seed, after selection.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import torch
+import yaml
+
+from recrl.data import PreparedDataset
+from recrl.errors import InvalidArgumentError
+from recrl.tscac.agents import METHODS, InteractionActorCritic, Method, Tscac, build_method
+from recrl.tscac.config import (
+    CONFIG_CLASSES,
+    BehaviourCloningConfig,
+    CommonConfig,
+    InteractionActorCriticConfig,
+    config_from_dict,
+)
+from recrl.tscac.data import ProblemSpec, Transitions
+from recrl.tscac.evaluate import Evaluator, selection_score
+from recrl.tscac.io import config_to_dict, save_method, write_text_atomically
+from recrl.tscac.report import plot_curves, plot_lambda_sweep, write_tables
+
+__all__ = ["RunConfig", "load_run_configuration", "run"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_METHODS = (
+    "behaviour_cloning",
+    "wide_deep",
+    "deepfm",
+    "rcpo",
+    "rcpo_multiple_critics",
+    "pareto",
+    "interaction_ac",
+    "tscac",
+)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Settings of a comparison run (what to train and how to evaluate it)."""
+
+    methods: tuple[str, ...] = DEFAULT_METHODS
+    """Methods to train, keys of ``recrl.tscac.agents.METHODS``."""
+    behaviour_steps: int = 2000
+    """Gradient steps of the behaviour-cloning actor that serves as pi_beta in evaluation."""
+    cap: float = 10.0
+    """Weight cap (> 0) of the capped estimators (10 in Cai et al.)."""
+    evaluation_discount: float = 0.9
+    """gamma in (0, 1] of the per-decision per-trajectory estimate."""
+    lambda_sweep: tuple[float, ...] = (1.0, 1e-1, 1e-2, 1e-3, 1e-4, 1e-5)
+    """Shared lambda values of the stage-two sweep, run on the first seed and evaluated on
+    validation; empty to skip."""
+    select_lambda: bool = True
+    """Train TSCAC's final stage two, for every seed, with the sweep's lambda of best validation
+    score; false keeps the configured lambdas."""
+    lambda_sweep_steps: int = 500
+    """Stage-two steps of each sweep point, starting from the trained stage one."""
+    selection_penalty: float = 10.0
+    """Weight of relative constraint violations in the validation selection score."""
+
+    def validate(self) -> None:
+        """Raise ``InvalidArgumentError`` for unknown methods or values out of range."""
+        unknown = sorted(set(self.methods) - set(METHODS))
+        if unknown or not self.methods:
+            raise InvalidArgumentError(
+                f"methods: expected a non-empty subset of {sorted(METHODS)}, got {self.methods}"
+            )
+        if self.behaviour_steps < 1 or self.cap <= 0 or not 0 < self.evaluation_discount <= 1:
+            raise InvalidArgumentError(
+                "behaviour_steps must be >= 1, cap > 0 and evaluation_discount in (0, 1], got "
+                f"{self.behaviour_steps}, {self.cap} and {self.evaluation_discount}"
+            )
+        if any(value <= 0 for value in self.lambda_sweep) or self.lambda_sweep_steps < 1:
+            raise InvalidArgumentError(
+                "lambda_sweep values must be > 0 and lambda_sweep_steps >= 1, got "
+                f"{self.lambda_sweep} and {self.lambda_sweep_steps}"
+            )
+
+
+def load_run_configuration(
+    values: dict[str, Any] | None,
+) -> tuple[RunConfig, dict[str, CommonConfig]]:
+    """Resolve a configuration mapping into the run settings and one config per method.
+
+    The mapping has up to three keys: ``run`` (fields of ``RunConfig``), ``common`` (fields
+    given to every method whose config has them) and ``methods`` (a mapping from method name
+    to its own fields, which override ``common``).
+    """
+    values = dict(values or {})
+    unknown = sorted(set(values) - {"run", "common", "methods"})
+    if unknown:
+        raise InvalidArgumentError(
+            f"configuration: unknown sections {unknown}; expected run, common, methods"
+        )
+    run_config = config_from_dict(RunConfig, values.get("run") or {})  # type: ignore[arg-type]
+    common = values.get("common") or {}
+    per_method = values.get("methods") or {}
+    known = {f.name for cls in CONFIG_CLASSES.values() for f in dataclasses.fields(cls)}
+    unknown = sorted(set(common) - known)
+    if unknown:
+        raise InvalidArgumentError(
+            f"common: unknown fields {unknown}; expected fields of the method configs"
+        )
+    unknown = sorted(set(per_method) - set(METHODS))
+    if unknown:
+        raise InvalidArgumentError(
+            f"methods: unknown methods {unknown}; expected some of {sorted(METHODS)}"
+        )
+    configs: dict[str, CommonConfig] = {}
+    names = set(run_config.methods) | {"behaviour_cloning"}
+    for name in sorted(names):
+        cls = CONFIG_CLASSES[name]
+        fields = {f.name for f in dataclasses.fields(cls)}
+        merged = {k: v for k, v in common.items() if k in fields}
+        merged.update(per_method.get(name) or {})
+        configs[name] = config_from_dict(cls, merged)
+    return run_config, configs
+
+
+class _Trainer:
+    """Training loops with validation checkpoints for one seed."""
+
+    def __init__(
+        self,
+        transitions: Transitions,
+        evaluator: Evaluator,
+        run_config: RunConfig,
+        seed: int,
+        device: torch.device,
+    ) -> None:
+        self.transitions = transitions
+        self.evaluator = evaluator
+        self.run_config = run_config
+        self.device = device
+        self.train_rows = transitions.split_rows("train")
+        self.generator = np.random.default_rng(seed)
+        self.logged_validation = estimate_logged(transitions, "validation")
+
+    def sample(self, batch_size: int) -> Any:
+        """Draw a minibatch of training rows uniformly with replacement."""
+        index = self.generator.integers(0, len(self.train_rows), size=batch_size)
+        return self.transitions.batch(self.train_rows[index])
+
+    def train_stage(
+        self, method: Method, stage: str, steps: int, select: bool, curve: list[dict[str, Any]]
+    ) -> float:
+        """Run ``steps`` updates of ``stage``; with ``select``, keep the best validation state.
+
+        Returns:
+            The best validation score (or the last one without ``select``).
+        """
+        method.set_stage(stage)
+        method.train()
+        config = method.config
+        best_score, best_state = -np.inf, None
+        sums: dict[str, float] = {}
+        for step in range(1, steps + 1):
+            for key, value in method.update(self.sample(config.batch_size)).items():
+                sums[key] = sums.get(key, 0.0) + value
+            if step % config.evaluation_interval and step != steps:
+                continue
+            method.eval()
+            estimates = self.evaluator.estimate(method.policy_log_probabilities, "validation")
+            method.train()
+            score = selection_score(
+                estimates["ncis"],
+                self.logged_validation,
+                method.main,
+                method.signs_by_response,
+                self.run_config.selection_penalty,
+            )
+            count = (
+                config.evaluation_interval
+                if step % config.evaluation_interval == 0
+                else (step % config.evaluation_interval)
+            )
+            point = {"stage": stage, "step": step, "validation_score": score}
+            point.update({k: v / count for k, v in sums.items()})
+            point.update(
+                {
+                    f"eval/{name}": float(value)
+                    for name, value in zip(method.spec.reward_names, estimates["ncis"])
+                }
+            )
+            point["eval/main"] = float(estimates["ncis"][method.main])
+            curve.append(point)
+            sums = {}
+            logger.info(
+                "%s %s step %d: validation score %.4f, main response %.4f",
+                method.method_name,
+                stage,
+                step,
+                score,
+                estimates["ncis"][method.main],
+            )
+            if select and score > best_score:
+                best_score = score
+                best_state = {k: v.detach().clone() for k, v in method.state_dict().items()}
+        if select and best_state is not None:
+            method.load_state_dict(best_state)
+        method.eval()
+        return best_score
+
+
+def candidate_coverage(transitions: Transitions) -> dict[str, float]:
+    """Return, per split, the fraction of rows whose logged item is among the N candidates."""
+    count = len(transitions.spec.candidate_items)
+    coverage = {}
+    for split in ("train", "validation", "test"):
+        rows = torch.as_tensor(transitions.split_rows(split), device=transitions.device)
+        positions = transitions.candidate_position[transitions.items[rows]]
+        coverage[split] = float((positions < count).double().mean()) if len(rows) else 0.0
+    return coverage
+
+
+def estimate_logged(transitions: Transitions, split: str) -> np.ndarray:
+    """Return the mean raw reward [K] of ``split``."""
+    rows = torch.as_tensor(transitions.split_rows(split), device=transitions.device)
+    return transitions.raw_rewards[rows].double().mean(0).cpu().numpy()
+
+
+def _behaviour_policy(
+    dataset: PreparedDataset,
+    transitions: Transitions,
+    config: BehaviourCloningConfig,
+    steps: int,
+    seed: int,
+    device: torch.device,
+) -> Method | None:
+    """Return the learned behaviour policy, or None where every row is a random exposure."""
+    if "context_is_rand" in dataset.manifest["arrays"] and bool(
+        np.all(np.asarray(dataset["context_is_rand"]) == 1)
+    ):
+        logger.info("every row is a random exposure: the behaviour policy is uniform")
+        return None
+    torch.manual_seed(seed)
+    behaviour = build_method("behaviour_cloning", transitions.spec, config).to(device)
+    generator = np.random.default_rng(seed + 10_000)
+    rows = transitions.split_rows("train")
+    for _ in range(steps):
+        behaviour.update(
+            transitions.batch(rows[generator.integers(0, len(rows), config.batch_size)])
+        )
+    behaviour.eval()
+    return behaviour
+
+
+def run(
+    dataset: PreparedDataset,
+    out: str | Path,
+    configuration: dict[str, Any] | None = None,
+    *,
+    seeds: tuple[int, ...] = (0,),
+    device: str | torch.device = "cpu",
+) -> dict[str, Any]:
+    """Train, select on validation and evaluate on test every configured method and seed.
+
+    Args:
+        dataset: the prepared dataset.
+        out: the run directory (created).
+        configuration: mapping with ``run``, ``common`` and ``methods`` sections.
+        seeds: one full run per seed; the table reports the mean and spread over seeds.
+        device: torch device of models and tensors.
+
+    Returns:
+        ``results`` (per seed, per method: test estimates), ``sweep`` and ``curves``.
+    """
+    out = Path(out)
+    device = torch.device(device)
+    run_config, configs = load_run_configuration(configuration)
+    candidates = {config.candidates for config in configs.values()}
+    if len(candidates) != 1:
+        raise InvalidArgumentError(
+            f"candidates: every method must use one candidate count, got {sorted(candidates)}"
+        )
+    spec = Transitions.build_spec(dataset, candidates.pop())
+    resolved = {
+        "dataset": str(dataset.path),
+        "seeds": list(seeds),
+        "device": str(device),
+        "run": config_to_dict(run_config),
+        "methods": {name: config_to_dict(config) for name, config in configs.items()},
+    }
+    write_text_atomically(out / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
+    transitions = Transitions(dataset, spec, device)
+    coverage = candidate_coverage(transitions)
+    for split, fraction in coverage.items():
+        level = logging.WARNING if fraction < 0.2 else logging.INFO
+        logger.log(
+            level,
+            "the candidate set contains the logged item of %.1f%% of %s rows; the other rows "
+            "put it in the extra slot, where unseen items share one embedding",
+            100 * fraction,
+            split,
+        )
+
+    results: dict[int, dict[str, dict[str, np.ndarray]]] = {}
+    curves: dict[str, list[dict[str, Any]]] = {}
+    sweep: list[dict[str, Any]] = []
+    logged_test = estimate_logged(transitions, "test")
+    chosen: dict[str, float] = {}
+    for seed in seeds:
+        started = time.perf_counter()
+        behaviour = _behaviour_policy(
+            dataset,
+            transitions,
+            cast(BehaviourCloningConfig, configs["behaviour_cloning"]),
+            run_config.behaviour_steps,
+            seed,
+            device,
+        )
+        evaluator = Evaluator(
+            transitions,
+            None if behaviour is None else behaviour.policy_log_probabilities,
+            cap=run_config.cap,
+            discount=run_config.evaluation_discount,
+        )
+        trainer = _Trainer(transitions, evaluator, run_config, seed, device)
+        models = out / "models" / f"seed{seed}"
+        if behaviour is not None:
+            save_method(behaviour, models, "behaviour")
+        sweep_here = sweep if seed == seeds[0] else None
+        trained = _train_all(
+            trainer, spec, configs, run_config, seed, device, curves, sweep_here, chosen
+        )
+        results[seed] = {}
+        for name, method in trained.items():
+            save_method(method, models, name)
+            results[seed][name] = evaluator.estimate(method.policy_log_probabilities, "test")
+        logger.info("seed %d finished in %.1f s", seed, time.perf_counter() - started)
+
+    notes = [
+        "Rows whose logged item is among the candidates: "
+        + ", ".join(f"{split} {100 * fraction:.1f}%" for split, fraction in coverage.items())
+        + "."
+    ]
+    if "lambda" in chosen:
+        notes.append(f"TSCAC lambda (shared, selected on validation): {chosen['lambda']:g}")
+    write_tables(out, spec, results, logged_test, configs, notes)
+    plot_curves(out / "curves.png", curves)
+    if sweep:
+        plot_lambda_sweep(
+            out / "lambda_sweep.png", sweep, spec, estimate_logged(transitions, "validation")
+        )
+    return {
+        "results": results,
+        "sweep": sweep,
+        "curves": curves,
+        "logged": logged_test,
+        "selected_lambda": chosen.get("lambda"),
+    }
+
+
+def _train_all(
+    trainer: _Trainer,
+    spec: ProblemSpec,
+    configs: dict[str, CommonConfig],
+    run_config: RunConfig,
+    seed: int,
+    device: torch.device,
+    curves: dict[str, list[dict[str, Any]]],
+    sweep: list[dict[str, Any]] | None,
+    chosen: dict[str, float],
+) -> dict[str, Method]:
+    trained: dict[str, Method] = {}
+    for name in run_config.methods:
+        if name == "interaction_ac" and "tscac" in run_config.methods:
+            continue
+        torch.manual_seed(seed)
+        method = build_method(name, spec, configs[name]).to(device)
+        curve = curves.setdefault(f"{name}/seed{seed}", [])
+        steps = configs[name].steps
+        if isinstance(method, Tscac) and not isinstance(method, InteractionActorCritic):
+            method = _train_tscac(
+                trainer, method, configs, run_config, chosen, curve, sweep, trained
+            )
+        else:
+            for stage in method.stages:
+                last = stage == method.stages[-1]
+                trainer.train_stage(method, stage, steps, select=last, curve=curve)
+        trained[name] = method
+    return trained
+
+
+def _train_tscac(
+    trainer: _Trainer,
+    method: Tscac,
+    configs: dict[str, CommonConfig],
+    run_config: RunConfig,
+    chosen: dict[str, float],
+    curve: list[dict[str, Any]],
+    sweep: list[dict[str, Any]] | None,
+    trained: dict[str, Method],
+) -> Tscac:
+    """Train stage one, derive Interaction-AC, sweep lambda, then train the final stage two."""
+    steps = method.config.steps
+    trainer.train_stage(method, "stage_one", steps, select=False, curve=curve)
+    stage_one = {k: v.detach().clone() for k, v in method.state_dict().items()}
+    if "interaction_ac" in run_config.methods:
+        trained["interaction_ac"] = _interaction_ac_from(stage_one, method, configs)
+    if run_config.lambda_sweep and sweep is not None:
+        points = _lambda_sweep(trainer, method, stage_one, run_config)
+        sweep.extend(points)
+        if run_config.select_lambda:
+            best = max(points, key=lambda point: point["validation_score"])
+            chosen["lambda"] = best["lambda"]
+            logger.info("selected lambda %.0e on validation", best["lambda"])
+    if "lambda" in chosen:
+        config = dataclasses.replace(method.tscac_config, lambdas=chosen["lambda"])
+        method = cast(Tscac, build_method("tscac", method.spec, config).to(trainer.device))
+        method.load_state_dict(stage_one)
+        method.lambdas.fill_(chosen["lambda"])
+    trainer.train_stage(method, "stage_two", steps, select=True, curve=curve)
+    return method
+
+
+def _interaction_ac_from(
+    stage_one: dict[str, torch.Tensor], tscac: Tscac, configs: dict[str, CommonConfig]
+) -> Method:
+    """Build Interaction-AC from the stage-one weights of a TSCAC run (same networks)."""
+    selected = configs["interaction_ac"]
+    config = InteractionActorCriticConfig(
+        **dataclasses.asdict(tscac.tscac_config),
+        response=getattr(selected, "response", "is_click"),
+    )
+    method = build_method("interaction_ac", tscac.spec, config).to(tscac.lambdas.device)
+    method.load_state_dict(stage_one)
+    method.eval()
+    return method
+
+
+def _lambda_sweep(
+    trainer: _Trainer,
+    method: Tscac,
+    stage_one: dict[str, torch.Tensor],
+    run_config: RunConfig,
+) -> list[dict[str, Any]]:
+    """Retrain stage two from ``stage_one`` for each shared lambda; evaluate on validation."""
+    points = []
+    for value in run_config.lambda_sweep:
+        config = dataclasses.replace(method.tscac_config, lambdas=value)
+        swept = cast(Tscac, build_method("tscac", method.spec, config).to(trainer.device))
+        swept.load_state_dict(stage_one)
+        swept.lambdas.fill_(value)
+        trainer.train_stage(
+            swept, "stage_two", run_config.lambda_sweep_steps, select=False, curve=[]
+        )
+        estimates = trainer.evaluator.estimate(swept.policy_log_probabilities, "validation")
+        score = selection_score(
+            estimates["ncis"],
+            trainer.logged_validation,
+            swept.main,
+            swept.signs_by_response,
+            run_config.selection_penalty,
+        )
+        points.append(
+            {"lambda": value, "ncis": estimates["ncis"].tolist(), "validation_score": score}
+        )
+        logger.info("lambda %.0e: validation watch time %.4f", value, estimates["ncis"][swept.main])
+    return points
