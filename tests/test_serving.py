@@ -257,6 +257,8 @@ def test_fusion_policy_top_k_contract(tmp_path: Path) -> None:
     empty_indices, empty_scores = scorer.top_k(None, np.zeros((0, 2), np.float32), 5)
     assert empty_indices.shape == (0,)
     assert empty_scores.shape == (0,)
+    with pytest.raises(ValueError, match="k: expected a non-negative number of candidates"):
+        scorer.top_k(None, predictions, -1)
 
 
 def test_product_fusion_contract(tmp_path: Path) -> None:

@@ -82,6 +82,16 @@ fn checked_array<'py, T: Element>(
     })
 }
 
+/// Check that `k` is a usable number of candidates to keep.
+fn candidate_count(k: i64) -> PyResult<usize> {
+    usize::try_from(k).map_err(|_| {
+        to_py_err(recrl_core::Error::invalid(
+            "k",
+            format!("expected a non-negative number of candidates, got {k}"),
+        ))
+    })
+}
+
 fn non_finite_policy(invalid: &str) -> PyResult<NonFinite> {
     NonFinite::from_name(invalid).map_err(to_py_err)
 }
@@ -338,11 +348,12 @@ impl Scorer {
         py: Python<'py>,
         state: Option<&Bound<'py, PyAny>>,
         candidates: &Bound<'py, PyAny>,
-        k: usize,
+        k: i64,
         categorical: Option<&Bound<'py, PyAny>>,
         history: Option<&Bound<'py, PyAny>>,
         invalid: &str,
     ) -> PyResult<TopK<'py>> {
+        let k = candidate_count(k)?;
         let (_, best) = self.score_one(
             py,
             state,
@@ -548,7 +559,8 @@ fn fuse_scores<'py>(
 
 /// Return (indices int64 [k'], scores float32 [k']) of the `k' = min(k, C)` best scores.
 #[pyfunction]
-fn select_top_k<'py>(py: Python<'py>, scores: &Bound<'py, PyAny>, k: usize) -> PyResult<TopK<'py>> {
+fn select_top_k<'py>(py: Python<'py>, scores: &Bound<'py, PyAny>, k: i64) -> PyResult<TopK<'py>> {
+    let k = candidate_count(k)?;
     let scores = checked_array::<f32>(scores, "scores", "float32", &[1], "(C,)")?;
     let values = scores.slice("scores")?;
     let indices = run_detached(py, || scoring::top_k(values, k))?;
