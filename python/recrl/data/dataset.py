@@ -228,6 +228,26 @@ def _normalise(
     return normalised, stats
 
 
+def _weighted_statistics(
+    values: npt.NDArray[np.floating],
+    train_counts: npt.NDArray[np.int64],
+    all_counts: npt.NDArray[np.int64],
+    name: str,
+    log_transform: bool,
+) -> dict[str, Any]:
+    """Return what :func:`_normalise` would for ``values[rows]``, from per-value row counts."""
+    finite = np.isfinite(values)
+    weights = np.where(finite, train_counts, 0).astype(np.float64)
+    total = weights.sum()
+    safe = np.where(finite, values, 0.0)
+    mean = float((weights * safe).sum() / total) if total else 0.0
+    std = float(np.sqrt((weights * (safe - mean) ** 2).sum() / total)) if total else 1.0
+    if not std > 0:
+        std = 1.0
+    missing = int(all_counts[~finite].sum())
+    return {"name": name, "mean": mean, "std": std, "log1p": log_transform, "missing": missing}
+
+
 # Heavy-tailed counts and durations are compressed with sign(x) * log1p(|x|) before scaling.
 _LOG_TRANSFORMED = {
     "follow_user_num",
@@ -266,6 +286,10 @@ def _side_table(
     rows = compact[table_codes]
     source_positions = position_of[used - 1]
 
+    # Statistics over training rows, as if each row carried its entity's value: every table row
+    # is weighted by how many (training) rows of the log point at it.
+    train_counts = np.bincount(rows[train_mask], minlength=len(used) + 1)
+    all_counts = np.bincount(rows, minlength=len(used) + 1)
     numeric_columns = []
     numeric_stats = []
     for name, values in table.numeric.items():
@@ -276,10 +300,10 @@ def _side_table(
                 f"{table.source}: column {name}, row {bad}: value {values[bad]!r} is infinite or "
                 f"larger than {options.max_abs_value:g} in magnitude"
             )
-        per_row = np.concatenate([[np.nan], values[source_positions]])[rows]
-        _, stats = _normalise(per_row, train_mask, name, name in _LOG_TRANSFORMED)
         column = np.concatenate([[np.nan], values[source_positions]])
-        transformed = np.sign(column) * np.log1p(np.abs(column)) if stats["log1p"] else column
+        log_transform = name in _LOG_TRANSFORMED
+        transformed = np.sign(column) * np.log1p(np.abs(column)) if log_transform else column
+        stats = _weighted_statistics(transformed, train_counts, all_counts, name, log_transform)
         scaled = np.where(np.isfinite(transformed), (transformed - stats["mean"]) / stats["std"], 0)
         numeric_columns.append(scaled.astype(np.float32))
         numeric_stats.append(stats)
