@@ -57,13 +57,13 @@ logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 MAX_HISTORY_LENGTH = 1000
-"""Longest history window; the window array takes N * L * 8 bytes."""
+"""Maximum history window length L; the window array takes N * L * 8 bytes."""
 SPLIT_NAMES = ("train", "validation", "test")
 
 
 @dataclass(frozen=True)
 class PrepareOptions:
-    """How a log becomes a prepared dataset.
+    """Options for turning a log into a prepared dataset.
 
     Attributes:
         episodes: ``session`` cuts a user's rows at gaps above ``session_gap_minutes``; ``user``
@@ -541,7 +541,7 @@ def write_dataset(out: Path, arrays: dict[str, np.ndarray], manifest: dict[str, 
 class _Staging:
     """A temporary folder beside ``out`` that becomes ``out`` on commit and vanishes otherwise.
 
-    Every file is flushed and synced when written; commit writes the manifest (with the dtype and
+    Every file is flushed and synced when written. Commit writes the manifest (with the dtype and
     shape of every array), syncs the folder and renames it into place. An existing ``out`` is
     renamed aside first and removed after, so a crash leaves the old or the new dataset whole.
     """

@@ -1,8 +1,8 @@
 //! A streaming CSV reader that fills typed columns.
 //!
 //! The file is read in blocks of [`BLOCK_BYTES`], cut at line ends. A block without quote
-//! characters is split into pieces that are parsed in parallel and appended in file order; from
-//! the first block that holds a quote on, the rest of the file goes through the `csv` crate,
+//! characters is split into pieces that are parsed in parallel and appended in file order. From
+//! the first block that contains a quote on, the rest of the file goes through the `csv` crate,
 //! which handles quoted fields. Either way memory holds the output columns and one block, whatever
 //! the file size, and every failure names the file, the line and the column.
 
@@ -40,7 +40,7 @@ pub struct ColumnSpec {
     pub kind: ColumnKind,
 }
 
-/// How the file is laid out.
+/// Layout of a delimited file.
 #[derive(Clone, Debug)]
 pub struct CsvOptions {
     pub delimiter: u8,
@@ -286,7 +286,7 @@ fn describe_delimiter(delimiter: u8) -> String {
     }
 }
 
-/// Where the requested columns sit in each line.
+/// Positions of the requested columns in each line.
 struct Layout<'a> {
     delimiter: u8,
     fields: usize,
