@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from recrl import data
+from recrl import Scorer, data
 from recrl.cli import main
 from recrl.tscac.agents import METHODS, build_method
 from recrl.tscac.config import CONFIG_CLASSES
@@ -127,6 +127,12 @@ def test_tscac_command_writes_report(prepared, tmp_path):
             assert (out / "models" / f"seed{seed}" / f"{name}.safetensors").is_file(), name
     resolved = yaml.safe_load((out / "config.yaml").read_text())
     assert resolved["methods"]["tscac"]["steps"] == 2
+
+    # The run folder holds the TSCAC actor in the layout `recrl export` reads.
+    policy = tmp_path / "policy.safetensors"
+    assert main(["export", str(out), "--out", str(policy)]) == 0
+    scorer = Scorer.load(policy)
+    assert scorer.kind == "categorical"
 
 
 def test_tscac_command_rejects_unknown_fields(prepared, tmp_path):

@@ -44,6 +44,14 @@ class CategoricalActor(nn.Module):
         self.preference = MLP(encoder.output_dim, hidden_dims, action_dim)
         self.item_embeddings = nn.Embedding(item_vocabulary, action_dim)
         self.temperature = temperature
+        self.constructor_arguments = {
+            "encoder": encoder.constructor_arguments,
+            "hidden_dims": [int(width) for width in hidden_dims],
+            "item_vocabulary": int(item_vocabulary),
+            "action_dim": int(action_dim),
+            "temperature": float(temperature),
+        }
+        """Arguments that rebuild this actor, in JSON types (``recrl export`` reads them)."""
 
     def preferences(
         self, numeric: torch.Tensor, categorical: torch.Tensor, history: torch.Tensor

@@ -83,6 +83,15 @@ class StateEncoder(nn.Module):
         self.include_item = include_item
         self.include_history = include_history
         self.numeric_dim = numeric_dim
+        self.constructor_arguments = {
+            "numeric_dim": numeric_dim,
+            "cardinalities": [int(c) for c in cardinalities],
+            "item_vocabulary": int(item_vocabulary),
+            "embedding_dim": int(embedding_dim),
+            "include_item": include_item,
+            "include_history": include_history,
+        }
+        """Arguments that rebuild this encoder, in JSON types (used by policy export)."""
         self.output_dim = (
             numeric_dim
             + len(cardinalities) * embedding_dim

@@ -10,30 +10,22 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save, save_file
 
 import recrl
+from recrl import _files
 from recrl.errors import RecrlIOError
+from recrl.nets import CategoricalActor
 from recrl.tscac.agents import METHODS, Method, build_method
 from recrl.tscac.config import CONFIG_CLASSES, config_from_dict
 from recrl.tscac.data import ProblemSpec
 
-__all__ = ["load_method", "save_method", "write_text_atomically"]
+__all__ = ["load_method", "save_actor_for_serving", "save_method", "write_text_atomically"]
 
 
 def write_text_atomically(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a synced temporary file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    _files.write_text(path, text)
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
@@ -91,3 +83,26 @@ def load_method(directory: str | Path, name: str, device: torch.device | str = "
     method = build_method(method_name, spec, config)
     method.load_state_dict(load_file(str(directory / f"{name}.safetensors")))
     return method.to(device)
+
+
+def save_actor_for_serving(
+    actor: CategoricalActor, directory: str | Path, dataset_path: str | Path
+) -> Path:
+    """Write ``actor`` as ``actor.safetensors`` and ``actor.json`` for ``recrl export``.
+
+    ``actor.json`` names the class, the constructor arguments and the prepared dataset (relative
+    to ``directory``) whose item vocabulary maps raw item ids to the actor's item indices.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    weights = {
+        name: tensor.detach().cpu().contiguous() for name, tensor in actor.state_dict().items()
+    }
+    _files.write_bytes(directory / "actor.safetensors", save(weights))
+    description = {
+        "class": "CategoricalActor",
+        "config": actor.constructor_arguments,
+        "dataset": os.path.relpath(Path(dataset_path).resolve(), directory.resolve()),
+    }
+    _files.write_text(directory / "actor.json", json.dumps(description, indent=2) + "\n")
+    return directory / "actor.json"

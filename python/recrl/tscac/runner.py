@@ -32,7 +32,12 @@ from recrl.tscac.config import (
 )
 from recrl.tscac.data import ProblemSpec, Transitions
 from recrl.tscac.evaluate import Evaluator, selection_score
-from recrl.tscac.io import config_to_dict, save_method, write_text_atomically
+from recrl.tscac.io import (
+    config_to_dict,
+    save_actor_for_serving,
+    save_method,
+    write_text_atomically,
+)
 from recrl.tscac.report import plot_curves, plot_lambda_sweep, write_tables
 
 __all__ = ["RunConfig", "load_run_configuration", "run"]
@@ -343,6 +348,10 @@ def run(
         for name, method in trained.items():
             save_method(method, models, name)
             results[seed][name] = evaluator.estimate(method.policy_log_probabilities, "test")
+        tscac = trained.get("tscac")
+        if seed == seeds[0] and isinstance(tscac, Tscac):
+            # The first seed's TSCAC actor, in the layout `recrl export RUN_DIR` reads.
+            save_actor_for_serving(tscac.actor, out, dataset.path)
         logger.info("seed %d finished in %.1f s", seed, time.perf_counter() - started)
 
     notes = [
