@@ -107,8 +107,11 @@ class Method(nn.Module):
         candidates: torch.Tensor,
         mask: torch.Tensor,
     ) -> torch.Tensor:
-        """Return log pi(j|s) [B, C] of the method's final policy."""
-        raise NotImplementedError
+        """Return log pi(j|s) [B, C] of the method's final policy, its ``actor`` by default."""
+        actor = getattr(self, "actor", None)
+        if not isinstance(actor, CategoricalActor):
+            raise NotImplementedError(f"{type(self).__name__} has no actor to score candidates")
+        return actor_log_probabilities(actor, state, candidates, mask)
 
     def update(self, batch: Batch) -> dict[str, float]:
         """Take one gradient step on ``batch`` and return named scalar diagnostics."""
@@ -126,15 +129,6 @@ class BehaviourCloning(Method):
         self.actor_optimizer = torch.optim.Adam(
             self.actor.parameters(), lr=config.actor_learning_rate
         )
-
-    def policy_log_probabilities(
-        self,
-        state: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
-        candidates: torch.Tensor,
-        mask: torch.Tensor,
-    ) -> torch.Tensor:
-        """Return log pi(j|s) [B, C] of the cloned policy."""
-        return actor_log_probabilities(self.actor, state, candidates, mask)
 
     def update(self, batch: Batch) -> dict[str, float]:
         """Take one likelihood step."""
@@ -284,15 +278,6 @@ class Tscac(_CriticMethod):
             self.actor.parameters(), lr=config.actor_learning_rate
         )
 
-    def policy_log_probabilities(
-        self,
-        state: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
-        candidates: torch.Tensor,
-        mask: torch.Tensor,
-    ) -> torch.Tensor:
-        """Return log pi_theta(j|s) [B, C] of the stage-two actor."""
-        return actor_log_probabilities(self.actor, state, candidates, mask)
-
     def interaction_log_probabilities(
         self,
         state: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
@@ -433,15 +418,6 @@ class Rcpo(_CriticMethod):
         parameters = [*self.actor.parameters(), *self.behaviour.parameters()]
         self.actor_optimizer = torch.optim.Adam(parameters, lr=config.actor_learning_rate)
 
-    def policy_log_probabilities(
-        self,
-        state: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
-        candidates: torch.Tensor,
-        mask: torch.Tensor,
-    ) -> torch.Tensor:
-        """Return log pi(j|s) [B, C] of the actor."""
-        return actor_log_probabilities(self.actor, state, candidates, mask)
-
     def critic_rewards(self, batch: Batch) -> torch.Tensor:
         """Return the per-response rewards [K, B], or the scalarised reward [1, B]."""
         if self.rcpo_config.multiple_critics:
@@ -544,15 +520,6 @@ class Pareto(_CriticMethod):
         self.actor_optimizer = torch.optim.Adam(
             self.actor.parameters(), lr=config.actor_learning_rate
         )
-
-    def policy_log_probabilities(
-        self,
-        state: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
-        candidates: torch.Tensor,
-        mask: torch.Tensor,
-    ) -> torch.Tensor:
-        """Return log pi(j|s) [B, C] of the actor."""
-        return actor_log_probabilities(self.actor, state, candidates, mask)
 
     def update(self, batch: Batch) -> dict[str, float]:
         """Take one critic step and one min-norm actor step."""
