@@ -4,8 +4,8 @@ Every store contains N transitions of S float32 features, a next observation, a 
 K = 8 rewards and terminal/truncation flags, filled with episodes of 100 steps. Each timed call
 draws a batch of B transitions and hands it over as torch tensors (``torch.from_numpy`` where
 a library returns NumPy). The recrl store stays alive while each alternative is built in turn
-and freed afterwards, so the process holds at most two stores; their calls are timed in
-alternating rounds. Peak memory is measured in a fresh subprocess per store.
+and freed afterwards, so the process keeps at most two stores in memory. Their calls are timed
+in alternating rounds. Peak memory is measured in a fresh subprocess per store.
 
 Usage:
     python benches/bench_replay.py                      # N = 1_000_000, S = 1044, B = 512

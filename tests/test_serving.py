@@ -233,8 +233,8 @@ def test_categorical_metadata(actor_file) -> None:
 def test_fusion_and_top_k_match_reference(data, weights, k, mode) -> None:
     predictions = np.asarray(data, dtype=np.float32).reshape(-1, 3)
     weights = np.asarray(weights, dtype=np.float32)
-    # Scores are float32, so a fused value beyond its range (a subnormal prediction raised to a
-    # negative weight) is infinite there; compare against the reference rounded the same way.
+    # Scores are float32, so a fused value beyond its range is infinite there (a subnormal
+    # prediction raised to a negative weight). Compare against the reference rounded the same way.
     with np.errstate(over="ignore"):
         expected = reference.fuse(predictions, weights, mode).astype(np.float32)
     scores = fuse_scores(predictions, weights, mode=mode, invalid="rank_last")

@@ -128,7 +128,7 @@ def test_tscac_command_writes_report(prepared, tmp_path):
     resolved = yaml.safe_load((out / "config.yaml").read_text())
     assert resolved["methods"]["tscac"]["steps"] == 2
 
-    # The run folder holds the TSCAC actor in the layout `recrl export` reads.
+    # The run folder contains the TSCAC actor in the layout `recrl export` reads.
     policy = tmp_path / "policy.safetensors"
     assert main(["export", str(out), "--out", str(policy)]) == 0
     scorer = Scorer.load(policy)

@@ -1,8 +1,8 @@
 """Crash-safe file writes shared by every part of recrl.
 
-A file is written to a temporary name in its destination folder, flushed and synced, renamed
-over the destination, and the folder is synced, so a crash leaves either the old file or the
-complete new one, never a torn file.
+A file is written to a temporary name in its destination folder, flushed and synced, then
+renamed over the destination, and the folder is synced. A crash therefore leaves either the old
+file or the complete new one, never a torn file.
 """
 
 from __future__ import annotations

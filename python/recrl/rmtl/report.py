@@ -2,7 +2,7 @@
 
 The main table follows the layout of the main table of Liu et al. (WWW 2023). It has one row
 per method: each backbone, then its RMTL version and any ablation or transfer. Its columns
-are CTR and CTCVR times AUC, logloss and session logloss. Each cell holds the mean and the
+are CTR and CTCVR times AUC, logloss and session logloss. Each cell contains the mean and the
 standard deviation over seeds.
 """
 

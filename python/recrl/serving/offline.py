@@ -4,7 +4,7 @@ Each input line is one request, a JSON object. ``state`` is a list of S numbers,
 a fusion policy. ``candidates`` is a list of item ids for a categorical policy, else a list of
 C rows of numbers. A categorical policy with a state encoder also reads ``categorical`` (F
 codes) and ``history`` (item ids, most recent first). An optional ``id`` is copied to the output.
-Each output line holds ``indices`` (positions in ``candidates``, best first), ``scores`` and,
+Each output line contains ``indices`` (positions in ``candidates``, best first), ``scores`` and,
 for a categorical policy, ``items`` (the chosen item ids).
 """
 

@@ -1,6 +1,6 @@
 """Transitions of a prepared dataset as torch tensors, candidate sets and minibatches.
 
-The TSCAC state of row t holds the user's features, the per-row context (hour, tab) and the
+The TSCAC state of row t contains the user's features, the per-row context (hour, tab) and the
 items seen before t. It leaves out the features of the item shown at t, because that item is
 the action.
 """

@@ -170,7 +170,7 @@ impl Builder {
         Ok(())
     }
 
-    /// Append a piece's values; category codes keep their global order of first appearance
+    /// Append a piece's values. Category codes keep their global order of first appearance,
     /// because pieces arrive in file order and each piece lists its labels in that order.
     fn append(&mut self, partial: Partial) {
         match (self, partial) {
@@ -375,9 +375,11 @@ fn split_at_lines(block: &[u8], pieces: usize) -> Vec<&[u8]> {
 
 /// Read the requested columns of a delimited text file.
 ///
-/// Rejects an empty file, a missing column, a header that looks split by another delimiter, a
-/// row with a different number of fields than the header (such as a truncated last line) and a
-/// value that does not parse, each with the file, line and column.
+/// Rejects, with the file, line and column:
+/// - an empty file or a missing column;
+/// - a header that looks split by another delimiter;
+/// - a row whose field count differs from the header's, such as a truncated last line;
+/// - a value that does not parse.
 pub fn read_csv(
     path: &Path,
     options: &CsvOptions,

@@ -174,7 +174,7 @@ fn classify_ends(
     };
 
     // Every flag sits on a last row exactly when each array contains as many set flags as there
-    // are flagged last rows; only otherwise is the slow search for the first offender needed.
+    // are flagged last rows. Only when the counts differ is the slow search for the offender run.
     let episodes = starts.len() - 1;
     let flags_on_last_rows = |flags: Option<&[u8]>| {
         flags.map_or(true, |flags| {
@@ -335,7 +335,7 @@ fn check_bootstrap<'a>(
 /// Run `kernel` on each chunk of episodes in parallel, each with its own slice of every output.
 ///
 /// The backward recurrences visit a chunk's episodes last to first, so that memory is read and
-/// written in one descending stream that the hardware prefetcher follows; walking episodes
+/// written in one descending stream that the hardware prefetcher follows. Walking episodes
 /// forward and rows backward left most loads waiting on memory.
 ///
 /// `kernel(episodes, first_row, outputs)` returns false when it produced a non-finite value.

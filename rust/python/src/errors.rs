@@ -1,7 +1,7 @@
 //! Conversion of core errors into the exception classes of `recrl.errors`.
 //!
 //! The classes are defined in Python, so that they can subclass both `recrl.errors.RecrlError`
-//! and the built-in `ValueError` or `OSError`; they are looked up once and cached.
+//! and the built-in `ValueError` or `OSError`. They are looked up once and cached.
 
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
