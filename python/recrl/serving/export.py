@@ -17,6 +17,7 @@ Three kinds are supported:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -45,6 +46,7 @@ __all__ = [
     "export_fusion",
     "export_mlp",
     "read_policy_metadata",
+    "vocabulary_fingerprint",
     "write_policy",
 ]
 
@@ -178,6 +180,12 @@ def _mlp_tensors(mlp: MLP, prefix: str) -> tuple[dict[str, npt.NDArray[Any]], di
             "mlp: expected linear layers with one activation between each pair"
         )
     return tensors, {"prefix": prefix, "widths": widths, "activations": activations}
+
+
+def vocabulary_fingerprint(vocabulary: npt.ArrayLike) -> str:
+    """Return the SHA-256 of an item vocabulary's ids as little-endian int64, in hexadecimal."""
+    ids = np.ascontiguousarray(np.asarray(vocabulary, dtype="<i8").ravel())
+    return hashlib.sha256(ids.tobytes()).hexdigest()
 
 
 def _check_names(names: Sequence[str] | None, width: int, argument: str) -> list[str]:

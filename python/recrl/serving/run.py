@@ -28,6 +28,7 @@ from recrl.serving.export import (
     Normalisation,
     export_categorical_actor,
     export_mlp,
+    vocabulary_fingerprint,
 )
 
 __all__ = ["export_run", "locate_actor"]
@@ -81,6 +82,13 @@ def _item_vocabulary(
     vocabulary: np.ndarray[Any, np.dtype[np.int64]] = np.load(path, allow_pickle=False).astype(
         np.int64
     )
+    expected = description.get("item_vocabulary_sha256")
+    if expected is not None and vocabulary_fingerprint(vocabulary) != expected:
+        raise InvalidArgumentError(
+            f"item_vocabulary: {path} is not the vocabulary the actor was trained with (SHA-256 "
+            f"differs from {expected[:12]}... in actor.json); pass the prepared dataset the run "
+            "was trained on"
+        )
     return vocabulary
 
 

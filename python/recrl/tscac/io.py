@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save, save_file
 
@@ -16,6 +17,7 @@ import recrl
 from recrl import _files
 from recrl.errors import RecrlIOError
 from recrl.nets import CategoricalActor
+from recrl.serving.export import vocabulary_fingerprint
 from recrl.tscac.agents import METHODS, Method, build_method
 from recrl.tscac.config import CONFIG_CLASSES, config_from_dict
 from recrl.tscac.data import ProblemSpec
@@ -91,7 +93,8 @@ def save_actor_for_serving(
     """Write ``actor`` as ``actor.safetensors`` and ``actor.json`` for ``recrl export``.
 
     ``actor.json`` names the class, the constructor arguments and the prepared dataset (relative
-    to ``directory``) whose item vocabulary maps raw item ids to the actor's item indices.
+    to ``directory``) whose item vocabulary maps raw item ids to the actor's item indices, with
+    the SHA-256 of that vocabulary so that an export can refuse another dataset's.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -99,10 +102,12 @@ def save_actor_for_serving(
         name: tensor.detach().cpu().contiguous() for name, tensor in actor.state_dict().items()
     }
     _files.write_bytes(directory / "actor.safetensors", save(weights))
+    vocabulary = np.load(Path(dataset_path) / "item_vocabulary.npy", allow_pickle=False)
     description = {
         "class": "CategoricalActor",
         "config": actor.constructor_arguments,
         "dataset": os.path.relpath(Path(dataset_path).resolve(), directory.resolve()),
+        "item_vocabulary_sha256": vocabulary_fingerprint(vocabulary),
     }
     _files.write_text(directory / "actor.json", json.dumps(description, indent=2) + "\n")
     return directory / "actor.json"
