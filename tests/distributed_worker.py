@@ -1,9 +1,10 @@
 """Short RMTL and TSCAC training runs whose losses and parameters the distributed tests compare.
 
 Imported by ``tests/test_distributed.py`` for the single-process reference, and run under
-``torch.distributed.run`` as ``python distributed_worker.py MODE DATASET OUT_FOLDER``, where
-MODE is ``rmtl`` or a TSCAC method name (such as ``tscac``). Each rank writes
-``rank<r>.json`` (the losses) and ``rank<r>.npz`` (the parameters) into OUT_FOLDER.
+``torch.distributed.run`` as ``python distributed_worker.py MODES DATASET OUT_FOLDER``. MODES
+is a comma-separated list of ``rmtl`` and TSCAC method names (such as ``tscac``). For each
+mode, each rank writes ``<mode>_rank<r>.json`` (the losses) and ``<mode>_rank<r>.npz`` (the
+parameters) into OUT_FOLDER.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 
 from recrl import distributed
 from recrl.data import load_prepared
+from recrl.errors import InvalidArgumentError
 from recrl.nets import build_backbone
 from recrl.rmtl import RMTLConfig, TaskData, finetune, pretrain, train_critics
 from recrl.tscac.agents import build_method
@@ -27,9 +29,9 @@ from recrl.tscac.data import Transitions
 from recrl.tscac.evaluate import Evaluator
 from recrl.tscac.runner import RunConfig, _Trainer
 
-# Global batch sizes divide by 2 ranks. The training split of the 3,000-row test log is not a
-# multiple of 96, so each epoch ends with a smaller batch split unevenly. Dropout is off
-# because its masks are drawn per rank.
+# Global batch sizes divide by 2 ranks. The training split of the 3,005-row test log has an
+# odd number of rows (1,803), so each epoch ends with a batch split into parts of different
+# sizes. Dropout is off because each rank draws its own dropout masks.
 RMTL_CONFIG = {
     "backbone": {"embedding_dim": 4, "bottom_dims": [16, 8], "tower_dims": [8], "dropout": 0.0},
     "pretrain": {"epochs": 2, "batch_size": 256, "patience": 5},
@@ -117,21 +119,33 @@ def run_method(dataset_path: str, name: str) -> tuple[dict[str, Any], dict[str, 
     return {"steps": steps}, _parameters(method, name)
 
 
+def _collective_checks() -> dict[str, Any]:
+    """Return this rank's part of a 7-row batch and the batch-size error of this world size."""
+    summary: dict[str, Any] = {"part": distributed.split_batch(np.arange(7)).rows.tolist()}
+    try:
+        distributed.check_batch_size("batch_size", 2 * distributed.world_size() + 1)
+    except InvalidArgumentError as error:
+        summary["batch_size_error"] = str(error)
+    return summary
+
+
 def main() -> None:
-    """Run one mode on this rank and write its losses and parameters."""
-    mode, dataset_path, out = sys.argv[1:]
+    """Run each comma-separated mode on this rank and write its losses and parameters."""
+    modes, dataset_path, out = sys.argv[1:]
     torch.set_num_threads(1)
     distributed.setup("cpu")
+    folder = Path(out)
+    rank = distributed.rank()
     try:
-        if mode == "rmtl":
-            summary, parameters = run_rmtl(dataset_path)
-        else:
-            summary, parameters = run_method(dataset_path, mode)
-        summary["world_size"] = distributed.world_size()
-        folder = Path(out)
-        rank = distributed.rank()
-        (folder / f"rank{rank}.json").write_text(json.dumps(summary))
-        np.savez(folder / f"rank{rank}.npz", **parameters)
+        for mode in modes.split(","):
+            if mode == "rmtl":
+                summary, parameters = run_rmtl(dataset_path)
+            else:
+                summary, parameters = run_method(dataset_path, mode)
+            summary["world_size"] = distributed.world_size()
+            summary.update(_collective_checks())
+            (folder / f"{mode}_rank{rank}.json").write_text(json.dumps(summary))
+            np.savez(folder / f"{mode}_rank{rank}.npz", **parameters)
     finally:
         distributed.shutdown()
 

@@ -559,7 +559,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _leave_process_group() -> None:
-    # Only tscac and rmtl import recrl.distributed; other commands skip importing torch here.
+    # Training commands import recrl.distributed. For the others, importing it here would load
+    # torch for nothing.
     distributed = sys.modules.get("recrl.distributed")
     if distributed is not None:
         distributed.shutdown()

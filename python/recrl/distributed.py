@@ -3,7 +3,7 @@
 ``torchrun`` starts one process per rank and sets ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``
 (and the rendezvous address) in each process's environment. :func:`setup` joins the process
 group: gloo for CPU training, NCCL for CUDA, where rank r trains on ``cuda:LOCAL_RANK``. Every
-rank holds the whole dataset and the same seeded generators, so every rank draws the same global
+rank loads the whole dataset and seeds its generators alike, so every rank draws the same global
 batch. :func:`split_batch` gives each rank its contiguous part, and the union of the parts is
 the batch a single process would train on. Gradients are averaged over ranks before each
 optimizer step, by ``DistributedDataParallel`` (:func:`wrap`) or by :func:`average_gradients`,
@@ -68,7 +68,7 @@ Rows = TypeVar("Rows", torch.Tensor, npt.NDArray[np.int64])
 
 
 def launched_by_torchrun() -> bool:
-    """Return whether the environment holds the rank variables that ``torchrun`` sets."""
+    """Return whether the environment has the rank variables that ``torchrun`` sets."""
     return all(name in os.environ for name in TORCHRUN_VARIABLES)
 
 

@@ -144,6 +144,8 @@ def run_rmtl(
         ``test`` (``{task: {metric: value}}``).
     """
     out = Path(out)
+    for stage in ("pretrain", "critic", "finetune"):
+        distributed.check_batch_size(f"{stage} batch_size", getattr(config, stage).batch_size)
     dataset = load_prepared(data_path)
     resolved = {
         "recrl_version": recrl.__version__,
@@ -186,7 +188,7 @@ def run_rmtl(
 
 
 def _write_on_main(write: Any, *args: Any) -> None:
-    """Call ``write(*args)`` on rank 0 only: the ranks hold equal models and results."""
+    """Call ``write(*args)`` on rank 0 only, because every rank has the same models and results."""
     if distributed.is_main():
         write(*args)
 

@@ -307,6 +307,8 @@ def run(
     out = Path(out)
     device = torch.device(device)
     run_config, configs = load_run_configuration(configuration)
+    for name, config in configs.items():
+        distributed.check_batch_size(f"{name} batch_size", config.batch_size)
     candidates = {config.candidates for config in configs.values()}
     if len(candidates) != 1:
         raise InvalidArgumentError(
