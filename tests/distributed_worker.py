@@ -29,14 +29,15 @@ from recrl.tscac.data import Transitions
 from recrl.tscac.evaluate import Evaluator
 from recrl.tscac.runner import RunConfig, _Trainer
 
-# Global batch sizes divide by 2 ranks. The training split of the 3,005-row test log has an
-# odd number of rows (1,803), so each epoch ends with a batch split into parts of different
-# sizes. Dropout is off because each rank draws its own dropout masks.
+# Global batch sizes divide by 2 ranks. The training split of the 3,005-row test log has 1,803
+# rows, so each epoch ends with a short batch: 11 rows split 5 and 6 at batch size 256, and
+# 1 row at batch size 34, which leaves rank 0 an empty part. Dropout is off because each rank
+# draws its own dropout masks.
 RMTL_CONFIG = {
     "backbone": {"embedding_dim": 4, "bottom_dims": [16, 8], "tower_dims": [8], "dropout": 0.0},
     "pretrain": {"epochs": 2, "batch_size": 256, "patience": 5},
     "critic": {"epochs": 1, "batch_size": 256, "embedding_dim": 4, "bottom_dims": [8]},
-    "finetune": {"epochs": 1, "batch_size": 256, "patience": 5},
+    "finetune": {"epochs": 1, "batch_size": 34, "patience": 5},
 }
 TSCAC_CONFIG = {
     "candidates": 20,

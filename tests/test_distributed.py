@@ -16,7 +16,8 @@ import pytest
 import torch
 import yaml
 
-from recrl import data
+from recrl import data, distributed
+from recrl.errors import InvalidArgumentError
 
 from . import distributed_worker
 
@@ -180,3 +181,49 @@ def test_tscac_command_under_torchrun(prepared, tmp_path):
     for name in ("config.yaml", "table.md", "table.csv", "curves.png", "actor.safetensors"):
         assert (out / name).is_file(), name
     assert yaml.safe_load((out / "config.yaml").read_text())["world_size"] == RANKS
+
+
+def test_single_process_is_identity(monkeypatch):
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    assert not distributed.launched_by_torchrun()
+    assert distributed.setup("cpu") == "cpu"
+    assert not distributed.is_active()
+    assert (distributed.rank(), distributed.world_size(), distributed.is_main()) == (0, 1, True)
+    part = distributed.split_batch(torch.arange(5))
+    assert part.rows.tolist() == [0, 1, 2, 3, 4]
+    assert part.loss_scale == 1.0
+    assert part.global_mean(0.25) == 0.25
+    distributed.check_batch_size("batch_size", 7)
+    assert distributed.mean_over_ranks({"loss": 1.5}) == {"loss": 1.5}
+    assert float(distributed.loss_denominator(torch.tensor(0.0))) == 1.0
+    model = torch.nn.Linear(2, 1)
+    assert distributed.wrap(model) is model
+    assert distributed.broadcast_from_main(lambda: {"auc": 0.5}) == {"auc": 0.5}
+
+
+def test_setup_rejects_indexed_cuda_device(monkeypatch):
+    for name, value in (("RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0")):
+        monkeypatch.setenv(name, value)
+    with pytest.raises(InvalidArgumentError, match="expected cpu or cuda under torchrun"):
+        distributed.setup("cuda:1")
+    assert not distributed.is_active()
+
+
+def test_setup_joins_and_leaves_gloo_group(monkeypatch):
+    environment = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0"}
+    environment.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_loopback_port()))
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    try:
+        assert distributed.setup("cpu") == "cpu"
+        assert distributed.is_active()
+        assert torch.distributed.get_backend() == "gloo"
+        assert (distributed.rank(), distributed.world_size()) == (0, 1)
+        assert float(distributed.sum_over_ranks(torch.tensor(2.5))) == 2.5
+        model = torch.nn.Linear(2, 1)
+        assert isinstance(distributed.wrap(model), torch.nn.parallel.DistributedDataParallel)
+        assert distributed.unwrap(distributed.wrap(model)) is model
+    finally:
+        distributed.shutdown()
+    assert not distributed.is_active()
