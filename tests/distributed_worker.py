@@ -30,9 +30,9 @@ from recrl.tscac.evaluate import Evaluator
 from recrl.tscac.runner import RunConfig, _Trainer
 
 # Global batch sizes divide by 2 ranks. The training split of the 3,005-row test log has 1,803
-# rows, so each epoch ends with a short batch: 11 rows split 5 and 6 at batch size 256, and
-# 1 row at batch size 34, which leaves rank 0 an empty part. Dropout is off because each rank
-# draws its own dropout masks.
+# rows, so each epoch ends with a short batch. At batch size 256 its 11 rows split 5 and 6. At
+# batch size 34 it has 1 row, which leaves rank 0 an empty part. Dropout is off because each
+# rank draws its own dropout masks.
 RMTL_CONFIG = {
     "backbone": {"embedding_dim": 4, "bottom_dims": [16, 8], "tower_dims": [8], "dropout": 0.0},
     "pretrain": {"epochs": 2, "batch_size": 256, "patience": 5},
