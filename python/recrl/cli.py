@@ -247,10 +247,31 @@ def _run_tscac(
     from recrl.tscac.runner import run
 
     started = time.perf_counter()
+    device = _join_process_group(device)
     dataset = data.load_prepared(dataset_path)
     run(dataset, out, configuration, seeds=tuple(seeds), device=device)
-    print((out / "table.md").read_text())
-    print(f"tscac run written to {out} in {time.perf_counter() - started:.1f} s")
+    if _is_main():
+        print((out / "table.md").read_text())
+        print(f"tscac run written to {out} in {time.perf_counter() - started:.1f} s")
+
+
+def _join_process_group(device: str) -> str:
+    """Under torchrun, join the process group and return this rank's device.
+
+    Ranks other than 0 log warnings and errors only, so the log shows each message once.
+    """
+    from recrl import distributed
+
+    device = distributed.setup(device)
+    if not distributed.is_main():
+        logging.getLogger().setLevel(logging.WARNING)
+    return device
+
+
+def _is_main() -> bool:
+    from recrl import distributed
+
+    return distributed.is_main()
 
 
 def _demo_tscac_configuration(steps: int) -> dict[str, Any]:
@@ -353,9 +374,11 @@ def _run_rmtl_command(args: argparse.Namespace) -> int:
         plots=not args.no_plots,
     )
     started = time.perf_counter()
+    device = _join_process_group(device)
     run_rmtl(args.data, args.out, config, plan, device=device)
-    print((args.out / "table.md").read_text(), end="")
-    print(f"rmtl finished in {time.perf_counter() - started:.1f} s; results in {args.out}")
+    if _is_main():
+        print((args.out / "table.md").read_text(), end="")
+        print(f"rmtl finished in {time.perf_counter() - started:.1f} s; results in {args.out}")
     return 0
 
 
@@ -531,6 +554,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    finally:
+        _leave_process_group()
+
+
+def _leave_process_group() -> None:
+    # Training commands import recrl.distributed. For the others, importing it here would load
+    # torch for nothing.
+    distributed = sys.modules.get("recrl.distributed")
+    if distributed is not None:
+        distributed.shutdown()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.nn import functional
 
+from recrl.distributed import BatchPart
 from recrl.nets.mtl import FeatureSpec, MultiTaskInput, dense_stack
 from recrl.rmtl.config import CriticConfig
 from recrl.rmtl.losses import PROBABILITY_EPSILON, task_rewards, td_targets
@@ -93,6 +94,9 @@ class CriticTrainer:
         self.target_critics = copy.deepcopy(self.critics)
         self.target_critics.requires_grad_(False)
         self.optimizer = torch.optim.Adam(self.critics.parameters(), lr=config.learning_rate)
+        # The modules that update() trains through: the critics themselves, or their
+        # DistributedDataParallel wrappers under torchrun.
+        self.trained_critics: nn.ModuleList = self.critics
 
     def to(self, device: str | torch.device) -> CriticTrainer:
         """Move the online and target critics to ``device``."""
@@ -100,13 +104,23 @@ class CriticTrainer:
         self.target_critics.to(device)
         return self
 
-    def replay_actions(self, predictions: torch.Tensor) -> torch.Tensor:
-        """Add N(0, sigma^2) noise to the predictions [B, K] and clip the sum into (0, 1)."""
+    def replay_actions(
+        self, predictions: torch.Tensor, part: BatchPart[torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """Add N(0, sigma^2) noise to the predictions [B, K] and clip the sum into (0, 1).
+
+        With ``part``, the predictions are one rank's rows of a global batch. The noise of the
+        whole global batch is drawn and the rank keeps its rows of it, so every rank advances
+        the generator alike and the actions equal those of a single process.
+        """
+        shape = predictions.shape if part is None else (part.total, *predictions.shape[1:])
         noise = torch.randn(
-            predictions.shape,
+            shape,
             generator=self.generator,
             device="cpu" if self.generator is not None else predictions.device,
         ).to(predictions.device)
+        if part is not None:
+            noise = noise[part.start : part.stop]
         noisy = predictions + self.config.action_noise * noise
         return noisy.clamp(PROBABILITY_EPSILON, 1.0 - PROBABILITY_EPSILON)
 
@@ -132,6 +146,7 @@ class CriticTrainer:
         next_features: dict[str, torch.Tensor],
         next_predictions: torch.Tensor,
         has_next: torch.Tensor,
+        part: BatchPart[torch.Tensor] | None = None,
     ) -> dict[str, float]:
         """Take one gradient step on a batch of transitions and return its losses.
 
@@ -142,9 +157,11 @@ class CriticTrainer:
             next_features: states s_{t+1}; rows without a successor may hold any state.
             next_predictions: float [B, K], the backbone's predictions at s_{t+1}.
             has_next: bool [B].
+            part: under torchrun, where the B rows lie in the global batch; the returned loss
+                is then the global batch's.
         """
         # Replay actions and their rewards.
-        actions = self.replay_actions(predictions)
+        actions = self.replay_actions(predictions, part)
         rewards = task_rewards(actions, labels)
 
         # TD targets from the target critics.
@@ -152,16 +169,21 @@ class CriticTrainer:
 
         # Mean squared TD error of every critic set and task.
         losses = torch.stack(
-            [functional.mse_loss(critic(features, actions), targets) for critic in self.critics]
+            [
+                functional.mse_loss(critic(features, actions), targets)
+                for critic in self.trained_critics
+            ]
         )
         loss = losses.sum()
 
         # Update the online critics, then soft-update the targets.
+        scale = 1.0 if part is None else part.loss_scale
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()  # type: ignore[no-untyped-call]
+        (loss * scale).backward()  # type: ignore[no-untyped-call]
         self.optimizer.step()
         self.soft_update()
-        return {"loss/critic": float(loss.detach()) / len(self.critics)}
+        value = float(loss.detach()) / len(self.critics)
+        return {"loss/critic": value if part is None else part.global_mean(value)}
 
     @torch.no_grad()
     def soft_update(self) -> None:

@@ -22,6 +22,9 @@ Run folder layout::
     plots/seed<S>_<backbone>.png     training loss, validation AUC and critic TD error curves
     results.json                     test metrics of every model and seed
     table.md, table.csv              mean and spread over seeds, in the paper's layout
+
+Under ``torchrun`` every rank trains on its part of each batch (see :mod:`recrl.distributed`),
+and rank 0 alone evaluates and writes the run folder.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from typing import Any
 import torch
 
 import recrl
+from recrl import distributed
 from recrl.data import load_prepared
 from recrl.errors import InvalidArgumentError
 from recrl.nets.mtl import BACKBONE_TITLES, BACKBONES, build_backbone
@@ -140,11 +144,14 @@ def run_rmtl(
         ``test`` (``{task: {metric: value}}``).
     """
     out = Path(out)
+    for stage in ("pretrain", "critic", "finetune"):
+        distributed.check_batch_size(f"{stage} batch_size", getattr(config, stage).batch_size)
     dataset = load_prepared(data_path)
     resolved = {
         "recrl_version": recrl.__version__,
         "data": str(Path(data_path).resolve()),
         "device": device,
+        "world_size": distributed.world_size(),
         "torch_version": torch.__version__,
         "platform": platform.platform(),
         "plan": {
@@ -155,7 +162,8 @@ def run_rmtl(
         },
         "config": config.to_dict(),
     }
-    write_json(out / "config.json", resolved)
+    if distributed.is_main():
+        write_json(out / "config.json", resolved)
     data = TaskData.load(dataset, device)
     logger.info(
         "loaded %s: %d rows, splits %s",
@@ -168,15 +176,21 @@ def run_rmtl(
     for seed in plan.seeds:
         for backbone in plan.backbones:
             results.extend(_run_backbone(data, out, config, plan, backbone, seed, device))
-            write_json(out / "results.json", results)
+            _write_on_main(write_json, out / "results.json", results)
         for source, target in plan.transfers:
             results.append(_run_transfer(data, out, config, source, target, seed, device))
-            write_json(out / "results.json", results)
+            _write_on_main(write_json, out / "results.json", results)
 
     order = _method_order(plan)
     results_sorted = sorted(results, key=lambda r: order.index(r["method"]))
-    write_tables(out, summarise(results_sorted, TASK_NAMES), TASK_NAMES)
+    _write_on_main(write_tables, out, summarise(results_sorted, TASK_NAMES), TASK_NAMES)
     return results
+
+
+def _write_on_main(write: Any, *args: Any) -> None:
+    """Call ``write(*args)`` on rank 0 only, because every rank has the same models and results."""
+    if distributed.is_main():
+        write(*args)
 
 
 def _method_order(plan: RunPlan) -> list[str]:
@@ -211,12 +225,12 @@ def _run_backbone(
     model = build_backbone(data.spec, run_config.backbone).to(device)
     batch = config.evaluation_batch_size
     histories["pretrain"] = pretrain(model, data, config.pretrain, generator, batch)
-    save_backbone(folder / "pretrained", model)
+    _write_on_main(save_backbone, folder / "pretrained", model)
     results = [_result(method_name(backbone), backbone, None, seed, model, data, batch)]
 
     # Step 2: critics against the frozen pretrained backbone.
     critics, histories["critic"] = train_critics(model, data, config.critic, generator, batch)
-    save_critics(folder / "critics", critics, data.spec, len(model.tasks))
+    _write_on_main(save_critics, folder / "critics", critics, data.spec, len(model.tasks))
 
     # Step 3: fine-tune a copy per weighting, then test it once.
     for weighting in plan.weightings(backbone):
@@ -225,12 +239,12 @@ def _run_backbone(
         histories[f"finetune_{weighting}"] = finetune(
             tuned, critics, data, finetune_config, generator, batch
         )
-        save_backbone(folder / f"finetuned_{weighting}", tuned)
+        _write_on_main(save_backbone, folder / f"finetuned_{weighting}", tuned)
         name = method_name(backbone, weighting)
         results.append(_result(name, backbone, weighting, seed, tuned, data, batch))
 
-    write_json(folder / "history.json", histories)
-    if plan.plots:
+    _write_on_main(write_json, folder / "history.json", histories)
+    if plan.plots and distributed.is_main():
         plot_history(
             out / "plots" / f"seed{seed}_{backbone}.png",
             f"{BACKBONE_TITLES[backbone]}, seed {seed}",
@@ -250,6 +264,9 @@ def _run_transfer(
     device: str,
 ) -> dict[str, Any]:
     generator = _seeded(seed)
+    # NOTE: every rank reads rank 0's files here, so a run on several machines needs a run
+    # folder that all of them share.
+    distributed.barrier()
     model = load_backbone(out / f"seed{seed}" / target / "pretrained", device)
     critics = load_critics(out / f"seed{seed}" / source / "critics", device)
     finetune_config = config.with_weighting("rmtl").finetune
@@ -257,8 +274,8 @@ def _run_transfer(
         model, critics, data, finetune_config, generator, config.evaluation_batch_size
     )
     folder = out / f"seed{seed}" / target
-    save_backbone(folder / f"finetuned_rmtl_critics_of_{source}", model)
-    write_json(folder / f"history_transfer_from_{source}.json", history)
+    _write_on_main(save_backbone, folder / f"finetuned_rmtl_critics_of_{source}", model)
+    _write_on_main(write_json, folder / f"history_transfer_from_{source}.json", history)
     name = method_name(target, "rmtl", source)
     return _result(name, target, "rmtl", seed, model, data, config.evaluation_batch_size)
 
@@ -272,7 +289,7 @@ def _result(
     data: TaskData,
     batch_size: int,
 ) -> dict[str, Any]:
-    test = evaluate(model, data, "test", batch_size)
+    test = distributed.broadcast_from_main(lambda: evaluate(model, data, "test", batch_size))
     logger.info("%s seed %d test: %s", method, seed, json.dumps(test))
     return {
         "method": method,

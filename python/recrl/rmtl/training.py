@@ -13,7 +13,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
+from recrl import distributed
 from recrl.evaluation.metrics import task_metrics
 from recrl.nets.mtl import MultiTaskBackbone
 from recrl.rmtl.config import CriticConfig, FinetuneConfig, PretrainConfig
@@ -106,6 +108,7 @@ def _fit_with_early_stopping(
     evaluation_batch_size: int,
 ) -> History:
     """Run epochs of ``step(rows) -> loss`` and keep the weights of the best validation AUC."""
+    distributed.check_batch_size(f"{stage} batch_size", batch_size)
     history: History = []
     best_score = -float("inf")
     best_state = copy.deepcopy(model.state_dict())
@@ -115,13 +118,19 @@ def _fit_with_early_stopping(
         model.train()
         losses = []
         for rows in _shuffled_batches(data.splits["train"], batch_size, generator):
-            loss = step(rows)
+            # Under torchrun each rank trains on its part of the same global batch.
+            part = distributed.split_batch(rows)
+            loss = step(part.rows)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * part.loss_scale).backward()
             optimizer.step()
-            losses.append(float(loss.detach()))
+            losses.append(part.global_mean(float(loss.detach())))
+            logger.debug("%s step %d: loss %.9g", stage, len(losses), losses[-1])
 
-        validation = evaluate(model, data, "validation", evaluation_batch_size)
+        # Rank 0 evaluates, and every rank receives the metrics for early stopping.
+        validation = distributed.broadcast_from_main(
+            lambda: evaluate(model, data, "validation", evaluation_batch_size)
+        )
         score = mean_auc(validation)
         record = {
             "epoch": float(epoch),
@@ -161,9 +170,10 @@ def pretrain(
     optimizer = torch.optim.Adam(
         model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
     )
+    trained = distributed.wrap(model)
 
     def step(rows: torch.Tensor) -> torch.Tensor:
-        probabilities = model(data.batch(rows))
+        probabilities = trained(data.batch(rows))
         labels = data.labels[rows]
         return weighted_task_loss(probabilities, labels, torch.ones_like(labels))
 
@@ -194,14 +204,18 @@ def train_critics(
     the next logged step of its session (``next_index``), and the backbone's noiseless
     prediction there is the next action.
     """
+    distributed.check_batch_size("critic batch_size", config.batch_size)
     trainer = CriticTrainer(data.spec, len(model.tasks), config, generator).to(data.labels.device)
+    trainer.trained_critics = nn.ModuleList(distributed.wrap(c) for c in trainer.critics)
     everything = torch.arange(len(data.labels), device=data.labels.device)
     predictions = predict(model, data, everything, evaluation_batch_size)
     history: History = []
     for epoch in range(1, config.epochs + 1):
         started = time.perf_counter()
         losses = []
-        for rows in _shuffled_batches(data.splits["train"], config.batch_size, generator):
+        for batch_rows in _shuffled_batches(data.splits["train"], config.batch_size, generator):
+            part = distributed.split_batch(batch_rows)
+            rows = part.rows
             next_rows = data.next_index[rows]
             has_next = next_rows >= 0
             next_rows = torch.where(has_next, next_rows, rows)
@@ -212,9 +226,12 @@ def train_critics(
                 data.batch(next_rows),
                 predictions[next_rows],
                 has_next,
+                part,
             )
             losses.append(result["loss/critic"])
-        validation_loss = critic_td_error(trainer, data, predictions, "validation")
+        validation_loss = distributed.broadcast_from_main(
+            lambda: critic_td_error(trainer, data, predictions, "validation")
+        )
         history.append(
             {
                 "epoch": float(epoch),
@@ -229,6 +246,7 @@ def train_critics(
             history[-1]["loss/critic"],
             validation_loss,
         )
+    trainer.trained_critics = trainer.critics
     return trainer, history
 
 
@@ -269,10 +287,11 @@ def finetune(
         model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
     )
     critics.critics.eval()
+    trained = distributed.wrap(model)
 
     def step(rows: torch.Tensor) -> torch.Tensor:
         features = data.batch(rows)
-        probabilities = model(features)
+        probabilities = trained(features)
         labels = data.labels[rows]
         q_values = critics.values(features, probabilities.detach())
         weights = task_weights(q_values, labels, config.weight_scale, config.weighting)

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from recrl import distributed
 from recrl.errors import InvalidArgumentError
 from recrl.nets import CategoricalActor
 from recrl.tscac.closed_form import categorical_target_log_probabilities
@@ -61,9 +62,10 @@ def _logged(values: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
 
 
 def _minimise(loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
-    """Take one optimizer step on ``loss``."""
+    """Take one optimizer step on ``loss``, with gradients averaged over ranks under torchrun."""
     optimizer.zero_grad(set_to_none=True)
     loss.backward()  # type: ignore[no-untyped-call]
+    distributed.average_gradients(p for group in optimizer.param_groups for p in group["params"])
     optimizer.step()
 
 
@@ -211,7 +213,7 @@ class _CriticMethod(Method):
         """Return the summed TD loss of all members and Q [M, B, C] (detached) of candidates."""
         values = self.critics(*batch.state(), batch.candidates)
         errors = (_logged(values, batch.actions) - targets).pow(2) * batch.valid
-        loss = errors.sum(1).sum() / batch.valid.sum().clamp(min=1.0)
+        loss = errors.sum(1).sum() / distributed.loss_denominator(batch.valid.sum())
         return loss, values.detach()
 
     def update_critics(self, loss: torch.Tensor) -> None:
@@ -474,8 +476,12 @@ class Rcpo(_CriticMethod):
         with torch.no_grad():
             weights = (logged - behaviour).exp()
             rewards = batch.rewards[:, self.interaction_members]
-            estimates = (weights @ rewards) / weights.sum().clamp(min=1e-8)
-            violations = self.signs * (rewards.mean(0) - estimates)
+            # Sums over the global batch, so every rank takes the same multiplier step.
+            weighted = distributed.sum_over_ranks(weights @ rewards)
+            estimates = weighted / distributed.sum_over_ranks(weights.sum()).clamp(min=1e-8)
+            count = len(rewards) * distributed.world_size()
+            logged_means = distributed.sum_over_ranks(rewards.sum(0)) / count
+            violations = self.signs * (logged_means - estimates)
             step = self.rcpo_config.multiplier_learning_rate * violations
             self.multipliers.copy_((self.multipliers + step).clamp(min=0.0))
 
@@ -564,7 +570,8 @@ class Pareto(_CriticMethod):
                     ]
                 )
             )
-        stacked = torch.stack(gradients)
+        # The mean over ranks of per-rank gradients of batch means is the global batch's.
+        stacked = distributed.sum_over_ranks(torch.stack(gradients)) / distributed.world_size()
         return min_norm_weights(stacked @ stacked.T, self.pareto_config.frank_wolfe_iterations)
 
 

@@ -5,6 +5,9 @@ first step), one ``models/seed<k>/<method>.safetensors`` + ``.json`` per method 
 offline table as ``table.md`` and ``table.csv``, the training curves ``curves.png`` and the
 lambda sweep ``lambda_sweep.png``. Checkpoints are selected on the validation split; the test
 split is evaluated once per method and seed, after selection.
+
+Under ``torchrun`` every rank trains on its part of each minibatch (see
+:mod:`recrl.distributed`), and rank 0 alone evaluates and writes the run directory.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import numpy as np
 import torch
 import yaml
 
+from recrl import distributed
 from recrl.data import PreparedDataset
 from recrl.errors import InvalidArgumentError
 from recrl.tscac.agents import METHODS, InteractionActorCritic, Method, Tscac, build_method
@@ -158,9 +162,23 @@ class _Trainer:
         self.logged_validation = estimate_logged(transitions, "validation")
 
     def sample(self, batch_size: int) -> Any:
-        """Draw a minibatch of training rows uniformly with replacement."""
+        """Draw a minibatch of training rows uniformly with replacement.
+
+        Under torchrun every rank draws the same global minibatch and keeps its part.
+        """
+        distributed.check_batch_size("batch_size", batch_size)
         index = self.generator.integers(0, len(self.train_rows), size=batch_size)
-        return self.transitions.batch(self.train_rows[index])
+        return self.transitions.batch(distributed.split_batch(self.train_rows[index]).rows)
+
+    def update(self, method: Method, batch_size: int) -> dict[str, float]:
+        """Take one step of ``method`` on a sampled minibatch; return the global diagnostics."""
+        return distributed.mean_over_ranks(method.update(self.sample(batch_size)))
+
+    def estimate(self, method: Method, split: str) -> dict[str, Any]:
+        """Return the off-policy estimates of ``method`` on ``split``, computed on rank 0."""
+        return distributed.broadcast_from_main(
+            lambda: self.evaluator.estimate(method.policy_log_probabilities, split)
+        )
 
     def train_stage(
         self, method: Method, stage: str, steps: int, select: bool, curve: list[dict[str, Any]]
@@ -176,12 +194,12 @@ class _Trainer:
         best_score, best_state = -np.inf, None
         sums: dict[str, float] = {}
         for step in range(1, steps + 1):
-            for key, value in method.update(self.sample(config.batch_size)).items():
+            for key, value in self.update(method, config.batch_size).items():
                 sums[key] = sums.get(key, 0.0) + value
             if step % config.evaluation_interval and step != steps:
                 continue
             method.eval()
-            estimates = self.evaluator.estimate(method.policy_log_probabilities, "validation")
+            estimates = self.estimate(method, "validation")
             method.train()
             score = selection_score(
                 estimates["ncis"],
@@ -258,10 +276,10 @@ def _behaviour_policy(
     behaviour = build_method("behaviour_cloning", transitions.spec, config).to(device)
     generator = np.random.default_rng(seed + 10_000)
     rows = transitions.split_rows("train")
+    distributed.check_batch_size("behaviour_cloning batch_size", config.batch_size)
     for _ in range(steps):
-        behaviour.update(
-            transitions.batch(rows[generator.integers(0, len(rows), config.batch_size)])
-        )
+        batch_rows = rows[generator.integers(0, len(rows), config.batch_size)]
+        behaviour.update(transitions.batch(distributed.split_batch(batch_rows).rows))
     behaviour.eval()
     return behaviour
 
@@ -289,6 +307,8 @@ def run(
     out = Path(out)
     device = torch.device(device)
     run_config, configs = load_run_configuration(configuration)
+    for name, config in configs.items():
+        distributed.check_batch_size(f"{name} batch_size", config.batch_size)
     candidates = {config.candidates for config in configs.values()}
     if len(candidates) != 1:
         raise InvalidArgumentError(
@@ -299,10 +319,12 @@ def run(
         "dataset": str(dataset.path),
         "seeds": list(seeds),
         "device": str(device),
+        "world_size": distributed.world_size(),
         "run": config_to_dict(run_config),
         "methods": {name: config_to_dict(config) for name, config in configs.items()},
     }
-    write_text_atomically(out / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
+    if distributed.is_main():
+        write_text_atomically(out / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
     transitions = Transitions(dataset, spec, device)
     coverage = candidate_coverage(transitions)
     for split, fraction in coverage.items():
@@ -338,7 +360,7 @@ def run(
         )
         trainer = _Trainer(transitions, evaluator, run_config, seed, device)
         models = out / "models" / f"seed{seed}"
-        if behaviour is not None:
+        if behaviour is not None and distributed.is_main():
             save_method(behaviour, models, "behaviour")
         sweep_here = sweep if seed == seeds[0] else None
         trained = _train_all(
@@ -346,10 +368,11 @@ def run(
         )
         results[seed] = {}
         for name, method in trained.items():
-            save_method(method, models, name)
-            results[seed][name] = evaluator.estimate(method.policy_log_probabilities, "test")
+            if distributed.is_main():
+                save_method(method, models, name)
+            results[seed][name] = trainer.estimate(method, "test")
         tscac = trained.get("tscac")
-        if seed == seeds[0] and isinstance(tscac, Tscac):
+        if seed == seeds[0] and isinstance(tscac, Tscac) and distributed.is_main():
             # The first seed's TSCAC actor, in the layout `recrl export RUN_DIR` reads.
             save_actor_for_serving(tscac.actor, out, dataset.path)
         logger.info("seed %d finished in %.1f s", seed, time.perf_counter() - started)
@@ -361,9 +384,10 @@ def run(
     ]
     if "lambda" in chosen:
         notes.append(f"TSCAC lambda (shared, selected on validation): {chosen['lambda']:g}")
-    write_tables(out, spec, results, logged_test, configs, notes)
-    plot_curves(out / "curves.png", curves)
-    if sweep:
+    if distributed.is_main():
+        write_tables(out, spec, results, logged_test, configs, notes)
+        plot_curves(out / "curves.png", curves)
+    if sweep and distributed.is_main():
         plot_lambda_sweep(
             out / "lambda_sweep.png", sweep, spec, estimate_logged(transitions, "validation")
         )
@@ -470,7 +494,7 @@ def _lambda_sweep(
         trainer.train_stage(
             swept, "stage_two", run_config.lambda_sweep_steps, select=False, curve=[]
         )
-        estimates = trainer.evaluator.estimate(swept.policy_log_probabilities, "validation")
+        estimates = trainer.estimate(swept, "validation")
         score = selection_score(
             estimates["ncis"],
             trainer.logged_validation,
