@@ -432,21 +432,34 @@ class RunCheckpoints:
     code may consume random numbers only through generators that phases restore.
 
     Args:
-        root: the checkpoint folder, usually ``<run>/checkpoints``.
+        root: the checkpoint folder, usually ``<run>/checkpoints``; None writes and reads
+            nothing, for callers that train without a run folder.
         every: steps between periodic checkpoints of a phase; 0 writes none.
         resume: read the finished phases and the current checkpoint; false starts afresh and
             deletes what ``root`` holds.
     """
 
-    def __init__(self, root: str | Path, *, every: int = 0, resume: bool = False) -> None:
+    def __init__(self, root: str | Path | None, *, every: int = 0, resume: bool = False) -> None:
         if every < 0:
             raise InvalidArgumentError(f"every: expected a step count >= 0, got {every}")
-        self.root = Path(root)
-        self.every = every
-        self.resume = resume
-        if not resume and self.root.exists():
-            shutil.rmtree(self.root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root = None if root is None else Path(root)
+        self.every = every if root is not None else 0
+        self.resume = resume and root is not None
+        if self.root is not None:
+            if not resume and self.root.exists():
+                shutil.rmtree(self.root)
+            self.root.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def enabled(self) -> bool:
+        """Whether checkpoints are written (a root folder was given)."""
+        return self.root is not None
+
+    def folder(self, name: str) -> Path:
+        """Return ``root / name``; raises when checkpoints are disabled."""
+        if self.root is None:
+            raise InvalidArgumentError("checkpoints: disabled (root is None), no folder to use")
+        return self.root / name
 
     def phase(self, name: str, state: TrainingState) -> Phase:
         """Return the phase ``name``, whose checkpoints save and restore ``state``."""
@@ -457,7 +470,7 @@ class RunCheckpoints:
         parts = name.split("/")
         if not name or any(part in ("", ".", "..") for part in parts):
             raise InvalidArgumentError(f"phase: expected a name like seed0/stage_one, got {name!r}")
-        return self.root / "phases" / "--".join(parts)
+        return self.folder("phases") / "--".join(parts)
 
 
 class Phase:
@@ -471,22 +484,28 @@ class Phase:
         self.checkpoints = checkpoints
         self.name = name
         self.state = state
-        self.folder = checkpoints.phase_folder(name)
+        self.folder = checkpoints.phase_folder(name) if checkpoints.enabled else None
 
     @property
     def completed(self) -> bool:
         """Whether a resumed run finished this phase before."""
-        return self.checkpoints.resume and checkpoint_path(self.folder) is not None
+        if self.folder is None or not self.checkpoints.resume:
+            return False
+        return checkpoint_path(self.folder) is not None
 
     def restore_completed(self) -> dict[str, Any]:
         """Restore the state at the end of the finished phase and return its metadata."""
+        if self.folder is None:
+            raise InvalidArgumentError(f"phase {self.name}: checkpoints are disabled")
         logger.info("resume: phase %s finished before; loading its final state", self.name)
         return load_checkpoint(self.folder, self.state).metadata
 
     def resume(self) -> Checkpoint | None:
         """Restore the latest periodic checkpoint of this phase, or return None if none exists."""
-        current = self.checkpoints.root / "current"
-        if not self.checkpoints.resume or checkpoint_path(current) is None:
+        if not self.checkpoints.resume:
+            return None
+        current = self.checkpoints.folder("current")
+        if checkpoint_path(current) is None:
             return None
         if load_checkpoint(current, restore_global_generators=False).metadata["phase"] != self.name:
             return None
@@ -510,7 +529,7 @@ class Phase:
         """Write the periodic checkpoint after ``step``."""
         values = {**(metadata or {}), "phase": self.name, "step": step}
         save_checkpoint(
-            self.checkpoints.root / "current", self.state, tensors=tensors, metadata=values
+            self.checkpoints.folder("current"), self.state, tensors=tensors, metadata=values
         )
         logger.debug("checkpoint of phase %s after step %d", self.name, step)
 
@@ -519,11 +538,13 @@ class Phase:
         if self.checkpoints.every <= 0:
             return
         save_checkpoint(
-            self.checkpoints.root / "best",
+            self.checkpoints.folder("best"),
             TrainingState(modules={"model": module}),
             metadata={"phase": self.name, "step": step, "validation_score": score},
         )
 
     def complete(self, metadata: Mapping[str, Any] | None = None) -> None:
         """Record the phase as finished with the current state and ``metadata``."""
+        if self.folder is None:
+            return
         save_checkpoint(self.folder, self.state, metadata={**(metadata or {}), "phase": self.name})

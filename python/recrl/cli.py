@@ -351,6 +351,7 @@ def _add_rmtl_parser(commands: Any) -> None:
         help="torch CPU threads (default: torch's choice); 1 is fastest on a busy machine",
     )
     rmtl.add_argument("--no-plots", action="store_true", help="skip the PNG curves")
+    _add_resume_options(rmtl, "batches (optimizer steps) of a training stage")
 
 
 def _run_rmtl_command(args: argparse.Namespace) -> int:
@@ -382,8 +383,20 @@ def _run_rmtl_command(args: argparse.Namespace) -> int:
         transfers=tuple(transfers),
         plots=not args.no_plots,
     )
+    if args.checkpoint_every < 0:
+        raise InvalidArgumentError(
+            f"--checkpoint-every: expected N >= 0, got {args.checkpoint_every}"
+        )
     started = time.perf_counter()
-    run_rmtl(args.data, args.out, config, plan, device=device)
+    run_rmtl(
+        args.data,
+        args.out,
+        config,
+        plan,
+        device=device,
+        resume=args.resume,
+        checkpoint_every=args.checkpoint_every,
+    )
     print((args.out / "table.md").read_text(), end="")
     print(f"rmtl finished in {time.perf_counter() - started:.1f} s; results in {args.out}")
     return 0
