@@ -15,8 +15,8 @@ A checkpoint is a folder with two files:
 Replay buffers are written beside them by :meth:`recrl.replay.ReplayBuffer.save` (contents,
 priorities, write position and sampling generator). Nothing is read through pickle.
 
-Writing is atomic at folder level: the files go into a hidden temporary folder beside the
-destination and are synced, the previous checkpoint is renamed to ``.<name>.old``, the new
+Writing is atomic at folder level. The files go into a hidden temporary folder beside the
+destination and are synced. Then the previous checkpoint is renamed to ``.<name>.old``, the new
 folder is renamed into place, and only then is the old one deleted. A crash at any moment
 therefore leaves a complete checkpoint under the name or under ``.<name>.old``, and
 :func:`load_checkpoint` reads whichever exists.
@@ -90,7 +90,7 @@ class TrainingState:
 
 @dataclass
 class Checkpoint:
-    """What :func:`load_checkpoint` returns beyond the restored objects.
+    """The result of :func:`load_checkpoint`, besides the objects it restores in place.
 
     Attributes:
         path: the folder read (the retired ``.<name>.old`` folder after an interrupted write).
@@ -426,10 +426,10 @@ class RunCheckpoints:
         root/current/          the latest periodic checkpoint of the running phase
         root/best/             the best validation state of the running phase
 
-    A phase name is a ``/``-separated path such as ``seed0/tscac/stage_one``; it must be unique
-    within the run. Phases run in the same order on every run of the same configuration; a
-    resumed run re-executes the code between phases (model construction, evaluation), so that
-    code may consume random numbers only through generators that phases restore.
+    A phase name is a ``/``-separated path such as ``seed0/tscac/stage_one``, unique within the
+    run. Phases run in the same order on every run of the same configuration. A resumed run
+    executes the code between phases again (model construction, evaluation), so that code may
+    draw random numbers only from generators that the phases restore.
 
     Args:
         root: the checkpoint folder, usually ``<run>/checkpoints``; None writes and reads
@@ -516,7 +516,7 @@ class Phase:
         return checkpoint
 
     def due(self, step: int) -> bool:
-        """Whether a periodic checkpoint is due after ``step``."""
+        """Return True when a periodic checkpoint is due after ``step``."""
         return self.checkpoints.every > 0 and step % self.checkpoints.every == 0
 
     def save(

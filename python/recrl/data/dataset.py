@@ -704,9 +704,9 @@ class PreparedDataset:
 def load_prepared(path: str | Path) -> PreparedDataset:
     """Open the prepared dataset in folder ``path``.
 
-    When a replacing ``prepare`` was killed between moving the old dataset aside and moving the
-    new one into place, ``path`` is missing and the old dataset sits complete in
-    ``.<name>.old``; it is moved back first.
+    A replacing ``prepare`` killed between moving the old dataset aside and moving the new one
+    into place leaves ``path`` missing and the old dataset complete in ``.<name>.old``. That
+    folder is then moved back first.
     """
     path = Path(path)
     retired = path.with_name(f".{path.name}.old")

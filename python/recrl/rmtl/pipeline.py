@@ -211,7 +211,7 @@ def run_rmtl(
 
 
 def _check_resumable(path: Path, resolved: dict[str, Any]) -> None:
-    """Raise unless ``path`` holds the settings of ``resolved`` (to resume that run).
+    """Raise unless ``path`` contains the settings of ``resolved`` (to resume that run).
 
     Versions and the platform are compared with a warning only, so a run can continue after
     an upgrade; results may then differ from an uninterrupted run.

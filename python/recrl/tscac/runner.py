@@ -476,7 +476,7 @@ def run(
 
 
 def _check_resumable(path: Path, resolved: dict[str, Any]) -> None:
-    """Raise unless ``path`` holds the configuration ``resolved`` (to resume that run)."""
+    """Raise unless ``path`` contains the configuration ``resolved`` (to resume that run)."""
     if not path.is_file():
         raise RecrlIOError(f"{path}: not found; --resume continues a run started in that folder")
     stored = yaml.safe_load(path.read_text())
