@@ -342,9 +342,8 @@ import sys
 import torch
 from recrl.checkpoint import TrainingState, save_checkpoint
 
-directory = sys.argv[1]
+directory, mark = sys.argv[1], int(sys.argv[2])
 model = torch.nn.Linear(300, 300)
-mark = 0
 while True:
     mark += 1
     with torch.no_grad():
@@ -353,14 +352,26 @@ while True:
 """
 
 
+def latest_mark(directory: Path) -> int:
+    """Return the mark of the checkpoint in ``directory``, or 0 while none can be read."""
+    try:
+        return int(load_checkpoint(directory, restore_global_generators=False).metadata["mark"])
+    except (OSError, ValueError):
+        # A concurrent write renamed the folder between finding and reading it.
+        return 0
+
+
 def test_kill_during_writes_keeps_a_complete_checkpoint(tmp_path):
     directory = tmp_path / "current"
     generator = random.Random(0)
-    for attempt in range(4):
-        process = subprocess.Popen([sys.executable, "-c", WRITER, str(directory)])
+    start = 0
+    for attempt in range(3):
+        command = [sys.executable, "-c", WRITER, str(directory), str(start)]
+        process = subprocess.Popen(command)
         try:
+            # Wait until this writer has written, then kill it at a random moment of its loop.
             deadline = time.monotonic() + 60
-            while checkpoint_path(directory) is None and time.monotonic() < deadline:
+            while latest_mark(directory) <= start and time.monotonic() < deadline:
                 time.sleep(0.01)
             time.sleep(generator.uniform(0.0, 0.3))
         finally:
@@ -369,8 +380,9 @@ def test_kill_during_writes_keeps_a_complete_checkpoint(tmp_path):
         model = torch.nn.Linear(300, 300)
         checkpoint = load_checkpoint(directory, TrainingState(modules={"model": model}))
         mark = checkpoint.metadata["mark"]
-        assert mark >= 1, attempt
+        assert mark > start, attempt
         assert torch.equal(model.weight, torch.full((300, 300), float(mark))), attempt
+        start = mark
 
 
 def test_interrupted_dataset_replace_keeps_previous(tmp_path, monkeypatch):

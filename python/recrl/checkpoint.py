@@ -395,6 +395,7 @@ def _restore_global_generators(document: dict[str, Any], entries: dict[str, torc
     np.random.set_state(numpy_state)
     torch.set_rng_state(entries["rng/torch"])
     devices = document["cuda_devices"]
+    # NOTE: no test covers the CUDA states; the tests run on CPU.
     if devices and torch.cuda.is_available():
         available = min(devices, torch.cuda.device_count())
         torch.cuda.set_rng_state_all([entries[f"rng/cuda/{i}"] for i in range(available)])
