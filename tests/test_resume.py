@@ -65,6 +65,15 @@ def current_phase(out: Path) -> str:
     return str(document["metadata"]["phase"])
 
 
+def without_timings(value):
+    """Drop the ``time/...`` entries, which differ between any two runs."""
+    if isinstance(value, dict):
+        return {k: without_timings(v) for k, v in value.items() if not k.startswith("time/")}
+    if isinstance(value, list):
+        return [without_timings(item) for item in value]
+    return value
+
+
 def kill_when(arguments: list[str], out: Path, phase_prefix: str) -> None:
     """Run ``recrl ARGUMENTS`` and SIGKILL it once a checkpoint of a matching phase exists."""
     command = [sys.executable, "-m", "recrl.cli", *arguments]
@@ -116,6 +125,10 @@ def test_rmtl_killed_and_resumed_matches(prepared, tmp_path):
     assert (out / "table.csv").read_text() == expected
     results = json.loads((out / "results.json").read_text())
     assert results == json.loads((tmp_path / "uninterrupted" / "results.json").read_text())
+    for backbone in ("esmm", "mmoe"):
+        history = json.loads((out / "seed0" / backbone / "history.json").read_text())
+        path = tmp_path / "uninterrupted" / "seed0" / backbone / "history.json"
+        assert without_timings(history) == without_timings(json.loads(path.read_text()))
 
 
 def test_resume_rejects_changed_settings(prepared, tmp_path, capsys):
