@@ -181,6 +181,7 @@ def _build_parser() -> argparse.ArgumentParser:
         default=[0],
         help="one or more seeds; the table reports mean and spread over them (default: 0)",
     )
+    _add_resume_options(tscac, "gradient steps of a training stage")
 
     demo = commands.add_parser(
         "demo",
@@ -208,6 +209,23 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     _add_device_options(demo)
     return parser
+
+
+def _add_resume_options(parser: argparse.ArgumentParser, unit: str) -> None:
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its checkpoints: finished stages are loaded, the "
+        "interrupted one continues from its last checkpoint; the settings must equal the run's",
+    )
+    parser.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=0,
+        metavar="N",
+        help=f"write a checkpoint every N {unit}, besides the one at the end of each stage; "
+        "0 writes only those (default: 0)",
+    )
 
 
 def _add_device_options(parser: argparse.ArgumentParser) -> None:
@@ -242,14 +260,26 @@ def _run_tscac(
     configuration: dict[str, Any] | None,
     seeds: list[int],
     device: str,
+    resume: bool = False,
+    checkpoint_every: int = 0,
 ) -> None:
     from recrl import data
     from recrl.tscac.runner import run
 
+    if checkpoint_every < 0:
+        raise InvalidArgumentError(f"--checkpoint-every: expected N >= 0, got {checkpoint_every}")
     started = time.perf_counter()
     device = _join_process_group(device)
     dataset = data.load_prepared(dataset_path)
-    run(dataset, out, configuration, seeds=tuple(seeds), device=device)
+    run(
+        dataset,
+        out,
+        configuration,
+        seeds=tuple(seeds),
+        device=device,
+        resume=resume,
+        checkpoint_every=checkpoint_every,
+    )
     if _is_main():
         print((out / "table.md").read_text())
         print(f"tscac run written to {out} in {time.perf_counter() - started:.1f} s")
@@ -342,6 +372,7 @@ def _add_rmtl_parser(commands: Any) -> None:
         help="torch CPU threads (default: torch's choice); 1 is fastest on a busy machine",
     )
     rmtl.add_argument("--no-plots", action="store_true", help="skip the PNG curves")
+    _add_resume_options(rmtl, "batches (optimizer steps) of a training stage")
 
 
 def _run_rmtl_command(args: argparse.Namespace) -> int:
@@ -373,9 +404,21 @@ def _run_rmtl_command(args: argparse.Namespace) -> int:
         transfers=tuple(transfers),
         plots=not args.no_plots,
     )
+    if args.checkpoint_every < 0:
+        raise InvalidArgumentError(
+            f"--checkpoint-every: expected N >= 0, got {args.checkpoint_every}"
+        )
     started = time.perf_counter()
     device = _join_process_group(device)
-    run_rmtl(args.data, args.out, config, plan, device=device)
+    run_rmtl(
+        args.data,
+        args.out,
+        config,
+        plan,
+        device=device,
+        resume=args.resume,
+        checkpoint_every=args.checkpoint_every,
+    )
     if _is_main():
         print((args.out / "table.md").read_text(), end="")
         print(f"rmtl finished in {time.perf_counter() - started:.1f} s; results in {args.out}")
@@ -458,7 +501,15 @@ def _run(args: argparse.Namespace) -> int:
         return _run_rmtl_command(args)
     if args.command == "tscac":
         configuration = _load_yaml(args.config) if args.config else None
-        _run_tscac(args.data, args.out, configuration, args.seed, _torch_device(args))
+        _run_tscac(
+            args.data,
+            args.out,
+            configuration,
+            args.seed,
+            _torch_device(args),
+            resume=args.resume,
+            checkpoint_every=args.checkpoint_every,
+        )
         return 0
     if args.command == "demo":
         return _demo(args)

@@ -702,5 +702,18 @@ class PreparedDataset:
 
 
 def load_prepared(path: str | Path) -> PreparedDataset:
-    """Open the prepared dataset in folder ``path``."""
+    """Open the prepared dataset in folder ``path``.
+
+    A replacing ``prepare`` killed between moving the old dataset aside and moving the new one
+    into place leaves ``path`` missing and the old dataset complete in ``.<name>.old``. That
+    folder is then moved back first.
+    """
+    path = Path(path)
+    retired = path.with_name(f".{path.name}.old")
+    if not path.exists() and (retired / "manifest.json").is_file():
+        logger.warning(
+            "%s: restoring the previous dataset from %s (a replace was interrupted)", path, retired
+        )
+        retired.rename(path)
+        _files.sync_directory(path.parent)
     return PreparedDataset(path)

@@ -42,8 +42,9 @@ import torch
 
 import recrl
 from recrl import distributed
+from recrl.checkpoint import RunCheckpoints, differing_keys
 from recrl.data import load_prepared
-from recrl.errors import InvalidArgumentError
+from recrl.errors import InvalidArgumentError, RecrlIOError
 from recrl.nets.mtl import BACKBONE_TITLES, BACKBONES, build_backbone
 from recrl.rmtl.config import WEIGHTINGS, RMTLConfig
 from recrl.rmtl.data import TASK_NAMES, TaskData
@@ -136,8 +137,30 @@ def run_rmtl(
     config: RMTLConfig,
     plan: RunPlan,
     device: str = "cpu",
+    *,
+    resume: bool = False,
+    checkpoint_every: int = 0,
 ) -> list[dict[str, Any]]:
     """Run the whole pipeline and write models, histories, plots and tables into ``out``.
+
+    Each stage (pretraining, critics, each fine-tuning) is a checkpointed phase of
+    ``out/checkpoints`` (see ``recrl.checkpoint.RunCheckpoints``).
+
+    Args:
+        data_path: the prepared dataset folder.
+        out: the run folder.
+        config: the RMTL settings.
+        plan: backbones, seeds, ablations and transfers.
+        device: torch device.
+        resume: continue the run in ``out``: finished stages are loaded, the interrupted one
+            continues from its last checkpoint. The data, device, plan and config must equal
+            those stored in ``out/config.json``.
+        checkpoint_every: batches (optimizer steps) between periodic checkpoints of a stage;
+            0 writes only the checkpoint at the end of each stage.
+
+    Raises:
+        InvalidArgumentError: ``resume`` with settings that differ from the stored ones.
+        RecrlIOError: ``resume`` without a ``config.json`` in ``out``.
 
     Returns:
         One dict per trained model: ``method``, ``backbone``, ``weighting``, ``seed`` and
@@ -162,8 +185,11 @@ def run_rmtl(
         },
         "config": config.to_dict(),
     }
-    if distributed.is_main():
+    if resume:
+        _check_resumable(out / "config.json", resolved)
+    elif distributed.is_main():
         write_json(out / "config.json", resolved)
+    checkpoints = RunCheckpoints(out / "checkpoints", every=checkpoint_every, resume=resume)
     data = TaskData.load(dataset, device)
     logger.info(
         "loaded %s: %d rows, splits %s",
@@ -175,10 +201,14 @@ def run_rmtl(
     results: list[dict[str, Any]] = []
     for seed in plan.seeds:
         for backbone in plan.backbones:
-            results.extend(_run_backbone(data, out, config, plan, backbone, seed, device))
+            results.extend(
+                _run_backbone(data, out, config, plan, backbone, seed, device, checkpoints)
+            )
             _write_on_main(write_json, out / "results.json", results)
         for source, target in plan.transfers:
-            results.append(_run_transfer(data, out, config, source, target, seed, device))
+            results.append(
+                _run_transfer(data, out, config, source, target, seed, device, checkpoints)
+            )
             _write_on_main(write_json, out / "results.json", results)
 
     order = _method_order(plan)
@@ -191,6 +221,30 @@ def _write_on_main(write: Any, *args: Any) -> None:
     """Call ``write(*args)`` on rank 0 only, because every rank has the same models and results."""
     if distributed.is_main():
         write(*args)
+
+
+def _check_resumable(path: Path, resolved: dict[str, Any]) -> None:
+    """Raise unless ``path`` contains the settings of ``resolved`` (to resume that run).
+
+    Versions and the platform are compared with a warning only, so a run can continue after
+    an upgrade; results may then differ from an uninterrupted run.
+    """
+    if not path.is_file():
+        raise RecrlIOError(f"{path}: not found; --resume continues a run started in that folder")
+    stored = json.loads(path.read_text())
+    environment = ("recrl_version", "torch_version", "platform")
+    for key in environment:
+        if stored.get(key) != resolved[key]:
+            logger.warning("resume: %s was %s, is now %s", key, stored.get(key), resolved[key])
+    differing = differing_keys(
+        {k: v for k, v in stored.items() if k not in environment},
+        {k: v for k, v in resolved.items() if k not in environment},
+    )
+    if differing:
+        raise InvalidArgumentError(
+            f"--resume: the settings differ from those stored in {path} at "
+            f"{', '.join(differing)}; use the original settings or start a new run folder"
+        )
 
 
 def _method_order(plan: RunPlan) -> list[str]:
@@ -214,8 +268,10 @@ def _run_backbone(
     backbone: str,
     seed: int,
     device: str,
+    checkpoints: RunCheckpoints,
 ) -> list[dict[str, Any]]:
     folder = out / f"seed{seed}" / backbone
+    phase = f"seed{seed}/{backbone}"
     run_config = config.with_backbone(backbone)
     generator = _seeded(seed)
     started = time.perf_counter()
@@ -224,12 +280,28 @@ def _run_backbone(
     # Step 1: pretrain the backbone.
     model = build_backbone(data.spec, run_config.backbone).to(device)
     batch = config.evaluation_batch_size
-    histories["pretrain"] = pretrain(model, data, config.pretrain, generator, batch)
+    histories["pretrain"] = pretrain(
+        model,
+        data,
+        config.pretrain,
+        generator,
+        batch,
+        checkpoints=checkpoints,
+        phase=f"{phase}/pretrain",
+    )
     _write_on_main(save_backbone, folder / "pretrained", model)
     results = [_result(method_name(backbone), backbone, None, seed, model, data, batch)]
 
     # Step 2: critics against the frozen pretrained backbone.
-    critics, histories["critic"] = train_critics(model, data, config.critic, generator, batch)
+    critics, histories["critic"] = train_critics(
+        model,
+        data,
+        config.critic,
+        generator,
+        batch,
+        checkpoints=checkpoints,
+        phase=f"{phase}/critics",
+    )
     _write_on_main(save_critics, folder / "critics", critics, data.spec, len(model.tasks))
 
     # Step 3: fine-tune a copy per weighting, then test it once.
@@ -237,7 +309,14 @@ def _run_backbone(
         tuned = copy.deepcopy(model)
         finetune_config = run_config.with_weighting(weighting).finetune
         histories[f"finetune_{weighting}"] = finetune(
-            tuned, critics, data, finetune_config, generator, batch
+            tuned,
+            critics,
+            data,
+            finetune_config,
+            generator,
+            batch,
+            checkpoints=checkpoints,
+            phase=f"{phase}/finetune_{weighting}",
         )
         _write_on_main(save_backbone, folder / f"finetuned_{weighting}", tuned)
         name = method_name(backbone, weighting)
@@ -262,6 +341,7 @@ def _run_transfer(
     target: str,
     seed: int,
     device: str,
+    checkpoints: RunCheckpoints,
 ) -> dict[str, Any]:
     generator = _seeded(seed)
     # NOTE: every rank reads rank 0's files here, so a run on several machines needs a run
@@ -271,7 +351,14 @@ def _run_transfer(
     critics = load_critics(out / f"seed{seed}" / source / "critics", device)
     finetune_config = config.with_weighting("rmtl").finetune
     history = finetune(
-        model, critics, data, finetune_config, generator, config.evaluation_batch_size
+        model,
+        critics,
+        data,
+        finetune_config,
+        generator,
+        config.evaluation_batch_size,
+        checkpoints=checkpoints,
+        phase=f"seed{seed}/{target}/finetune_rmtl_critics_of_{source}",
     )
     folder = out / f"seed{seed}" / target
     _write_on_main(save_backbone, folder / f"finetuned_rmtl_critics_of_{source}", model)

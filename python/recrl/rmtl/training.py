@@ -9,6 +9,8 @@ from __future__ import annotations
 import copy
 import logging
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -16,6 +18,7 @@ import torch
 from torch import nn
 
 from recrl import distributed
+from recrl.checkpoint import Phase, RunCheckpoints, TrainingState
 from recrl.evaluation.metrics import task_metrics
 from recrl.nets.mtl import MultiTaskBackbone
 from recrl.rmtl.config import CriticConfig, FinetuneConfig, PretrainConfig
@@ -88,11 +91,82 @@ def _flatten(prefix: str, metrics: dict[str, dict[str, float]]) -> dict[str, flo
     }
 
 
-def _shuffled_batches(
-    rows: torch.Tensor, batch_size: int, generator: torch.Generator
-) -> list[torch.Tensor]:
-    order = rows[torch.randperm(len(rows), generator=generator).to(rows.device)]
-    return list(torch.split(order, batch_size))
+_NO_CHECKPOINTS = RunCheckpoints(None)
+
+
+@dataclass
+class _EpochLoop:
+    """Position of an epochs-of-shuffled-batches loop and what it has gathered, resumable.
+
+    A periodic checkpoint stores the current epoch's shuffled order and the number of its
+    batches already taken, so a resumed loop continues at the next batch of the same order.
+    """
+
+    phase: Phase
+    epoch: int = 1
+    batches_done: int = 0
+    steps: int = 0
+    order: torch.Tensor | None = None
+    losses: list[float] = field(default_factory=list)
+    history: History = field(default_factory=list)
+    best_score: float = -float("inf")
+    stale: int = 0
+    best_state: dict[str, torch.Tensor] | None = None
+
+    @classmethod
+    def start(cls, phase: Phase, device: torch.device) -> _EpochLoop:
+        """Return a fresh loop, or the loop of ``phase``'s periodic checkpoint (restored)."""
+        loop = cls(phase)
+        checkpoint = phase.resume()
+        if checkpoint is None:
+            return loop
+        values = checkpoint.metadata
+        loop.epoch, loop.batches_done = values["epoch"], values["batches_done"]
+        loop.steps, loop.losses, loop.history = values["step"], values["losses"], values["history"]
+        loop.best_score, loop.stale = values["best_score"], values["stale"]
+        loop.order = checkpoint.tensors["order"].to(device)
+        best = {
+            key.removeprefix("best/"): value
+            for key, value in checkpoint.tensors.items()
+            if key.startswith("best/")
+        }
+        loop.best_state = {key: value.to(device) for key, value in best.items()} or None
+        return loop
+
+    def batches(
+        self, rows: torch.Tensor, batch_size: int, generator: torch.Generator
+    ) -> Iterator[torch.Tensor]:
+        """Yield the remaining batches of the current epoch, shuffling at its start."""
+        if self.order is None:
+            self.order = rows[torch.randperm(len(rows), generator=generator).to(rows.device)]
+        yield from torch.split(self.order, batch_size)[self.batches_done :]
+
+    def finish_batch(self, loss: float) -> None:
+        """Count a finished batch and write a periodic checkpoint when one is due."""
+        self.losses.append(loss)
+        self.batches_done += 1
+        self.steps += 1
+        if not self.phase.due(self.steps):
+            return
+        tensors = {f"best/{key}": value for key, value in (self.best_state or {}).items()}
+        if self.order is not None:
+            tensors["order"] = self.order
+        metadata = {
+            "epoch": self.epoch,
+            "batches_done": self.batches_done,
+            "losses": self.losses,
+            "history": self.history,
+            "best_score": self.best_score,
+            "stale": self.stale,
+        }
+        self.phase.save(self.steps, tensors=tensors, metadata=metadata)
+
+    def finish_epoch(self) -> None:
+        """Move to the next epoch."""
+        self.epoch += 1
+        self.batches_done = 0
+        self.order = None
+        self.losses = []
 
 
 def _fit_with_early_stopping(
@@ -106,26 +180,35 @@ def _fit_with_early_stopping(
     generator: torch.Generator,
     stage: str,
     evaluation_batch_size: int,
+    phase: Phase,
 ) -> History:
-    """Run epochs of ``step(rows) -> loss`` and keep the weights of the best validation AUC."""
+    """Run epochs of ``step(rows) -> loss`` and keep the weights of the best validation AUC.
+
+    A finished ``phase`` is loaded instead of trained; an interrupted one continues from its
+    last periodic checkpoint.
+    """
     distributed.check_batch_size(f"{stage} batch_size", batch_size)
-    history: History = []
-    best_score = -float("inf")
-    best_state = copy.deepcopy(model.state_dict())
-    stale = 0
-    for epoch in range(1, epochs + 1):
+    if phase.completed:
+        history: History = phase.restore_completed()["history"]
+        model.eval()
+        return history
+    loop = _EpochLoop.start(phase, data.labels.device)
+    if loop.best_state is None:
+        loop.best_state = copy.deepcopy(model.state_dict())
+    best_state = loop.best_state
+    while loop.epoch <= epochs:
+        epoch = loop.epoch
         started = time.perf_counter()
         model.train()
-        losses = []
-        for rows in _shuffled_batches(data.splits["train"], batch_size, generator):
+        for rows in loop.batches(data.splits["train"], batch_size, generator):
             # Under torchrun each rank trains on its part of the same global batch.
             part = distributed.split_batch(rows)
             loss = step(part.rows)
             optimizer.zero_grad(set_to_none=True)
             (loss * part.loss_scale).backward()
             optimizer.step()
-            losses.append(part.global_mean(float(loss.detach())))
-            logger.debug("%s step %d: loss %.9g", stage, len(losses), losses[-1])
+            loop.finish_batch(part.global_mean(float(loss.detach())))
+            logger.debug("%s step %d: loss %.9g", stage, loop.steps, loop.losses[-1])
 
         # Rank 0 evaluates, and every rank receives the metrics for early stopping.
         validation = distributed.broadcast_from_main(
@@ -134,12 +217,12 @@ def _fit_with_early_stopping(
         score = mean_auc(validation)
         record = {
             "epoch": float(epoch),
-            f"loss/{stage}": float(np.mean(losses)),
+            f"loss/{stage}": float(np.mean(loop.losses)),
             "eval/validation_mean_auc": score,
             "time/epoch_s": time.perf_counter() - started,
             **_flatten("eval/validation", validation),
         }
-        history.append(record)
+        loop.history.append(record)
         logger.info(
             "%s epoch %d: loss %.5f, validation mean AUC %.4f",
             stage,
@@ -147,16 +230,33 @@ def _fit_with_early_stopping(
             record[f"loss/{stage}"],
             score,
         )
-        if score > best_score:
-            best_score, best_state, stale = score, copy.deepcopy(model.state_dict()), 0
+        loop.finish_epoch()
+        if score > loop.best_score:
+            loop.best_score, loop.stale = score, 0
+            best_state = copy.deepcopy(model.state_dict())
+            loop.best_state = best_state
+            phase.save_best(loop.steps, score, model)
         else:
-            stale += 1
-            if stale >= patience:
+            loop.stale += 1
+            if loop.stale >= patience:
                 logger.info("%s stopped early after epoch %d", stage, epoch)
                 break
     model.load_state_dict(best_state)
     model.eval()
-    return history
+    phase.complete({"history": loop.history})
+    return loop.history
+
+
+def _state(
+    modules: dict[str, torch.nn.Module],
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+) -> TrainingState:
+    return TrainingState(
+        modules=modules,
+        optimizers={"optimizer": optimizer},
+        torch_generators={"shuffle": generator},
+    )
 
 
 def pretrain(
@@ -165,8 +265,15 @@ def pretrain(
     config: PretrainConfig,
     generator: torch.Generator,
     evaluation_batch_size: int = 8192,
+    *,
+    checkpoints: RunCheckpoints = _NO_CHECKPOINTS,
+    phase: str = "pretrain",
 ) -> History:
-    """Train ``model`` on the unweighted mean of the task BCE losses, in place."""
+    """Train ``model`` on the unweighted mean of the task BCE losses, in place.
+
+    ``checkpoints`` and ``phase`` name where the stage's checkpoints go (see
+    ``recrl.checkpoint.RunCheckpoints``); by default none are written.
+    """
     optimizer = torch.optim.Adam(
         model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
     )
@@ -188,6 +295,7 @@ def pretrain(
         generator,
         "pretrain",
         evaluation_batch_size,
+        checkpoints.phase(phase, _state({"model": model}, optimizer, generator)),
     )
 
 
@@ -197,23 +305,34 @@ def train_critics(
     config: CriticConfig,
     generator: torch.Generator,
     evaluation_batch_size: int = 8192,
+    *,
+    checkpoints: RunCheckpoints = _NO_CHECKPOINTS,
+    phase: str = "critics",
 ) -> tuple[CriticTrainer, History]:
     """Train one critic per task against the frozen ``model`` on the training sessions.
 
     The backbone's predictions at every row are computed once. A transition's next state is
     the next logged step of its session (``next_index``), and the backbone's noiseless
-    prediction there is the next action.
+    prediction there is the next action. ``checkpoints`` and ``phase`` as in :func:`pretrain`.
     """
     distributed.check_batch_size("critic batch_size", config.batch_size)
     trainer = CriticTrainer(data.spec, len(model.tasks), config, generator).to(data.labels.device)
     trainer.trained_critics = nn.ModuleList(distributed.wrap(c) for c in trainer.critics)
+    modules: dict[str, torch.nn.Module] = {
+        "critics": trainer.critics,
+        "target_critics": trainer.target_critics,
+    }
+    stage = checkpoints.phase(phase, _state(modules, trainer.optimizer, generator))
+    if stage.completed:
+        trainer.trained_critics = trainer.critics
+        return trainer, stage.restore_completed()["history"]
     everything = torch.arange(len(data.labels), device=data.labels.device)
     predictions = predict(model, data, everything, evaluation_batch_size)
-    history: History = []
-    for epoch in range(1, config.epochs + 1):
+    loop = _EpochLoop.start(stage, data.labels.device)
+    while loop.epoch <= config.epochs:
+        epoch = loop.epoch
         started = time.perf_counter()
-        losses = []
-        for batch_rows in _shuffled_batches(data.splits["train"], config.batch_size, generator):
+        for batch_rows in loop.batches(data.splits["train"], config.batch_size, generator):
             part = distributed.split_batch(batch_rows)
             rows = part.rows
             next_rows = data.next_index[rows]
@@ -228,14 +347,14 @@ def train_critics(
                 has_next,
                 part,
             )
-            losses.append(result["loss/critic"])
+            loop.finish_batch(result["loss/critic"])
         validation_loss = distributed.broadcast_from_main(
             lambda: critic_td_error(trainer, data, predictions, "validation")
         )
-        history.append(
+        loop.history.append(
             {
                 "epoch": float(epoch),
-                "loss/critic": float(np.mean(losses)),
+                "loss/critic": float(np.mean(loop.losses)),
                 "eval/validation_td_error": validation_loss,
                 "time/epoch_s": time.perf_counter() - started,
             }
@@ -243,11 +362,13 @@ def train_critics(
         logger.info(
             "critic epoch %d: TD loss %.5f, validation TD error %.5f",
             epoch,
-            history[-1]["loss/critic"],
+            loop.history[-1]["loss/critic"],
             validation_loss,
         )
+        loop.finish_epoch()
+    stage.complete({"history": loop.history})
     trainer.trained_critics = trainer.critics
-    return trainer, history
+    return trainer, loop.history
 
 
 @torch.no_grad()
@@ -277,11 +398,15 @@ def finetune(
     config: FinetuneConfig,
     generator: torch.Generator,
     evaluation_batch_size: int = 8192,
+    *,
+    checkpoints: RunCheckpoints = _NO_CHECKPOINTS,
+    phase: str = "finetune",
 ) -> History:
     """Fine-tune ``model`` in place with critic-weighted task losses; critics stay fixed.
 
     Each batch's weights omega [B, K] come from the critics evaluated at the model's current
-    predictions, detached (see :func:`recrl.rmtl.losses.task_weights`).
+    predictions, detached (see :func:`recrl.rmtl.losses.task_weights`). ``checkpoints`` and
+    ``phase`` as in :func:`pretrain`.
     """
     optimizer = torch.optim.Adam(
         model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
@@ -308,4 +433,5 @@ def finetune(
         generator,
         f"finetune_{config.weighting}",
         evaluation_batch_size,
+        checkpoints.phase(phase, _state({"model": model}, optimizer, generator)),
     )

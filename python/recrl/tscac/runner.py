@@ -24,8 +24,15 @@ import torch
 import yaml
 
 from recrl import distributed
+from recrl.checkpoint import (
+    Phase,
+    RunCheckpoints,
+    TrainingState,
+    differing_keys,
+    optimizers_of,
+)
 from recrl.data import PreparedDataset
-from recrl.errors import InvalidArgumentError
+from recrl.errors import InvalidArgumentError, RecrlIOError
 from recrl.tscac.agents import METHODS, InteractionActorCritic, Method, Tscac, build_method
 from recrl.tscac.config import (
     CONFIG_CLASSES,
@@ -152,8 +159,10 @@ class _Trainer:
         run_config: RunConfig,
         seed: int,
         device: torch.device,
+        checkpoints: RunCheckpoints | None = None,
     ) -> None:
         self.transitions = transitions
+        self.checkpoints = checkpoints if checkpoints is not None else RunCheckpoints(None)
         self.evaluator = evaluator
         self.run_config = run_config
         self.device = device
@@ -181,9 +190,19 @@ class _Trainer:
         )
 
     def train_stage(
-        self, method: Method, stage: str, steps: int, select: bool, curve: list[dict[str, Any]]
+        self,
+        method: Method,
+        stage: str,
+        steps: int,
+        select: bool,
+        curve: list[dict[str, Any]],
+        phase_name: str,
     ) -> float:
         """Run ``steps`` updates of ``stage``; with ``select``, keep the best validation state.
+
+        ``phase_name`` names the stage's checkpoints: a resumed run loads the final state of a
+        finished phase instead of training it, and continues an interrupted one from its last
+        periodic checkpoint.
 
         Returns:
             The best validation score (or the last one without ``select``).
@@ -191,12 +210,35 @@ class _Trainer:
         method.set_stage(stage)
         method.train()
         config = method.config
+        state = TrainingState(
+            modules={"method": method},
+            optimizers=optimizers_of(method),
+            generators={"trainer": self.generator},
+        )
+        phase = self.checkpoints.phase(phase_name, state)
+        if phase.completed:
+            record = phase.restore_completed()
+            curve.extend(record["curve"])
+            method.eval()
+            return float(record["score"])
+
         best_score, best_state = -np.inf, None
         sums: dict[str, float] = {}
-        for step in range(1, steps + 1):
+        phase_curve: list[dict[str, Any]] = []
+        first = 1
+        resumed = phase.resume()
+        if resumed is not None:
+            best_score, sums = resumed.metadata["best_score"], resumed.metadata["sums"]
+            phase_curve = resumed.metadata["curve"]
+            curve.extend(phase_curve)
+            first = resumed.metadata["step"] + 1
+            best_state = _unprefixed(resumed.tensors, "best/") or None
+        for step in range(first, steps + 1):
             for key, value in self.update(method, config.batch_size).items():
                 sums[key] = sums.get(key, 0.0) + value
             if step % config.evaluation_interval and step != steps:
+                if phase.due(step):
+                    self._save_phase(phase, step, best_score, best_state, sums, phase_curve)
                 continue
             method.eval()
             estimates = self.estimate(method, "validation")
@@ -223,6 +265,7 @@ class _Trainer:
             )
             point["eval/main"] = float(estimates["ncis"][method.main])
             curve.append(point)
+            phase_curve.append(point)
             sums = {}
             logger.info(
                 "%s %s step %d: validation score %.4f, main response %.4f",
@@ -235,10 +278,31 @@ class _Trainer:
             if select and score > best_score:
                 best_score = score
                 best_state = {k: v.detach().clone() for k, v in method.state_dict().items()}
+                phase.save_best(step, score, method)
+            if phase.due(step) and step != steps:
+                self._save_phase(phase, step, best_score, best_state, sums, phase_curve)
         if select and best_state is not None:
             method.load_state_dict(best_state)
         method.eval()
+        phase.complete({"score": best_score, "curve": phase_curve})
         return best_score
+
+    @staticmethod
+    def _save_phase(
+        phase: Phase,
+        step: int,
+        best_score: float,
+        best_state: dict[str, torch.Tensor] | None,
+        sums: dict[str, float],
+        curve: list[dict[str, Any]],
+    ) -> None:
+        best = {f"best/{key}": value for key, value in (best_state or {}).items()}
+        metadata = {"best_score": best_score, "sums": sums, "curve": curve}
+        phase.save(step, tensors=best, metadata=metadata)
+
+
+def _unprefixed(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {key[len(prefix) :]: value for key, value in tensors.items() if key.startswith(prefix)}
 
 
 def candidate_coverage(transitions: Transitions) -> dict[str, float]:
@@ -265,6 +329,7 @@ def _behaviour_policy(
     steps: int,
     seed: int,
     device: torch.device,
+    checkpoints: RunCheckpoints,
 ) -> Method | None:
     """Return the learned behaviour policy, or None where every row is a random exposure."""
     if "context_is_rand" in dataset.manifest["arrays"] and bool(
@@ -277,10 +342,25 @@ def _behaviour_policy(
     generator = np.random.default_rng(seed + 10_000)
     rows = transitions.split_rows("train")
     distributed.check_batch_size("behaviour_cloning batch_size", config.batch_size)
-    for _ in range(steps):
+    state = TrainingState(
+        modules={"method": behaviour},
+        optimizers=optimizers_of(behaviour),
+        generators={"behaviour": generator},
+    )
+    phase = checkpoints.phase(f"seed{seed}/behaviour", state)
+    if phase.completed:
+        phase.restore_completed()
+        behaviour.eval()
+        return behaviour
+    resumed = phase.resume()
+    first = 1 if resumed is None else resumed.metadata["step"] + 1
+    for step in range(first, steps + 1):
         batch_rows = rows[generator.integers(0, len(rows), config.batch_size)]
         behaviour.update(transitions.batch(distributed.split_batch(batch_rows).rows))
+        if phase.due(step) and step != steps:
+            phase.save(step)
     behaviour.eval()
+    phase.complete()
     return behaviour
 
 
@@ -291,8 +371,14 @@ def run(
     *,
     seeds: tuple[int, ...] = (0,),
     device: str | torch.device = "cpu",
+    resume: bool = False,
+    checkpoint_every: int = 0,
 ) -> dict[str, Any]:
     """Train, select on validation and evaluate on test every configured method and seed.
+
+    Every training stage is a checkpointed phase (see ``recrl.checkpoint.RunCheckpoints``):
+    the run directory's ``checkpoints`` folder keeps the final state of each finished stage and
+    the latest periodic checkpoint of the running one.
 
     Args:
         dataset: the prepared dataset.
@@ -300,6 +386,14 @@ def run(
         configuration: mapping with ``run``, ``common`` and ``methods`` sections.
         seeds: one full run per seed; the table reports the mean and spread over seeds.
         device: torch device of models and tensors.
+        resume: continue the run in ``out`` from its checkpoints; the resolved configuration
+            must equal the one stored in ``out/config.yaml``.
+        checkpoint_every: gradient steps between periodic checkpoints of a stage; 0 writes
+            only the checkpoint at the end of each stage.
+
+    Raises:
+        InvalidArgumentError: ``resume`` with a configuration that differs from the stored one.
+        RecrlIOError: ``resume`` without a ``config.yaml`` in ``out``.
 
     Returns:
         ``results`` (per seed, per method: test estimates), ``sweep`` and ``curves``.
@@ -323,8 +417,11 @@ def run(
         "run": config_to_dict(run_config),
         "methods": {name: config_to_dict(config) for name, config in configs.items()},
     }
-    if distributed.is_main():
+    if resume:
+        _check_resumable(out / "config.yaml", resolved)
+    elif distributed.is_main():
         write_text_atomically(out / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
+    checkpoints = RunCheckpoints(out / "checkpoints", every=checkpoint_every, resume=resume)
     transitions = Transitions(dataset, spec, device)
     coverage = candidate_coverage(transitions)
     for split, fraction in coverage.items():
@@ -351,6 +448,7 @@ def run(
             run_config.behaviour_steps,
             seed,
             device,
+            checkpoints,
         )
         evaluator = Evaluator(
             transitions,
@@ -358,7 +456,7 @@ def run(
             cap=run_config.cap,
             discount=run_config.evaluation_discount,
         )
-        trainer = _Trainer(transitions, evaluator, run_config, seed, device)
+        trainer = _Trainer(transitions, evaluator, run_config, seed, device, checkpoints)
         models = out / "models" / f"seed{seed}"
         if behaviour is not None and distributed.is_main():
             save_method(behaviour, models, "behaviour")
@@ -400,6 +498,19 @@ def run(
     }
 
 
+def _check_resumable(path: Path, resolved: dict[str, Any]) -> None:
+    """Raise unless ``path`` contains the configuration ``resolved`` (to resume that run)."""
+    if not path.is_file():
+        raise RecrlIOError(f"{path}: not found; --resume continues a run started in that folder")
+    stored = yaml.safe_load(path.read_text())
+    differing = differing_keys(stored, resolved)
+    if differing:
+        raise InvalidArgumentError(
+            f"--resume: the configuration differs from the one stored in {path} at "
+            f"{', '.join(differing)}; use the original settings or start a new run folder"
+        )
+
+
 def _train_all(
     trainer: _Trainer,
     spec: ProblemSpec,
@@ -421,12 +532,15 @@ def _train_all(
         steps = configs[name].steps
         if isinstance(method, Tscac) and not isinstance(method, InteractionActorCritic):
             method = _train_tscac(
-                trainer, method, configs, run_config, chosen, curve, sweep, trained
+                trainer, method, configs, run_config, chosen, curve, sweep, trained, seed
             )
         else:
             for stage in method.stages:
                 last = stage == method.stages[-1]
-                trainer.train_stage(method, stage, steps, select=last, curve=curve)
+                phase = f"seed{seed}/{name}/{stage}"
+                trainer.train_stage(
+                    method, stage, steps, select=last, curve=curve, phase_name=phase
+                )
         trained[name] = method
     return trained
 
@@ -440,15 +554,17 @@ def _train_tscac(
     curve: list[dict[str, Any]],
     sweep: list[dict[str, Any]] | None,
     trained: dict[str, Method],
+    seed: int,
 ) -> Tscac:
     """Train stage one, derive Interaction-AC, sweep lambda, then train the final stage two."""
     steps = method.config.steps
-    trainer.train_stage(method, "stage_one", steps, select=False, curve=curve)
+    phase = f"seed{seed}/tscac/stage_one"
+    trainer.train_stage(method, "stage_one", steps, select=False, curve=curve, phase_name=phase)
     stage_one = {k: v.detach().clone() for k, v in method.state_dict().items()}
     if "interaction_ac" in run_config.methods:
         trained["interaction_ac"] = _interaction_ac_from(stage_one, method, configs)
     if run_config.lambda_sweep and sweep is not None:
-        points = _lambda_sweep(trainer, method, stage_one, run_config)
+        points = _lambda_sweep(trainer, method, stage_one, run_config, seed)
         sweep.extend(points)
         if run_config.select_lambda:
             best = max(points, key=lambda point: point["validation_score"])
@@ -459,7 +575,8 @@ def _train_tscac(
         method = cast(Tscac, build_method("tscac", method.spec, config).to(trainer.device))
         method.load_state_dict(stage_one)
         method.lambdas.fill_(chosen["lambda"])
-    trainer.train_stage(method, "stage_two", steps, select=True, curve=curve)
+    phase = f"seed{seed}/tscac/stage_two"
+    trainer.train_stage(method, "stage_two", steps, select=True, curve=curve, phase_name=phase)
     return method
 
 
@@ -483,6 +600,7 @@ def _lambda_sweep(
     method: Tscac,
     stage_one: dict[str, torch.Tensor],
     run_config: RunConfig,
+    seed: int,
 ) -> list[dict[str, Any]]:
     """Retrain stage two from ``stage_one`` for each shared lambda; evaluate on validation."""
     points = []
@@ -492,7 +610,12 @@ def _lambda_sweep(
         swept.load_state_dict(stage_one)
         swept.lambdas.fill_(value)
         trainer.train_stage(
-            swept, "stage_two", run_config.lambda_sweep_steps, select=False, curve=[]
+            swept,
+            "stage_two",
+            run_config.lambda_sweep_steps,
+            select=False,
+            curve=[],
+            phase_name=f"seed{seed}/tscac/lambda_{value:g}",
         )
         estimates = trainer.estimate(swept, "validation")
         score = selection_score(
