@@ -15,6 +15,7 @@ For each seed and backbone, :func:`run_rmtl`
 Run folder layout::
 
     config.json                      the resolved settings, written before training starts
+    metrics.csv                      every epoch record, see recrl.metrics_writer
     seed<S>/<backbone>/pretrained.{safetensors,json}
     seed<S>/<backbone>/critics.{safetensors,json}
     seed<S>/<backbone>/finetuned_<weighting>.{safetensors,json}
@@ -40,6 +41,7 @@ import torch
 import recrl
 from recrl.data import load_prepared
 from recrl.errors import InvalidArgumentError
+from recrl.metrics_writer import MetricsWriter
 from recrl.nets.mtl import BACKBONE_TITLES, BACKBONES, build_backbone
 from recrl.rmtl.config import WEIGHTINGS, RMTLConfig
 from recrl.rmtl.data import TASK_NAMES, TaskData
@@ -51,7 +53,7 @@ from recrl.rmtl.io import (
     write_json,
 )
 from recrl.rmtl.report import plot_history, summarise, write_tables
-from recrl.rmtl.training import evaluate, finetune, pretrain, train_critics
+from recrl.rmtl.training import EpochCallback, evaluate, finetune, pretrain, train_critics
 
 __all__ = ["RunPlan", "method_name", "run_rmtl"]
 
@@ -126,14 +128,28 @@ def _seeded(seed: int) -> torch.Generator:
     return generator
 
 
+def _epoch_logger(metrics: MetricsWriter, phase: str) -> EpochCallback:
+    """Return a callback that writes an epoch record to ``metrics`` under ``phase``."""
+
+    def log(record: dict[str, float]) -> None:
+        values = {name: value for name, value in record.items() if name != "epoch"}
+        metrics.log(phase, int(record["epoch"]), values)
+
+    return log
+
+
 def run_rmtl(
     data_path: str | Path,
     out: str | Path,
     config: RMTLConfig,
     plan: RunPlan,
     device: str = "cpu",
+    metrics: MetricsWriter | None = None,
 ) -> list[dict[str, Any]]:
     """Run the whole pipeline and write models, histories, plots and tables into ``out``.
+
+    ``metrics`` receives every epoch record under the phase ``<stage>/<backbone>/seed<S>``;
+    None writes ``metrics.csv`` in ``out`` with a writer of the run's own.
 
     Returns:
         One dict per trained model: ``method``, ``backbone``, ``weighting``, ``seed`` and
@@ -164,14 +180,18 @@ def run_rmtl(
         {name: len(rows) for name, rows in data.splits.items()},
     )
 
+    own_metrics = metrics is None
+    metrics = MetricsWriter(out) if metrics is None else metrics
     results: list[dict[str, Any]] = []
     for seed in plan.seeds:
         for backbone in plan.backbones:
-            results.extend(_run_backbone(data, out, config, plan, backbone, seed, device))
+            results.extend(_run_backbone(data, out, config, plan, backbone, seed, device, metrics))
             write_json(out / "results.json", results)
         for source, target in plan.transfers:
-            results.append(_run_transfer(data, out, config, source, target, seed, device))
+            results.append(_run_transfer(data, out, config, source, target, seed, device, metrics))
             write_json(out / "results.json", results)
+    if own_metrics:
+        metrics.close()
 
     order = _method_order(plan)
     results_sorted = sorted(results, key=lambda r: order.index(r["method"]))
@@ -200,6 +220,7 @@ def _run_backbone(
     backbone: str,
     seed: int,
     device: str,
+    metrics: MetricsWriter,
 ) -> list[dict[str, Any]]:
     folder = out / f"seed{seed}" / backbone
     run_config = config.with_backbone(backbone)
@@ -210,20 +231,25 @@ def _run_backbone(
     # Step 1: pretrain the backbone.
     model = build_backbone(data.spec, run_config.backbone).to(device)
     batch = config.evaluation_batch_size
-    histories["pretrain"] = pretrain(model, data, config.pretrain, generator, batch)
+    on_epoch = _epoch_logger(metrics, f"pretrain/{backbone}/seed{seed}")
+    histories["pretrain"] = pretrain(model, data, config.pretrain, generator, batch, on_epoch)
     save_backbone(folder / "pretrained", model)
     results = [_result(method_name(backbone), backbone, None, seed, model, data, batch)]
 
     # Step 2: critics against the frozen pretrained backbone.
-    critics, histories["critic"] = train_critics(model, data, config.critic, generator, batch)
+    on_epoch = _epoch_logger(metrics, f"critic/{backbone}/seed{seed}")
+    critics, histories["critic"] = train_critics(
+        model, data, config.critic, generator, batch, on_epoch
+    )
     save_critics(folder / "critics", critics, data.spec, len(model.tasks))
 
     # Step 3: fine-tune a copy per weighting, then test it once.
     for weighting in plan.weightings(backbone):
         tuned = copy.deepcopy(model)
         finetune_config = run_config.with_weighting(weighting).finetune
+        on_epoch = _epoch_logger(metrics, f"finetune_{weighting}/{backbone}/seed{seed}")
         histories[f"finetune_{weighting}"] = finetune(
-            tuned, critics, data, finetune_config, generator, batch
+            tuned, critics, data, finetune_config, generator, batch, on_epoch
         )
         save_backbone(folder / f"finetuned_{weighting}", tuned)
         name = method_name(backbone, weighting)
@@ -248,13 +274,15 @@ def _run_transfer(
     target: str,
     seed: int,
     device: str,
+    metrics: MetricsWriter,
 ) -> dict[str, Any]:
     generator = _seeded(seed)
     model = load_backbone(out / f"seed{seed}" / target / "pretrained", device)
     critics = load_critics(out / f"seed{seed}" / source / "critics", device)
     finetune_config = config.with_weighting("rmtl").finetune
+    on_epoch = _epoch_logger(metrics, f"finetune_rmtl/{target}_critics_of_{source}/seed{seed}")
     history = finetune(
-        model, critics, data, finetune_config, generator, config.evaluation_batch_size
+        model, critics, data, finetune_config, generator, config.evaluation_batch_size, on_epoch
     )
     folder = out / f"seed{seed}" / target
     save_backbone(folder / f"finetuned_rmtl_critics_of_{source}", model)

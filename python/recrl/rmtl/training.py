@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,7 @@ import torch
 
 from recrl.evaluation.metrics import task_metrics
 from recrl.nets.mtl import MultiTaskBackbone
+from recrl.progress import progress_bar
 from recrl.rmtl.config import CriticConfig, FinetuneConfig, PretrainConfig
 from recrl.rmtl.critics import CriticTrainer
 from recrl.rmtl.data import TaskData
@@ -26,6 +28,8 @@ __all__ = ["evaluate", "finetune", "predict", "pretrain", "train_critics"]
 logger = logging.getLogger(__name__)
 
 History = list[dict[str, float]]
+EpochCallback = Callable[[dict[str, float]], None]
+"""Receives each epoch's record as soon as the epoch ends (to write it to the run's metrics)."""
 
 
 @torch.no_grad()
@@ -35,9 +39,10 @@ def predict(
     """Return the model's task probabilities float [n, K] for ``rows`` [n], in evaluation mode."""
     was_training = model.training
     model.eval()
+    starts = range(0, len(rows), batch_size)
     outputs = [
         model(data.batch(rows[start : start + batch_size]))
-        for start in range(0, len(rows), batch_size)
+        for start in progress_bar(starts, description="predict", unit="batch", leave=False)
     ]
     model.train(was_training)
     if not outputs:
@@ -104,17 +109,19 @@ def _fit_with_early_stopping(
     generator: torch.Generator,
     stage: str,
     evaluation_batch_size: int,
+    on_epoch: EpochCallback | None = None,
 ) -> History:
     """Run epochs of ``step(rows) -> loss`` and keep the weights of the best validation AUC."""
     history: History = []
     best_score = -float("inf")
     best_state = copy.deepcopy(model.state_dict())
     stale = 0
-    for epoch in range(1, epochs + 1):
+    for epoch in progress_bar(range(1, epochs + 1), description=stage, unit="epoch"):
         started = time.perf_counter()
         model.train()
         losses = []
-        for rows in _shuffled_batches(data.splits["train"], batch_size, generator):
+        batches = _shuffled_batches(data.splits["train"], batch_size, generator)
+        for rows in progress_bar(batches, description=f"{stage} epoch {epoch}", leave=False):
             loss = step(rows)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -131,6 +138,8 @@ def _fit_with_early_stopping(
             **_flatten("eval/validation", validation),
         }
         history.append(record)
+        if on_epoch is not None:
+            on_epoch(record)
         logger.info(
             "%s epoch %d: loss %.5f, validation mean AUC %.4f",
             stage,
@@ -156,6 +165,7 @@ def pretrain(
     config: PretrainConfig,
     generator: torch.Generator,
     evaluation_batch_size: int = 8192,
+    on_epoch: EpochCallback | None = None,
 ) -> History:
     """Train ``model`` on the unweighted mean of the task BCE losses, in place."""
     optimizer = torch.optim.Adam(
@@ -178,6 +188,7 @@ def pretrain(
         generator,
         "pretrain",
         evaluation_batch_size,
+        on_epoch,
     )
 
 
@@ -187,6 +198,7 @@ def train_critics(
     config: CriticConfig,
     generator: torch.Generator,
     evaluation_batch_size: int = 8192,
+    on_epoch: EpochCallback | None = None,
 ) -> tuple[CriticTrainer, History]:
     """Train one critic per task against the frozen ``model`` on the training sessions.
 
@@ -198,10 +210,11 @@ def train_critics(
     everything = torch.arange(len(data.labels), device=data.labels.device)
     predictions = predict(model, data, everything, evaluation_batch_size)
     history: History = []
-    for epoch in range(1, config.epochs + 1):
+    for epoch in progress_bar(range(1, config.epochs + 1), description="critic", unit="epoch"):
         started = time.perf_counter()
         losses = []
-        for rows in _shuffled_batches(data.splits["train"], config.batch_size, generator):
+        batches = _shuffled_batches(data.splits["train"], config.batch_size, generator)
+        for rows in progress_bar(batches, description=f"critic epoch {epoch}", leave=False):
             next_rows = data.next_index[rows]
             has_next = next_rows >= 0
             next_rows = torch.where(has_next, next_rows, rows)
@@ -223,6 +236,8 @@ def train_critics(
                 "time/epoch_s": time.perf_counter() - started,
             }
         )
+        if on_epoch is not None:
+            on_epoch(history[-1])
         logger.info(
             "critic epoch %d: TD loss %.5f, validation TD error %.5f",
             epoch,
@@ -259,6 +274,7 @@ def finetune(
     config: FinetuneConfig,
     generator: torch.Generator,
     evaluation_batch_size: int = 8192,
+    on_epoch: EpochCallback | None = None,
 ) -> History:
     """Fine-tune ``model`` in place with critic-weighted task losses; critics stay fixed.
 
@@ -289,4 +305,5 @@ def finetune(
         generator,
         f"finetune_{config.weighting}",
         evaluation_batch_size,
+        on_epoch,
     )

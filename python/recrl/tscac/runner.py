@@ -1,9 +1,10 @@
 """Train TSCAC and its baselines on a prepared dataset, evaluate them and write a report.
 
 The run directory receives ``config.yaml`` (the resolved configuration, written before the
-first step), one ``models/seed<k>/<method>.safetensors`` + ``.json`` per method and seed, the
-offline table as ``table.md`` and ``table.csv``, the training curves ``curves.png`` and the
-lambda sweep ``lambda_sweep.png``. Checkpoints are selected on the validation split; the test
+first step), ``metrics.csv`` (every curve point, see :mod:`recrl.metrics_writer`), one
+``models/seed<k>/<method>.safetensors`` + ``.json`` per method and seed, the offline table as
+``table.md`` and ``table.csv``, the training curves ``curves.png`` and the lambda sweep
+``lambda_sweep.png``. Checkpoints are selected on the validation split; the test
 split is evaluated once per method and seed, after selection.
 """
 
@@ -22,6 +23,8 @@ import yaml
 
 from recrl.data import PreparedDataset
 from recrl.errors import InvalidArgumentError
+from recrl.metrics_writer import MetricsWriter
+from recrl.progress import progress_bar
 from recrl.tscac.agents import METHODS, InteractionActorCritic, Method, Tscac, build_method
 from recrl.tscac.config import (
     CONFIG_CLASSES,
@@ -148,8 +151,11 @@ class _Trainer:
         run_config: RunConfig,
         seed: int,
         device: torch.device,
+        metrics: MetricsWriter | None = None,
     ) -> None:
         self.transitions = transitions
+        self.seed = seed
+        self.metrics = metrics
         self.evaluator = evaluator
         self.run_config = run_config
         self.device = device
@@ -163,9 +169,18 @@ class _Trainer:
         return self.transitions.batch(self.train_rows[index])
 
     def train_stage(
-        self, method: Method, stage: str, steps: int, select: bool, curve: list[dict[str, Any]]
+        self,
+        method: Method,
+        stage: str,
+        steps: int,
+        select: bool,
+        curve: list[dict[str, Any]],
+        phase: str | None = None,
     ) -> float:
         """Run ``steps`` updates of ``stage``; with ``select``, keep the best validation state.
+
+        Each evaluation point is appended to ``curve`` and, when ``phase`` is given, written to
+        the run's metrics under that phase.
 
         Returns:
             The best validation score (or the last one without ``select``).
@@ -175,7 +190,8 @@ class _Trainer:
         config = method.config
         best_score, best_state = -np.inf, None
         sums: dict[str, float] = {}
-        for step in range(1, steps + 1):
+        description = f"{method.method_name} {stage} seed {self.seed}"
+        for step in progress_bar(range(1, steps + 1), description=description, unit="step"):
             for key, value in method.update(self.sample(config.batch_size)).items():
                 sums[key] = sums.get(key, 0.0) + value
             if step % config.evaluation_interval and step != steps:
@@ -205,6 +221,10 @@ class _Trainer:
             )
             point["eval/main"] = float(estimates["ncis"][method.main])
             curve.append(point)
+            if phase is not None and self.metrics is not None:
+                self.metrics.log(
+                    phase, step, {k: v for k, v in point.items() if k not in ("stage", "step")}
+                )
             sums = {}
             logger.info(
                 "%s %s step %d: validation score %.4f, main response %.4f",
@@ -258,7 +278,7 @@ def _behaviour_policy(
     behaviour = build_method("behaviour_cloning", transitions.spec, config).to(device)
     generator = np.random.default_rng(seed + 10_000)
     rows = transitions.split_rows("train")
-    for _ in range(steps):
+    for _ in progress_bar(range(steps), description="behaviour policy", unit="step"):
         behaviour.update(
             transitions.batch(rows[generator.integers(0, len(rows), config.batch_size)])
         )
@@ -273,6 +293,7 @@ def run(
     *,
     seeds: tuple[int, ...] = (0,),
     device: str | torch.device = "cpu",
+    metrics: MetricsWriter | None = None,
 ) -> dict[str, Any]:
     """Train, select on validation and evaluate on test every configured method and seed.
 
@@ -282,6 +303,8 @@ def run(
         configuration: mapping with ``run``, ``common`` and ``methods`` sections.
         seeds: one full run per seed; the table reports the mean and spread over seeds.
         device: torch device of models and tensors.
+        metrics: writer of the training curves; None writes ``metrics.csv`` in ``out`` with a
+            writer of the run's own.
 
     Returns:
         ``results`` (per seed, per method: test estimates), ``sweep`` and ``curves``.
@@ -303,6 +326,8 @@ def run(
         "methods": {name: config_to_dict(config) for name, config in configs.items()},
     }
     write_text_atomically(out / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
+    own_metrics = metrics is None
+    metrics = MetricsWriter(out) if metrics is None else metrics
     transitions = Transitions(dataset, spec, device)
     coverage = candidate_coverage(transitions)
     for split, fraction in coverage.items():
@@ -336,7 +361,7 @@ def run(
             cap=run_config.cap,
             discount=run_config.evaluation_discount,
         )
-        trainer = _Trainer(transitions, evaluator, run_config, seed, device)
+        trainer = _Trainer(transitions, evaluator, run_config, seed, device, metrics)
         models = out / "models" / f"seed{seed}"
         if behaviour is not None:
             save_method(behaviour, models, "behaviour")
@@ -361,6 +386,8 @@ def run(
     ]
     if "lambda" in chosen:
         notes.append(f"TSCAC lambda (shared, selected on validation): {chosen['lambda']:g}")
+    if own_metrics:
+        metrics.close()
     write_tables(out, spec, results, logged_test, configs, notes)
     plot_curves(out / "curves.png", curves)
     if sweep:
@@ -402,7 +429,8 @@ def _train_all(
         else:
             for stage in method.stages:
                 last = stage == method.stages[-1]
-                trainer.train_stage(method, stage, steps, select=last, curve=curve)
+                phase = f"{name}/{stage}/seed{seed}"
+                trainer.train_stage(method, stage, steps, select=last, curve=curve, phase=phase)
         trained[name] = method
     return trained
 
@@ -419,7 +447,8 @@ def _train_tscac(
 ) -> Tscac:
     """Train stage one, derive Interaction-AC, sweep lambda, then train the final stage two."""
     steps = method.config.steps
-    trainer.train_stage(method, "stage_one", steps, select=False, curve=curve)
+    phase = f"tscac/stage_one/seed{trainer.seed}"
+    trainer.train_stage(method, "stage_one", steps, select=False, curve=curve, phase=phase)
     stage_one = {k: v.detach().clone() for k, v in method.state_dict().items()}
     if "interaction_ac" in run_config.methods:
         trained["interaction_ac"] = _interaction_ac_from(stage_one, method, configs)
@@ -435,7 +464,8 @@ def _train_tscac(
         method = cast(Tscac, build_method("tscac", method.spec, config).to(trainer.device))
         method.load_state_dict(stage_one)
         method.lambdas.fill_(chosen["lambda"])
-    trainer.train_stage(method, "stage_two", steps, select=True, curve=curve)
+    phase = f"tscac/stage_two/seed{trainer.seed}"
+    trainer.train_stage(method, "stage_two", steps, select=True, curve=curve, phase=phase)
     return method
 
 
@@ -481,5 +511,10 @@ def _lambda_sweep(
         points.append(
             {"lambda": value, "ncis": estimates["ncis"].tolist(), "validation_score": score}
         )
+        if trainer.metrics is not None:
+            values = {f"eval/{n}": v for n, v in zip(swept.spec.reward_names, estimates["ncis"])}
+            values.update({"lambda": value, "validation_score": score})
+            phase = f"tscac/lambda_sweep/seed{trainer.seed}"
+            trainer.metrics.log(phase, len(points), values)
         logger.info("lambda %.0e: validation watch time %.4f", value, estimates["ncis"][swept.main])
     return points

@@ -1,0 +1,584 @@
+"""Settings of every ``recrl`` command, and the records each run leaves in its directory.
+
+Settings resolution
+-------------------
+A command's settings form one nested mapping. Its top-level keys are the command's options,
+named as their ``argparse`` destinations (``--session-gap-minutes`` is ``session_gap_minutes``),
+plus the algorithm sections of ``tscac`` (``run``, ``common``, ``methods``) and ``rmtl``
+(``backbone``, ``pretrain``, ``critic``, ``finetune``, ``evaluation_batch_size``). Four layers
+are merged, each overriding the ones before it:
+
+1. the built-in defaults;
+2. the YAML file given with ``--config FILE``;
+3. the options given explicitly on the command line;
+4. every ``--set key=value``, with a dotted key into the nested mapping and the value parsed as
+   a YAML scalar or list (``--set common.hidden_dims=[32,32]``).
+
+An unknown key in the file or in ``--set`` raises an error that names it and lists the valid
+keys at its level.
+
+Run records
+-----------
+:func:`start_run` writes ``run.json`` into the run directory before training starts: the
+resolved settings, the recrl, torch, NumPy and Python versions, the command line, the seed and
+the start time. :func:`finish_run` appends one summary line to ``runs.csv`` in the folder that
+contains the run directory, so sibling runs share one table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import dataclasses
+import io
+import json
+import logging
+import os
+import platform
+import shlex
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from recrl import _files
+from recrl.errors import InvalidArgumentError, RecrlIOError
+
+__all__ = [
+    "RUNS_FILE",
+    "RUNS_HEADER",
+    "RUN_FILE",
+    "ConfigSections",
+    "RunRecord",
+    "append_runs_line",
+    "finish_run",
+    "load_config_file",
+    "parse_set_options",
+    "resolve_settings",
+    "start_run",
+    "to_plain",
+]
+
+logger = logging.getLogger(__name__)
+
+RUN_FILE = "run.json"
+RUNS_FILE = "runs.csv"
+RUNS_HEADER = ("time", "command", "data", "run_directory", "metrics", "wall_time_s")
+
+# Options of the command line that steer the program itself rather than the run.
+_NOT_SETTINGS = frozenset({"help", "config", "set", "verbose", "no_progress", "version"})
+
+
+@dataclass(frozen=True)
+class ConfigSections:
+    """Nested settings of a command beyond its options: the algorithm configuration.
+
+    Attributes:
+        defaults: the sections merged under the options before the file and ``--set`` (a
+            section may be empty where the algorithm fills in its own defaults).
+        schema: every valid key, nested like ``defaults``. A leaf stands for one value; a leaf
+            whose value is a dict accepts any key below it (such as per-response discounts).
+    """
+
+    defaults: Mapping[str, Any]
+    schema: Mapping[str, Any]
+
+
+# -- reading the layers ------------------------------------------------------------------------
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Parse a YAML settings file into a mapping; an empty file gives an empty mapping.
+
+    Raises:
+        InvalidArgumentError: the file is not valid YAML or its top level is not a mapping.
+        RecrlIOError: the file cannot be read.
+    """
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise RecrlIOError(f"--config {path}: cannot read the file: {error}") from error
+    try:
+        values = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise InvalidArgumentError(f"--config {path}: invalid YAML: {error}") from error
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise InvalidArgumentError(
+            f"--config {path}: expected a mapping of settings at the top level, got "
+            f"{type(values).__name__}"
+        )
+    return values
+
+
+def parse_set_options(assignments: Sequence[str]) -> dict[str, Any]:
+    """Turn ``key=value`` strings into a nested mapping; later assignments win.
+
+    The key is split at dots into nested keys. The value is parsed as YAML, so ``3`` is an
+    integer, ``1e-3`` a float, ``true`` a boolean, ``[32, 32]`` a list and ``null`` None.
+
+    Raises:
+        InvalidArgumentError: an assignment without ``=``, with an empty key part, or whose
+            value is a YAML mapping or is not valid YAML.
+    """
+    import yaml
+
+    nested: dict[str, Any] = {}
+    for assignment in assignments:
+        key, equals, text = assignment.partition("=")
+        parts = key.strip().split(".")
+        if not equals or not all(parts):
+            raise InvalidArgumentError(
+                f"--set {assignment!r}: expected KEY=VALUE with a dotted KEY such as "
+                "run.cap=5 or seed=1"
+            )
+        try:
+            # YAML 1.1 reads 1e-3 as a string; YAML writes such a float as 1.0e-03.
+            value = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError as error:
+            raise InvalidArgumentError(
+                f"--set {assignment!r}: invalid YAML value: {error}"
+            ) from error
+        if isinstance(value, str):
+            value = _number_or_text(value)
+        if isinstance(value, dict):
+            raise InvalidArgumentError(
+                f"--set {assignment!r}: expected a scalar or a list; set the keys of a mapping "
+                "one at a time"
+            )
+        node = nested
+        for part in parts[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = node[part] = {}
+            node = child
+        node[parts[-1]] = value
+    return nested
+
+
+def _number_or_text(text: str) -> Any:
+    """Return ``text`` as a float where YAML 1.1 left a number such as ``1e-3`` as a string."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def check_keys(values: Mapping[str, Any], schema: Mapping[str, Any], source: str) -> None:
+    """Raise ``InvalidArgumentError`` for the first key of ``values`` that ``schema`` lacks.
+
+    The message names the key with its dotted path and lists the valid keys at its level.
+    """
+    _check_keys(values, schema, source, ())
+
+
+def _check_keys(
+    values: Mapping[str, Any], schema: Mapping[str, Any], source: str, path: tuple[str, ...]
+) -> None:
+    for key, value in values.items():
+        dotted = ".".join((*path, str(key)))
+        if key not in schema:
+            level = f" under {'.'.join(path)}" if path else ""
+            raise InvalidArgumentError(
+                f"{source}: unknown key {dotted!r}; valid keys{level}: "
+                + ", ".join(sorted(map(str, schema)))
+            )
+        expected = schema[key]
+        if isinstance(expected, Mapping) and expected and not isinstance(value, Mapping):
+            if not _is_free_mapping(expected):
+                raise InvalidArgumentError(
+                    f"{source}: {dotted!r} is a section; expected a mapping of its keys "
+                    f"({', '.join(sorted(map(str, expected)))}), got {value!r}"
+                )
+        if isinstance(value, Mapping) and isinstance(expected, Mapping):
+            if not _is_free_mapping(expected):
+                _check_keys(value, expected, source, (*path, str(key)))
+        elif isinstance(value, Mapping) and not isinstance(expected, Mapping):
+            raise InvalidArgumentError(
+                f"{source}: {dotted!r} is a single value, not a section; got the mapping {value!r}"
+            )
+
+
+class _FreeMapping(dict[str, Any]):
+    """A schema leaf whose value is a mapping with keys of the user's choice."""
+
+
+def free_mapping() -> dict[str, Any]:
+    """Return a schema leaf that accepts a mapping with any keys (per-response values)."""
+    return _FreeMapping()
+
+
+def _is_free_mapping(value: Any) -> bool:
+    return isinstance(value, _FreeMapping)
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Return ``base`` with ``override`` merged in: nested mappings merge, other values replace."""
+    merged = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        current = merged.get(key)
+        if isinstance(current, Mapping) and isinstance(value, Mapping):
+            merged[key] = deep_merge(current, value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+# -- resolution against an argparse parser -----------------------------------------------------
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
+def _command_parsers(
+    parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> list[argparse.ArgumentParser]:
+    """Return the chain of subparsers ``args`` went through (``prepare`` then ``kuairand``)."""
+    chain: list[argparse.ArgumentParser] = []
+    current = parser
+    while True:
+        children = _subparsers(current)
+        chosen = None
+        for action in current._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                chosen = getattr(args, action.dest or "", None)
+        if not children or chosen is None:
+            return chain
+        current = children[chosen]
+        chain.append(current)
+
+
+def _setting_actions(parsers: Sequence[argparse.ArgumentParser]) -> dict[str, argparse.Action]:
+    actions: dict[str, argparse.Action] = {}
+    for parser in parsers:
+        for action in parser._actions:
+            if isinstance(action, (argparse._SubParsersAction, argparse._HelpAction)):
+                continue
+            if action.dest in _NOT_SETTINGS or action.dest == argparse.SUPPRESS:
+                continue
+            actions[action.dest] = action
+    return actions
+
+
+def relax_required(parser: argparse.ArgumentParser) -> None:
+    """Make every required option of ``parser`` and its subparsers optional for argparse.
+
+    A value of a required option may come from ``--config`` or ``--set``, so argparse must not
+    reject its absence; :func:`resolve_settings` checks it after merging. Each relaxed option is
+    marked with the attribute ``recrl_required``.
+    """
+    for action in parser._actions:
+        if action.option_strings and action.required:
+            action.required = False
+            action.recrl_required = True  # type: ignore[attr-defined]
+    for child in _subparsers(parser).values():
+        relax_required(child)
+
+
+def _explicit_options(
+    parser: argparse.ArgumentParser,
+    chain: Sequence[argparse.ArgumentParser],
+    argv: Sequence[str],
+) -> dict[str, Any]:
+    """Return the options of ``chain`` given on the command line, by parsing without defaults."""
+    saved = []
+    for child in chain:
+        for action in child._actions:
+            saved.append((action, action.default))
+            action.default = argparse.SUPPRESS
+    try:
+        explicit = vars(parser.parse_args(list(argv)))
+    finally:
+        for action, default in saved:
+            action.default = default
+    return explicit
+
+
+def _convert(action: argparse.Action, value: Any, source: str) -> Any:
+    """Convert a value from a file or ``--set`` as argparse would convert the option's text."""
+    key = action.dest
+    many = action.nargs in ("+", "*") or isinstance(action.nargs, int)
+    if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+        if not isinstance(value, bool):
+            raise InvalidArgumentError(f"{source}: {key}: expected true or false, got {value!r}")
+        return value
+    if value is None:
+        return None
+    if many:
+        items = list(value) if isinstance(value, (list, tuple)) else [value]
+        if isinstance(action.nargs, int) and len(items) != action.nargs:
+            raise InvalidArgumentError(
+                f"{source}: {key}: expected {action.nargs} values, got {len(items)}: {items!r}"
+            )
+        return [_convert_one(action, item, source) for item in items]
+    if isinstance(value, (list, tuple)):
+        raise InvalidArgumentError(f"{source}: {key}: expected one value, got the list {value!r}")
+    return _convert_one(action, value, source)
+
+
+def _convert_one(action: argparse.Action, value: Any, source: str) -> Any:
+    converter = action.type
+    if callable(converter):
+        try:
+            # int(True) and int(2.5) would succeed silently; a setting of 2.5 steps is an error.
+            if converter in (int, float) and isinstance(value, bool):
+                raise TypeError(value)
+            if converter is int and isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            value = converter(value)
+        except (TypeError, ValueError) as error:
+            name = getattr(converter, "__name__", "value")
+            raise InvalidArgumentError(
+                f"{source}: {action.dest}: expected a {name}, got {value!r}"
+            ) from error
+    if action.choices is not None and value not in action.choices:
+        raise InvalidArgumentError(
+            f"{source}: {action.dest}: expected one of {sorted(action.choices)}, got {value!r}"
+        )
+    return value
+
+
+def resolve_settings(
+    parser: argparse.ArgumentParser,
+    argv: Sequence[str],
+    args: argparse.Namespace,
+    sections: ConfigSections | None = None,
+) -> dict[str, Any]:
+    """Merge defaults, ``--config``, explicit options and ``--set`` and write them into ``args``.
+
+    ``args`` is the namespace ``parser.parse_args(argv)`` returned; ``parser`` must have gone
+    through :func:`relax_required`. Each option's final value is set on ``args`` (values from
+    the file or ``--set`` converted with the option's type and checked against its choices).
+
+    Args:
+        parser: the top-level parser of the command line.
+        argv: the arguments ``args`` was parsed from.
+        args: the parsed namespace, updated in place.
+        sections: the algorithm sections of the command, if it has any.
+
+    Returns:
+        The resolved settings: option values and sections, nested.
+
+    Raises:
+        InvalidArgumentError: an unknown key, a value of the wrong type or outside the
+            option's choices, or a required option without a value.
+    """
+    chain = _command_parsers(parser, args)
+    actions = _setting_actions(chain)
+    sections = sections or ConfigSections({}, {})
+    defaults = {dest: copy.deepcopy(action.default) for dest, action in actions.items()}
+    defaults = deep_merge(defaults, sections.defaults)
+    schema = {**{dest: None for dest in actions}, **sections.schema}
+
+    config_path = getattr(args, "config", None)
+    from_file = load_config_file(config_path) if config_path else {}
+    check_keys(from_file, schema, f"--config {config_path}")
+    from_set = parse_set_options(getattr(args, "set", None) or [])
+    check_keys(from_set, schema, "--set")
+    explicit = _explicit_options(parser, chain, argv)
+    from_command_line = {key: explicit[key] for key in actions if key in explicit}
+
+    resolved = deep_merge(defaults, from_file)
+    for dest, action in actions.items():
+        if dest in from_file:
+            resolved[dest] = _convert(action, from_file[dest], f"--config {config_path}")
+    resolved = deep_merge(resolved, from_command_line)
+    resolved = deep_merge(resolved, from_set)
+    for dest, action in actions.items():
+        if dest in from_set:
+            resolved[dest] = _convert(action, from_set[dest], "--set")
+
+    for dest, action in actions.items():
+        if getattr(action, "recrl_required", False) and resolved.get(dest) is None:
+            flag = max(action.option_strings, key=len)
+            raise InvalidArgumentError(
+                f"{flag}: missing; give it on the command line, as '{dest}:' in the --config "
+                f"file, or as --set {dest}=VALUE"
+            )
+        setattr(args, dest, resolved[dest])
+    return resolved
+
+
+def to_plain(value: Any) -> Any:
+    """Return ``value`` as JSON-ready data with paths as strings and tuples as lists.
+
+    Dataclasses become dicts of their fields.
+    """
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return to_plain(dataclasses.asdict(value))
+    if isinstance(value, Mapping):
+        return {str(key): to_plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_plain(item) for item in value]
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return value
+
+
+# -- run records -------------------------------------------------------------------------------
+
+
+@dataclass
+class RunRecord:
+    """A run in progress: where it writes and what :func:`finish_run` needs.
+
+    Attributes:
+        directory: the run directory.
+        command: the ``recrl`` command, such as ``tscac``.
+        started: wall-clock start, seconds since the Unix epoch.
+        started_monotonic: ``time.perf_counter()`` at the start, for the wall time.
+        values: the content of ``run.json``.
+    """
+
+    directory: Path
+    command: str
+    started: float
+    started_monotonic: float
+    values: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def _versions() -> dict[str, str]:
+    import numpy
+    import torch
+
+    import recrl
+
+    return {
+        "recrl": recrl.__version__,
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def _timestamp(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, tz=timezone.utc).isoformat(timespec="seconds")
+
+
+def start_run(
+    directory: str | Path,
+    *,
+    command: str,
+    config: Mapping[str, Any],
+    seed: int | Sequence[int] | None,
+    argv: Sequence[str] | None = None,
+    write: bool = True,
+) -> RunRecord:
+    """Write ``run.json`` into ``directory`` (created) and return the record of the run.
+
+    ``run.json`` holds ``command``, ``command_line`` (shell-quoted) and ``argv``, ``config``
+    (the resolved settings, usable again as a ``--config`` file after conversion to YAML),
+    ``seed``, ``started`` (UTC, ISO 8601), ``versions`` (recrl, torch, NumPy, Python) and
+    ``platform``. It is written atomically.
+
+    Args:
+        directory: the run directory.
+        command: the ``recrl`` command.
+        config: the resolved settings.
+        seed: the run's seed or seeds.
+        argv: the full command line; default ``sys.argv``.
+        write: False only creates the record, for a directory that must not exist yet (a
+            prepared dataset is written by renaming a finished folder into place); call
+            :func:`write_run_file` once it exists.
+    """
+    started = time.time()
+    record = RunRecord(Path(directory), command, started, time.perf_counter())
+    record.values = {
+        "command": command,
+        "command_line": shlex.join(list(argv if argv is not None else sys.argv)),
+        "argv": list(argv if argv is not None else sys.argv),
+        "config": to_plain(config),
+        "seed": to_plain(seed),
+        "started": _timestamp(started),
+        "versions": _versions(),
+        "platform": platform.platform(),
+    }
+    if write:
+        write_run_file(record)
+    return record
+
+
+def write_run_file(record: RunRecord, **extra: Any) -> Path:
+    """Write (or rewrite) ``run.json`` of ``record`` with any ``extra`` top-level values."""
+    values = {**record.values, **to_plain(extra)}
+    path = record.directory / RUN_FILE
+    _files.write_text(path, json.dumps(values, indent=2, sort_keys=False) + "\n")
+    logger.debug("wrote %s", path)
+    return path
+
+
+def finish_run(record: RunRecord, *, data: str | Path | None, metrics: Mapping[str, float]) -> Path:
+    """Append the summary line of a finished run to ``runs.csv`` beside its directory.
+
+    Args:
+        record: the record :func:`start_run` returned.
+        data: the dataset or log the run read, if any.
+        metrics: the run's key results, name -> value.
+
+    Returns:
+        The path of ``runs.csv``.
+    """
+    wall = time.perf_counter() - record.started_monotonic
+    row = {
+        "time": _timestamp(time.time()),
+        "command": record.command,
+        "data": "" if data is None else os.fspath(data),
+        "run_directory": os.fspath(record.directory),
+        "metrics": json.dumps({k: float(v) for k, v in metrics.items()}, sort_keys=True),
+        "wall_time_s": f"{wall:.1f}",
+    }
+    return append_runs_line(record.directory.resolve().parent / RUNS_FILE, row)
+
+
+def append_runs_line(path: Path, row: Mapping[str, str]) -> Path:
+    """Append ``row`` to the CSV ``path``, writing the header first if the file is new or empty.
+
+    Concurrent runs may finish at once: the file is opened with ``O_APPEND`` and locked with
+    ``flock`` while the header check and the single write of the line happen, so lines never
+    interleave and the header is written once.
+
+    Raises:
+        InvalidArgumentError: ``row`` lacks a column of :data:`RUNS_HEADER`.
+    """
+    missing = [column for column in RUNS_HEADER if column not in row]
+    if missing:
+        raise InvalidArgumentError(f"row: missing columns {missing}; expected {list(RUNS_HEADER)}")
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow([row[column] for column in RUNS_HEADER])
+    line = buffer.getvalue()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        _lock(descriptor)
+        text = line
+        if os.fstat(descriptor).st_size == 0:
+            text = ",".join(RUNS_HEADER) + "\n" + line
+        os.write(descriptor, text.encode("utf-8"))
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+    logger.info("appended the run summary to %s", path)
+    return path
+
+
+def _lock(descriptor: int) -> None:
+    """Take an exclusive ``flock`` on ``descriptor``, released when it is closed."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        # NOTE: without fcntl (Windows) only O_APPEND protects the line itself; two runs that
+        # create runs.csv at the same moment may both write the header.
+        return
+    fcntl.flock(descriptor, fcntl.LOCK_EX)
