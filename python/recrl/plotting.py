@@ -76,13 +76,10 @@ def plot_metrics(rows: Sequence[dict[str, Any]], out: Path) -> list[Path]:
         series = families.setdefault(_family(row["name"]), {})
         series.setdefault(row["name"], []).append((row["step"], row["value"]))
 
-    plt = pyplot()
     written = []
     for phase, families in phases.items():
-        figure, axes = plt.subplots(
-            1, len(families), figsize=(4.5 * len(families), 3.6), squeeze=False
-        )
-        for axis, (family, series) in zip(axes[0], sorted(families.items())):
+        figure, axes = _panels(len(families), 4.5, 3.6)
+        for axis, (family, series) in zip(axes, sorted(families.items())):
             for name, points in series.items():
                 points.sort()
                 steps = [step for step, _ in points]
@@ -95,6 +92,19 @@ def plot_metrics(rows: Sequence[dict[str, Any]], out: Path) -> list[Path]:
         figure.tight_layout()
         written.append(save_figure(figure, out / f"curves_{_file_name(phase)}.png"))
     return written
+
+
+def _panels(count: int, width: float, height: float) -> tuple[Any, list[Any]]:
+    """Return a figure with ``count`` panels, four to a line, and the panels in order."""
+    columns = max(1, min(4, count))
+    lines = -(-count // columns)
+    figure, axes = pyplot().subplots(
+        lines, columns, figsize=(width * columns, height * lines), squeeze=False
+    )
+    panels = list(axes.flat)
+    for axis in panels[count:]:
+        axis.set_visible(False)
+    return figure, panels[:count]
 
 
 def _read_table(path: Path) -> list[dict[str, str]]:
@@ -111,15 +121,12 @@ def _bars(axis: Any, labels: list[str], means: list[float], spreads: list[float]
 
 def _plot_tscac_table(rows: list[dict[str, str]], out: Path) -> list[Path]:
     """One figure per estimator, one panel per response, one bar per method."""
-    plt = pyplot()
     written = []
     for estimator in dict.fromkeys(row["estimator"] for row in rows):
         selected = [row for row in rows if row["estimator"] == estimator]
         responses = list(dict.fromkeys(row["response"] for row in selected))
-        figure, axes = plt.subplots(
-            1, len(responses), figsize=(3.6 * len(responses), 3.8), squeeze=False
-        )
-        for axis, response in zip(axes[0], responses):
+        figure, axes = _panels(len(responses), 3.6, 3.8)
+        for axis, response in zip(axes, responses):
             cells = [row for row in selected if row["response"] == response]
             _bars(
                 axis,
@@ -138,11 +145,8 @@ def _plot_tscac_table(rows: list[dict[str, str]], out: Path) -> list[Path]:
 def _plot_rmtl_table(rows: list[dict[str, str]], out: Path) -> list[Path]:
     """One panel per task and metric, one bar per method."""
     metrics = [column[: -len("/mean")] for column in rows[0] if column.endswith("/mean")]
-    plt = pyplot()
-    columns = min(4, len(metrics))
-    lines = -(-len(metrics) // columns)
-    figure, axes = plt.subplots(lines, columns, figsize=(3.8 * columns, 3.6 * lines), squeeze=False)
-    for axis, metric in zip(axes.flat, metrics):
+    figure, axes = _panels(len(metrics), 3.8, 3.6)
+    for axis, metric in zip(axes, metrics):
         _bars(
             axis,
             [row["method"] for row in rows],
@@ -150,8 +154,6 @@ def _plot_rmtl_table(rows: list[dict[str, str]], out: Path) -> list[Path]:
             [float(row[f"{metric}/std"]) for row in rows],
         )
         axis.set_title(metric, fontsize=9)
-    for axis in list(axes.flat)[len(metrics) :]:
-        axis.set_visible(False)
     figure.suptitle("test split, mean and standard deviation over seeds")
     figure.tight_layout()
     return [save_figure(figure, out / "table.png")]

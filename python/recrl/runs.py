@@ -534,8 +534,8 @@ def finish_run(record: RunRecord, *, data: str | Path | None, metrics: Mapping[s
     row = {
         "time": _timestamp(time.time()),
         "command": record.command,
-        "data": "" if data is None else os.fspath(data),
-        "run_directory": os.fspath(record.directory),
+        "data": "" if data is None else os.fspath(Path(data).resolve()),
+        "run_directory": os.fspath(record.directory.resolve()),
         "metrics": json.dumps({k: float(v) for k, v in metrics.items()}, sort_keys=True),
         "wall_time_s": f"{wall:.1f}",
     }
