@@ -208,7 +208,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "--rows",
         type=int,
         default=100_000,
-        help="rows of the synthetic log, >= 1,000 (default: 100,000)",
+        help="rows of the synthetic log, >= 1 (default: 100,000)",
     )
     demo.add_argument(
         "--seed", type=int, default=0, help="random seed, an integer >= 0 (default: 0)"
@@ -230,54 +230,8 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     _add_device_options(demo)
     _add_reproducibility_options(demo)
-    _add_common_options(parser)
+    runs.add_common_options(parser)
     return parser
-
-
-def _leaf_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
-    """Return the parsers that end a command line: each command, and each ``prepare`` source."""
-    leaves = []
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for child in action.choices.values():
-                leaves.extend(_leaf_parsers(child) or [child])
-    return leaves
-
-
-def _add_common_options(parser: argparse.ArgumentParser) -> None:
-    """Give every command --config, --set and --no-progress."""
-    for leaf in _leaf_parsers(parser):
-        sections = _SECTION_HELP.get(leaf.prog.split()[1], "")
-        leaf.add_argument(
-            "--config",
-            type=Path,
-            default=None,
-            help="YAML file of settings: the options of this command by their long names with "
-            f"'_' for '-' (such as out: runs/x){sections}; command-line options override it",
-        )
-        leaf.add_argument(
-            "--set",
-            action="append",
-            default=[],
-            metavar="KEY=VALUE",
-            help="override one setting after --config and the options, repeatable; KEY is "
-            "dotted into nested sections (run.cap=5), VALUE is parsed as YAML (1e-3, true, "
-            "[32,32])",
-        )
-        # The same switch after the command name; SUPPRESS keeps the global value when absent.
-        leaf.add_argument(
-            "--no-progress",
-            action="store_true",
-            default=argparse.SUPPRESS,
-            help="hide progress bars",
-        )
-
-
-_SECTION_HELP = {
-    "tscac": ", plus sections run, common and methods (see docs/guide.md)",
-    "rmtl": ", plus sections backbone, pretrain, critic, finetune and the key "
-    "evaluation_batch_size",
-}
 
 
 def _add_reproducibility_options(parser: argparse.ArgumentParser) -> None:
@@ -345,27 +299,11 @@ def _run_tscac(
         result = run(
             dataset, out, configuration, seeds=tuple(seeds), device=device, metrics=metrics
         )
-    runs.finish_run(record, data=dataset_path, metrics=_tscac_summary(result, dataset, configs))
+    runs.finish_run(
+        record, data=dataset_path, metrics=runs.tscac_summary(result, dataset.reward_names, configs)
+    )
     print((out / "table.md").read_text())
     print(f"tscac run written to {out} in {time.perf_counter() - started:.1f} s")
-
-
-def _tscac_summary(
-    result: dict[str, Any], dataset: Any, configs: dict[str, Any]
-) -> dict[str, float]:
-    """Return the test NCIS estimate of the main response per method, mean over seeds."""
-    names = list(dataset.reward_names)
-    summary = {}
-    per_seed = list(result["results"].values())
-    for method in per_seed[0]:
-        main = configs.get(method, configs["behaviour_cloning"]).main_response
-        if main not in names:
-            continue
-        values = [float(estimates[method]["ncis"][names.index(main)]) for estimates in per_seed]
-        summary[f"{method}/{main}"] = float(np.mean(values))
-    if result.get("selected_lambda") is not None:
-        summary["tscac/lambda"] = float(result["selected_lambda"])
-    return summary
 
 
 def _demo_tscac_configuration(steps: int) -> dict[str, Any]:
@@ -457,7 +395,7 @@ def _run_rmtl_command(
     device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    config = RMTLConfig.from_dict({key: settings[key] for key in _rmtl_sections().schema})
+    config = RMTLConfig.from_dict({key: settings[key] for key in runs.RMTL_SECTIONS})
     transfers = []
     for pair in args.transfer:
         source, _, target = pair.partition(":")
@@ -479,70 +417,16 @@ def _run_rmtl_command(
     record = runs.start_run(args.out, command="rmtl", config=settings, seed=args.seed, argv=argv)
     with MetricsWriter(args.out) as metrics:
         results = run_rmtl(args.data, args.out, config, plan, device=device, metrics=metrics)
-    runs.finish_run(record, data=args.data, metrics=_rmtl_summary(results))
+    runs.finish_run(record, data=args.data, metrics=runs.rmtl_summary(results))
     print((args.out / "table.md").read_text(), end="")
     print(f"rmtl finished in {time.perf_counter() - started:.1f} s; results in {args.out}")
     return 0
-
-
-def _rmtl_summary(results: list[dict[str, Any]]) -> dict[str, float]:
-    """Return the test AUC of each method and task, mean over seeds."""
-    values: dict[str, list[float]] = {}
-    for result in results:
-        for task, metrics in result["test"].items():
-            values.setdefault(f"{result['method']}/{task}_auc", []).append(metrics["auc"])
-    return {name: float(np.mean(numbers)) for name, numbers in values.items()}
 
 
 def _seed(seed: int, deterministic: bool) -> None:
     from recrl.seeding import seed_everything
 
     seed_everything(seed, deterministic=deterministic)
-
-
-def _tscac_sections() -> runs.ConfigSections:
-    """Return the sections run, common and methods of the tscac settings, with their keys."""
-    import dataclasses
-
-    from recrl.tscac.agents import METHODS
-    from recrl.tscac.config import CONFIG_CLASSES
-    from recrl.tscac.runner import RunConfig
-
-    def fields_of(cls: type) -> dict[str, Any]:
-        free = ("discounts", "lambdas")
-        return {
-            field.name: runs.free_mapping() if field.name in free else None
-            for field in dataclasses.fields(cls)
-        }
-
-    common: dict[str, Any] = {}
-    for cls in CONFIG_CLASSES.values():
-        common.update(fields_of(cls))
-    methods = {name: fields_of(CONFIG_CLASSES[name]) for name in METHODS}
-    schema = {"run": fields_of(RunConfig), "common": common, "methods": methods}
-    return runs.ConfigSections(defaults={"run": {}, "common": {}, "methods": {}}, schema=schema)
-
-
-def _rmtl_sections() -> runs.ConfigSections:
-    """Return the RMTL sections with their built-in defaults."""
-    from recrl.rmtl import RMTLConfig
-
-    defaults = RMTLConfig().to_dict()
-
-    def keys(values: Any) -> Any:
-        if isinstance(values, dict):
-            return {key: keys(value) for key, value in values.items()}
-        return None
-
-    return runs.ConfigSections(defaults=defaults, schema=keys(defaults))
-
-
-def _config_sections(command: str) -> runs.ConfigSections | None:
-    if command == "tscac":
-        return _tscac_sections()
-    if command == "rmtl":
-        return _rmtl_sections()
-    return None
 
 
 def _ablation_backbones(named: list[str] | None, backbones: tuple[str, ...]) -> tuple[str, ...]:
@@ -635,7 +519,7 @@ def _run(args: argparse.Namespace, settings: dict[str, Any], argv: Sequence[str]
     if args.command == "rmtl":
         return _run_rmtl_command(args, settings, argv)
     if args.command == "tscac":
-        configuration = {key: settings[key] for key in ("run", "common", "methods")}
+        configuration = {key: settings[key] for key in runs.TSCAC_SECTIONS}
         _seed(args.seed[0], args.deterministic)
         _run_tscac(
             args.data, args.out, configuration, args.seed, _torch_device(args), settings, argv
@@ -735,7 +619,7 @@ def _demo_rmtl(
     plan = RunPlan(backbones=("esmm",), seeds=(seed,), plots=False)
     with MetricsWriter(out) as metrics:
         results = run_rmtl(dataset, out, config, plan, metrics=metrics)
-    runs.finish_run(record, data=dataset, metrics=_rmtl_summary(results))
+    runs.finish_run(record, data=dataset, metrics=runs.rmtl_summary(results))
     print((out / "table.md").read_text(), end="")
     print(f"rmtl demo (ESMM, one epoch per stage) in {time.perf_counter() - started:.1f} s")
 
@@ -753,7 +637,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     set_progress(False if args.no_progress else None)
     try:
-        settings = runs.resolve_settings(parser, arguments, args, _config_sections(args.command))
+        settings = runs.resolve_settings(
+            parser, arguments, args, runs.command_sections(args.command)
+        )
         return _run(args, settings, ["recrl", *arguments])
     except (RecrlError, OSError) as error:
         print(f"recrl {args.command}: error: {error}", file=sys.stderr)

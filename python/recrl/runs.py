@@ -49,18 +49,29 @@ from recrl import _files
 from recrl.errors import InvalidArgumentError, RecrlIOError
 
 __all__ = [
+    "RMTL_SECTIONS",
     "RUNS_FILE",
     "RUNS_HEADER",
     "RUN_FILE",
+    "TSCAC_SECTIONS",
     "ConfigSections",
     "RunRecord",
+    "add_common_options",
     "append_runs_line",
+    "check_keys",
+    "command_sections",
+    "deep_merge",
     "finish_run",
+    "free_mapping",
     "load_config_file",
     "parse_set_options",
+    "relax_required",
     "resolve_settings",
+    "rmtl_summary",
     "start_run",
     "to_plain",
+    "tscac_summary",
+    "write_run_file",
 ]
 
 logger = logging.getLogger(__name__)
@@ -425,6 +436,149 @@ def to_plain(value: Any) -> Any:
     if isinstance(value, os.PathLike):
         return os.fspath(value)
     return value
+
+
+# -- the recrl command's options and sections --------------------------------------------------
+
+
+def _leaf_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """Return the parsers that end a command line: each command, and each ``prepare`` source."""
+    leaves = []
+    for child in _subparsers(parser).values():
+        leaves.extend(_leaf_parsers(child) or [child])
+    return leaves
+
+
+_SECTION_HELP = {
+    "tscac": ", plus sections run, common and methods (see docs/guide.md)",
+    "rmtl": ", plus sections backbone, pretrain, critic, finetune and the key "
+    "evaluation_batch_size",
+}
+
+RMTL_SECTIONS = ("backbone", "pretrain", "critic", "finetune", "evaluation_batch_size")
+"""Top-level keys of the rmtl settings that form :class:`recrl.rmtl.RMTLConfig`."""
+
+TSCAC_SECTIONS = ("run", "common", "methods")
+"""Top-level keys of the tscac settings that :func:`recrl.tscac.runner.run` reads."""
+
+
+def add_common_options(parser: argparse.ArgumentParser) -> None:
+    """Give every command of ``parser`` the options --config, --set and --no-progress."""
+    for leaf in _leaf_parsers(parser):
+        sections = _SECTION_HELP.get(leaf.prog.split()[1], "")
+        leaf.add_argument(
+            "--config",
+            type=Path,
+            default=None,
+            help="YAML file of settings: the options of this command by their long names with "
+            f"'_' for '-' (such as out: runs/x){sections}; command-line options override it",
+        )
+        leaf.add_argument(
+            "--set",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="override one setting after --config and the options, repeatable; KEY is "
+            "dotted into nested sections (run.cap=5), VALUE is parsed as YAML (1e-3, true, "
+            "[32,32])",
+        )
+        # The global switch, accepted after the command name too. SUPPRESS keeps the value of
+        # the global option when this one is absent.
+        leaf.add_argument(
+            "--no-progress",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="hide progress bars",
+        )
+
+
+def _tscac_sections() -> ConfigSections:
+    """Return the sections run, common and methods of the tscac settings, with their keys.
+
+    The sections start empty, because the runner fills in each method's own defaults (which
+    differ between methods), while the schema lists every field of every method config.
+    """
+    from recrl.tscac.agents import METHODS
+    from recrl.tscac.config import CONFIG_CLASSES
+    from recrl.tscac.runner import RunConfig
+
+    def fields_of(cls: type) -> dict[str, Any]:
+        # lambdas and discounts take one value per response name as a mapping.
+        free = ("discounts", "lambdas")
+        return {
+            field.name: free_mapping() if field.name in free else None
+            for field in dataclasses.fields(cls)
+        }
+
+    common: dict[str, Any] = {}
+    for cls in CONFIG_CLASSES.values():
+        common.update(fields_of(cls))
+    methods = {name: fields_of(CONFIG_CLASSES[name]) for name in METHODS}
+    schema = {"run": fields_of(RunConfig), "common": common, "methods": methods}
+    return ConfigSections(defaults={name: {} for name in TSCAC_SECTIONS}, schema=schema)
+
+
+def _rmtl_sections() -> ConfigSections:
+    """Return the RMTL sections with their built-in defaults."""
+    from recrl.rmtl import RMTLConfig
+
+    defaults = RMTLConfig().to_dict()
+
+    def keys(values: Any) -> Any:
+        if isinstance(values, dict):
+            return {key: keys(value) for key, value in values.items()}
+        return None
+
+    return ConfigSections(defaults=defaults, schema=keys(defaults))
+
+
+def command_sections(command: str) -> ConfigSections | None:
+    """Return the algorithm sections of ``command`` (tscac, rmtl), or None for other commands."""
+    if command == "tscac":
+        return _tscac_sections()
+    if command == "rmtl":
+        return _rmtl_sections()
+    return None
+
+
+def tscac_summary(
+    result: Mapping[str, Any], reward_names: Sequence[str], configs: Mapping[str, Any]
+) -> dict[str, float]:
+    """Return the key results of a TSCAC run for ``runs.csv``.
+
+    Args:
+        result: the mapping :func:`recrl.tscac.runner.run` returns.
+        reward_names: the dataset's response names, in reward column order.
+        configs: method name -> config, as :func:`recrl.tscac.runner.load_run_configuration`
+            returns them.
+
+    Returns:
+        ``<method>/<main response>``: the test NCIS estimate, mean over seeds, and
+        ``tscac/lambda`` when the run selected a lambda.
+    """
+    import numpy as np
+
+    names = list(reward_names)
+    summary = {}
+    per_seed = list(result["results"].values())
+    for method in per_seed[0]:
+        main = configs.get(method, configs["behaviour_cloning"]).main_response
+        if main not in names:
+            continue
+        values = [float(estimates[method]["ncis"][names.index(main)]) for estimates in per_seed]
+        summary[f"{method}/{main}"] = float(np.mean(values))
+    if result.get("selected_lambda") is not None:
+        summary["tscac/lambda"] = float(result["selected_lambda"])
+    return summary
+
+
+def rmtl_summary(results: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """Return ``<method>/<task>_auc``, the test AUC mean over seeds, of an RMTL run."""
+    values: dict[str, list[float]] = {}
+    for result in results:
+        for task, metrics in result["test"].items():
+            values.setdefault(f"{result['method']}/{task}_auc", []).append(metrics["auc"])
+    return {name: sum(numbers) / len(numbers) for name, numbers in values.items()}
 
 
 # -- run records -------------------------------------------------------------------------------
