@@ -124,13 +124,40 @@ def test_unknown_file_key_lists_valid_keys(
     assert "batch_size, epochs, learning_rate, patience, weight_decay" in error
 
 
-def test_set_values_are_typed_and_checked(capsys: pytest.CaptureFixture[str]) -> None:
+def test_set_choice_checked(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["prepare", "kuairand", "--source", "x", "--out", "y", "--set", "split=days"]) == 2
+    assert "split: expected one of ['time', 'user'], got 'days'" in capsys.readouterr().err
+
+
+def test_set_values_are_typed() -> None:
     nested = runs.parse_set_options(["a.b=3", "a.c=1e-3", "d=[1, 2]", "e=true", "f=text", "a.b=4"])
     assert nested == {"a": {"b": 4, "c": 1e-3}, "d": [1, 2], "e": True, "f": "text"}
     with pytest.raises(InvalidArgumentError, match="expected KEY=VALUE"):
         runs.parse_set_options(["a.=1"])
-    assert main(["prepare", "kuairand", "--source", "x", "--out", "y", "--set", "split=days"]) == 2
-    assert "split: expected one of ['time', 'user'], got 'days'" in capsys.readouterr().err
+
+
+def test_scientific_notation_is_float(tmp_path: Path) -> None:
+    # PyYAML reads 1e-3 (no dot) as a string; settings read it as the number it means.
+    assert runs.parse_set_options(["a=1e-3", "b=[1e-1, 2]", "c=nan"]) == {
+        "a": 1e-3,
+        "b": [0.1, 2],
+        "c": "nan",
+    }
+    path = tmp_path / "c.yaml"
+    path.write_text("run:\n  lambda_sweep: [1e-1, 1e-2]\n  cap: 5\n")
+    assert runs.load_config_file(path) == {"run": {"lambda_sweep": [0.1, 0.01], "cap": 5}}
+
+
+def test_config_file_must_be_mapping(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("- 1\n- 2\n")
+    with pytest.raises(InvalidArgumentError, match="expected a mapping of settings"):
+        runs.load_config_file(path)
+    path.write_text("a: [1\n")
+    with pytest.raises(InvalidArgumentError, match="invalid YAML"):
+        runs.load_config_file(path)
+    path.write_text("")
+    assert runs.load_config_file(path) == {}
 
 
 @pytest.mark.parametrize(

@@ -5,9 +5,10 @@
     time,phase,step,name,value
     1733353200.125,tscac/stage_one/seed0,500,loss/critic,0.0412
 
-``time`` is the wall-clock time in seconds since the Unix epoch, ``phase`` names a training loop
-(a method's stage, an RMTL stage of one backbone and seed), ``step`` counts that loop's steps or
-epochs and ``name`` follows the tag families ``loss/``, ``eval/``, ``time/`` and ``perf/``. Each
+``time`` is the wall-clock time in seconds since the Unix epoch. ``phase`` names a training
+loop, such as a method's stage or an RMTL stage of one backbone and seed. ``step`` counts that
+loop's steps or epochs, and ``name`` follows the tag families ``loss/``, ``eval/``, ``time/``
+and ``perf/``. Each
 :meth:`MetricsWriter.log` call writes its rows in one write and flushes them, so a crash loses at
 most the rows of the call in progress. TensorBoard event files go into the same folder when
 ``torch.utils.tensorboard`` imports (``pip install recrl[tensorboard]``), with the tag
@@ -62,8 +63,8 @@ class MetricsWriter:
     Args:
         directory: the run directory (created if missing).
         keep_rows: None starts a new ``metrics.csv`` and replaces any previous one. A count n
-            keeps the first n data rows of the existing file and appends after them, which is
-            what a resumed run needs; the file must then exist and have at least n rows.
+            keeps the first n data rows of the existing file and appends after them, as a
+            resumed run needs. The file must then exist and have at least n rows.
         tensorboard: also write TensorBoard event files when ``torch.utils.tensorboard``
             imports.
 

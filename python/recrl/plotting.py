@@ -1,11 +1,12 @@
 """PNG plots of a run directory: training curves from ``metrics.csv`` and the evaluation table.
 
 :func:`plot_run` serves ``recrl plot RUN_DIR``. It writes one figure per phase of
-``metrics.csv``, with one panel per metric family (the part of a metric name before the first
-``/``: ``loss``, ``eval``, ``time``, ...), and bar charts of ``table.csv`` of a TSCAC run (one
-figure per estimator, one panel per response) or of an RMTL run (one panel per task and
-metric). Matplotlib draws with the Agg back end, so no display is needed. The TSCAC and RMTL
-reports draw their own figures through :func:`pyplot` and :func:`save_figure` too.
+``metrics.csv``, with one panel per metric family: the part of a metric name before the first
+``/``, such as ``loss``, ``eval`` or ``time``. It also draws bar charts of ``table.csv``, one
+figure per estimator and one panel per response for a TSCAC run, and one panel per task and
+metric for an RMTL run. Matplotlib draws with the Agg back end, so no display is needed. The
+TSCAC and RMTL reports draw their own figures through :func:`pyplot` and :func:`save_figure`
+too.
 """
 
 from __future__ import annotations
@@ -185,7 +186,7 @@ def _is_run_directory(path: Path) -> bool:
 def plot_run(run_directory: str | Path, out: str | Path | None = None) -> list[Path]:
     """Write the PNG plots of a run directory and return their paths.
 
-    A folder that holds run directories instead (a ``recrl demo --out`` folder) gets the plots
+    A folder that contains run directories instead (a ``recrl demo --out`` folder) gets the plots
     of each in a subfolder of ``out`` named after it.
 
     Args:

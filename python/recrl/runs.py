@@ -36,6 +36,7 @@ import json
 import logging
 import os
 import platform
+import re
 import shlex
 import sys
 import time
@@ -122,6 +123,7 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         raise InvalidArgumentError(f"--config {path}: invalid YAML: {error}") from error
     if values is None:
         return {}
+    values = _scientific_numbers(values)
     if not isinstance(values, dict):
         raise InvalidArgumentError(
             f"--config {path}: expected a mapping of settings at the top level, got "
@@ -152,14 +154,12 @@ def parse_set_options(assignments: Sequence[str]) -> dict[str, Any]:
                 "run.cap=5 or seed=1"
             )
         try:
-            # YAML 1.1 reads 1e-3 as a string; YAML writes such a float as 1.0e-03.
             value = yaml.safe_load(text) if text.strip() else ""
         except yaml.YAMLError as error:
             raise InvalidArgumentError(
                 f"--set {assignment!r}: invalid YAML value: {error}"
             ) from error
-        if isinstance(value, str):
-            value = _number_or_text(value)
+        value = _scientific_numbers(value)
         if isinstance(value, dict):
             raise InvalidArgumentError(
                 f"--set {assignment!r}: expected a scalar or a list; set the keys of a mapping "
@@ -175,12 +175,19 @@ def parse_set_options(assignments: Sequence[str]) -> dict[str, Any]:
     return nested
 
 
-def _number_or_text(text: str) -> Any:
-    """Return ``text`` as a float where YAML 1.1 left a number such as ``1e-3`` as a string."""
-    try:
-        return float(text)
-    except ValueError:
-        return text
+# PyYAML implements YAML 1.1, whose floats need a dot, so it reads 1e-3 as the string "1e-3".
+_SCIENTIFIC = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def _scientific_numbers(value: Any) -> Any:
+    """Return ``value`` with every string in scientific notation (``1e-3``) as a float."""
+    if isinstance(value, str) and _SCIENTIFIC.fullmatch(value):
+        return float(value)
+    if isinstance(value, dict):
+        return {key: _scientific_numbers(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_scientific_numbers(item) for item in value]
+    return value
 
 
 def check_keys(values: Mapping[str, Any], schema: Mapping[str, Any], source: str) -> None:
@@ -632,7 +639,7 @@ def start_run(
 ) -> RunRecord:
     """Write ``run.json`` into ``directory`` (created) and return the record of the run.
 
-    ``run.json`` holds ``command``, ``command_line`` (shell-quoted) and ``argv``, ``config``
+    ``run.json`` contains ``command``, ``command_line`` (shell-quoted) and ``argv``, ``config``
     (the resolved settings, usable again as a ``--config`` file after conversion to YAML),
     ``seed``, ``started`` (UTC, ISO 8601), ``versions`` (recrl, torch, NumPy, Python) and
     ``platform``. It is written atomically.
