@@ -282,3 +282,19 @@ def test_no_progress_prints_no_bar(
     assert "step/s" not in outputs[True]
     assert "s/step" not in outputs[True]
     assert "it/s" not in outputs[True]
+
+
+def test_run_json_config_repeats_run(tmp_path: Path, prepared: Path) -> None:
+    config = write_yaml(tmp_path / "c.yaml", TSCAC_SETTINGS)
+    first = tmp_path / "runs" / "first"
+    arguments = ["tscac", "--data", str(prepared), "--out", str(first), "--config", str(config)]
+    assert main(["--no-progress", *arguments, "--seed", "2"]) == 0
+
+    recorded = json.loads((first / "run.json").read_text())["config"]
+    again = write_yaml(tmp_path / "again.yaml", recorded)
+    second = tmp_path / "runs" / "second"
+    assert main(["--no-progress", "tscac", "--config", str(again), "--set", f"out={second}"]) == 0
+
+    record = json.loads((second / "run.json").read_text())
+    assert record["config"] == {**recorded, "out": str(second)}
+    assert (first / "table.csv").read_text() == (second / "table.csv").read_text()

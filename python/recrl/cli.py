@@ -9,6 +9,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -568,8 +569,9 @@ def _demo(args: argparse.Namespace, settings: dict[str, Any], argv: Sequence[str
             data.SyntheticConfig(rows=args.rows, seed=args.seed), root / "synthetic"
         )
         log = data.read_kuairand(source)
+        options = {"source": source, "out": root / "prepared", **asdict(data.PrepareOptions())}
         prepared = runs.start_run(
-            root / "prepared", command="prepare", config={}, seed=0, argv=argv, write=False
+            root / "prepared", command="prepare", config=options, seed=0, argv=argv, write=False
         )
         dataset = data.prepare(log, root / "prepared", overwrite=True)
         runs.write_run_file(prepared)
@@ -579,7 +581,16 @@ def _demo(args: argparse.Namespace, settings: dict[str, Any], argv: Sequence[str
         print(f"lengths      p50 {p50:.0f}, p90 {p90:.0f}, one-step {int((lengths == 1).sum()):,}")
         if args.tscac_steps > 0:
             configuration = _demo_tscac_configuration(args.tscac_steps)
-            tscac_settings = {**settings, "data": root / "prepared", **configuration}
+            # The settings of the TSCAC part alone, so its run.json works as a --config file.
+            tscac_settings = {
+                "data": root / "prepared",
+                "out": root / "tscac",
+                "seed": [args.seed],
+                "device": args.device,
+                "threads": args.threads,
+                "deterministic": args.deterministic,
+                **configuration,
+            }
             _run_tscac(
                 root / "prepared",
                 root / "tscac",
@@ -590,7 +601,7 @@ def _demo(args: argparse.Namespace, settings: dict[str, Any], argv: Sequence[str
                 argv,
             )
         if args.rmtl:
-            _demo_rmtl(root / "prepared", root / "rmtl", args.seed, settings, argv)
+            _demo_rmtl(root / "prepared", root / "rmtl", args.seed, argv)
         if record is not None:
             runs.finish_run(record, data=None, metrics={"rows": args.rows})
         kept = f"data in {root}" if args.out else "files removed; pass --out to keep them"
@@ -598,9 +609,7 @@ def _demo(args: argparse.Namespace, settings: dict[str, Any], argv: Sequence[str
     return 0
 
 
-def _demo_rmtl(
-    dataset: Path, out: Path, seed: int, settings: dict[str, Any], argv: Sequence[str]
-) -> None:
+def _demo_rmtl(dataset: Path, out: Path, seed: int, argv: Sequence[str]) -> None:
     """Train a small ESMM and its RMTL version for one epoch per stage and print the table."""
     from recrl.metrics_writer import MetricsWriter
     from recrl.rmtl import RMTLConfig, RunPlan, run_rmtl
@@ -614,7 +623,14 @@ def _demo_rmtl(
         }
     )
     started = time.perf_counter()
-    rmtl_settings = {**settings, "data": dataset, "backbones": ["esmm"], **config.to_dict()}
+    rmtl_settings = {
+        "data": dataset,
+        "out": out,
+        "backbones": ["esmm"],
+        "seed": [seed],
+        "no_plots": True,
+        **config.to_dict(),
+    }
     record = runs.start_run(out, command="rmtl", config=rmtl_settings, seed=[seed], argv=argv)
     plan = RunPlan(backbones=("esmm",), seeds=(seed,), plots=False)
     with MetricsWriter(out) as metrics:
