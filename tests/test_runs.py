@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from recrl import data, runs
+from recrl import data, runs, settings
 from recrl.cli import main
 from recrl.errors import InvalidArgumentError
 from recrl.metrics_writer import MetricsWriter
@@ -130,34 +130,36 @@ def test_set_choice_checked(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_set_values_are_typed() -> None:
-    nested = runs.parse_set_options(["a.b=3", "a.c=1e-3", "d=[1, 2]", "e=true", "f=text", "a.b=4"])
+    nested = settings.parse_set_options(
+        ["a.b=3", "a.c=1e-3", "d=[1, 2]", "e=true", "f=text", "a.b=4"]
+    )
     assert nested == {"a": {"b": 4, "c": 1e-3}, "d": [1, 2], "e": True, "f": "text"}
     with pytest.raises(InvalidArgumentError, match="expected KEY=VALUE"):
-        runs.parse_set_options(["a.=1"])
+        settings.parse_set_options(["a.=1"])
 
 
 def test_scientific_notation_is_float(tmp_path: Path) -> None:
     # PyYAML reads 1e-3 (no dot) as a string; settings read it as the number it means.
-    assert runs.parse_set_options(["a=1e-3", "b=[1e-1, 2]", "c=nan"]) == {
+    assert settings.parse_set_options(["a=1e-3", "b=[1e-1, 2]", "c=nan"]) == {
         "a": 1e-3,
         "b": [0.1, 2],
         "c": "nan",
     }
     path = tmp_path / "c.yaml"
     path.write_text("run:\n  lambda_sweep: [1e-1, 1e-2]\n  cap: 5\n")
-    assert runs.load_config_file(path) == {"run": {"lambda_sweep": [0.1, 0.01], "cap": 5}}
+    assert settings.load_config_file(path) == {"run": {"lambda_sweep": [0.1, 0.01], "cap": 5}}
 
 
 def test_config_file_must_be_mapping(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("- 1\n- 2\n")
     with pytest.raises(InvalidArgumentError, match="expected a mapping of settings"):
-        runs.load_config_file(path)
+        settings.load_config_file(path)
     path.write_text("a: [1\n")
     with pytest.raises(InvalidArgumentError, match="invalid YAML"):
-        runs.load_config_file(path)
+        settings.load_config_file(path)
     path.write_text("")
-    assert runs.load_config_file(path) == {}
+    assert settings.load_config_file(path) == {}
 
 
 @pytest.mark.parametrize(

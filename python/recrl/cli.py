@@ -19,6 +19,14 @@ import recrl
 from recrl import runs
 from recrl.errors import InvalidArgumentError, RecrlError, RecrlIOError
 from recrl.progress import set_progress
+from recrl.settings import (
+    RMTL_SECTIONS,
+    TSCAC_SECTIONS,
+    add_common_options,
+    command_sections,
+    relax_required,
+    resolve_settings,
+)
 
 logger = logging.getLogger("recrl")
 
@@ -231,7 +239,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     _add_device_options(demo)
     _add_reproducibility_options(demo)
-    runs.add_common_options(parser)
+    add_common_options(parser)
     return parser
 
 
@@ -396,7 +404,7 @@ def _run_rmtl_command(
     device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    config = RMTLConfig.from_dict({key: settings[key] for key in runs.RMTL_SECTIONS})
+    config = RMTLConfig.from_dict({key: settings[key] for key in RMTL_SECTIONS})
     transfers = []
     for pair in args.transfer:
         source, _, target = pair.partition(":")
@@ -520,7 +528,7 @@ def _run(args: argparse.Namespace, settings: dict[str, Any], argv: Sequence[str]
     if args.command == "rmtl":
         return _run_rmtl_command(args, settings, argv)
     if args.command == "tscac":
-        configuration = {key: settings[key] for key in runs.TSCAC_SECTIONS}
+        configuration = {key: settings[key] for key in TSCAC_SECTIONS}
         _seed(args.seed[0], args.deterministic)
         _run_tscac(
             args.data, args.out, configuration, args.seed, _torch_device(args), settings, argv
@@ -644,7 +652,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``recrl`` command line and return its exit status."""
     arguments = list(sys.argv[1:] if argv is None else argv)
     parser = _build_parser()
-    runs.relax_required(parser)
+    relax_required(parser)
     args = parser.parse_args(arguments)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -653,9 +661,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     set_progress(False if args.no_progress else None)
     try:
-        settings = runs.resolve_settings(
-            parser, arguments, args, runs.command_sections(args.command)
-        )
+        settings = resolve_settings(parser, arguments, args, command_sections(args.command))
         return _run(args, settings, ["recrl", *arguments])
     except (RecrlError, OSError) as error:
         print(f"recrl {args.command}: error: {error}", file=sys.stderr)
