@@ -194,7 +194,7 @@ def plot_run(run_directory: str | Path, out: str | Path | None = None) -> list[P
         out: folder of the PNG files; default ``<run_directory>/plots``.
 
     Raises:
-        RecrlIOError: ``run_directory`` is missing, not a folder, or holds neither
+        RecrlIOError: ``run_directory`` is missing, not a folder, or contains neither
             ``metrics.csv`` nor ``table.csv`` (nor run directories with them).
     """
     run_directory = Path(run_directory)

@@ -166,9 +166,9 @@ def start_run(
         config: the resolved settings.
         seed: the run's seed or seeds.
         argv: the full command line; default ``sys.argv``.
-        write: False only creates the record, for a directory that must not exist yet (a
-            prepared dataset is written by renaming a finished folder into place); call
-            :func:`write_run_file` once it exists.
+        write: False only creates the record, for a directory that must not exist yet, such
+            as a prepared dataset, which appears when a finished folder is renamed into place.
+            Call :func:`write_run_file` once the directory exists.
     """
     started = time.time()
     record = RunRecord(Path(directory), command, started, time.perf_counter())

@@ -100,7 +100,7 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
 
 
 def parse_set_options(assignments: Sequence[str]) -> dict[str, Any]:
-    """Turn ``key=value`` strings into a nested mapping; later assignments win.
+    """Turn ``key=value`` strings into a nested mapping, where a later assignment wins.
 
     The key is split at dots into nested keys. The value is parsed as YAML, so ``3`` is an
     integer, ``1e-3`` a float, ``true`` a boolean, ``[32, 32]`` a list and ``null`` None.
