@@ -1,5 +1,6 @@
 """Runs killed with SIGKILL and resumed with --resume end with the uninterrupted run's tables."""
 
+import csv
 import json
 import signal
 import subprocess
@@ -74,6 +75,20 @@ def without_timings(value):
     return value
 
 
+def metric_rows(run: Path) -> list[tuple[str, ...]]:
+    """Return the sorted rows of ``run/metrics.csv`` without wall-clock times and ``time/`` values.
+
+    Sorted, because a resumed step may list its values in another order.
+    """
+    with (run / "metrics.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return sorted(
+        (row["phase"], row["step"], row["name"], row["value"])
+        for row in rows
+        if not row["name"].startswith("time/")
+    )
+
+
 def kill_when(arguments: list[str], out: Path, phase_prefix: str) -> None:
     """Run ``recrl ARGUMENTS`` and SIGKILL it once a checkpoint of a matching phase exists."""
     command = [sys.executable, "-m", "recrl.cli", *arguments]
@@ -107,6 +122,7 @@ def test_tscac_killed_and_resumed_matches(prepared, tmp_path):
     assert main([*resumable, "--resume"]) == 0
     expected = (tmp_path / "uninterrupted" / "table.csv").read_text()
     assert (out / "table.csv").read_text() == expected
+    assert metric_rows(out) == metric_rows(tmp_path / "uninterrupted")
 
 
 def test_rmtl_killed_and_resumed_matches(prepared, tmp_path):
@@ -123,6 +139,7 @@ def test_rmtl_killed_and_resumed_matches(prepared, tmp_path):
     assert main([*resumable, "--resume"]) == 0
     expected = (tmp_path / "uninterrupted" / "table.csv").read_text()
     assert (out / "table.csv").read_text() == expected
+    assert metric_rows(out) == metric_rows(tmp_path / "uninterrupted")
     results = json.loads((out / "results.json").read_text())
     assert results == json.loads((tmp_path / "uninterrupted" / "results.json").read_text())
     for backbone in ("esmm", "mmoe"):
@@ -159,6 +176,6 @@ def test_resume_needs_a_started_run(prepared, tmp_path, capsys):
     assert "--resume continues a run started in that folder" in capsys.readouterr().err
     arguments = ["rmtl", "--data", str(prepared.path), "--backbone", "esmm", "--out", str(out)]
     assert main([*arguments, "--resume"]) == 2
-    assert "config.json: not found" in capsys.readouterr().err
+    assert "--resume continues a run started in that folder" in capsys.readouterr().err
     assert main([*arguments, "--checkpoint-every", "-1"]) == 2
     assert "--checkpoint-every: expected N >= 0, got -1" in capsys.readouterr().err

@@ -32,7 +32,7 @@ import json
 import logging
 import random
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,7 @@ __all__ = [
     "checkpoint_path",
     "differing_keys",
     "load_checkpoint",
+    "metrics_rows_at_checkpoint",
     "optimizers_of",
     "save_checkpoint",
 ]
@@ -418,6 +419,28 @@ def differing_keys(stored: Any, requested: Any, prefix: str = "") -> list[str]:
     return keys
 
 
+METRICS_ROWS = "metrics_rows"
+
+
+def metrics_rows_at_checkpoint(root: str | Path) -> int:
+    """Return the ``metrics.csv`` rows logged up to the latest checkpoint under ``root``.
+
+    The count is the largest recorded by the periodic checkpoint and the finished phases (row
+    counts only grow during a run); 0 when no checkpoint recorded one. A resumed run keeps
+    these rows and logs again what came after.
+    """
+    root = Path(root)
+    folders = [root / "current", *sorted((root / "phases").glob("*"))]
+    counts = [0]
+    for folder in folders:
+        found = checkpoint_path(folder)
+        if found is None:
+            continue
+        document = json.loads((found / JSON_FILE).read_text())
+        counts.append(int(document.get("metadata", {}).get(METRICS_ROWS, 0)))
+    return max(counts)
+
+
 class RunCheckpoints:
     """The checkpoints of a run made of named phases, in ``root``.
 
@@ -438,18 +461,29 @@ class RunCheckpoints:
         every: steps between periodic checkpoints of a phase; 0 writes none.
         resume: read the finished phases and the current checkpoint; false starts afresh and
             deletes what ``root`` holds.
+        metrics_rows: returns the rows of the run's ``metrics.csv`` so far; each checkpoint
+            records it, so a resumed run keeps exactly the rows logged up to its checkpoint
+            (see :func:`metrics_rows_at_checkpoint`).
 
     Under torchrun every rank reads the checkpoints and rank 0 alone writes them: the ranks hold
     the same parameters, optimizer states and generators after every step.
     """
 
-    def __init__(self, root: str | Path | None, *, every: int = 0, resume: bool = False) -> None:
+    def __init__(
+        self,
+        root: str | Path | None,
+        *,
+        every: int = 0,
+        resume: bool = False,
+        metrics_rows: Callable[[], int] | None = None,
+    ) -> None:
         if every < 0:
             raise InvalidArgumentError(f"every: expected a step count >= 0, got {every}")
         self.root = None if root is None else Path(root)
         self.every = every if root is not None else 0
         self.resume = resume and root is not None
         self.writes = distributed.is_main()
+        self.metrics_rows = metrics_rows
         if self.root is not None and self.writes:
             if not resume and self.root.exists():
                 shutil.rmtree(self.root)
@@ -535,7 +569,7 @@ class Phase:
         """Write the periodic checkpoint after ``step``."""
         if not self.checkpoints.writes:
             return
-        values = {**(metadata or {}), "phase": self.name, "step": step}
+        values = {**(metadata or {}), "phase": self.name, "step": step, **self._rows()}
         save_checkpoint(
             self.checkpoints.folder("current"), self.state, tensors=tensors, metadata=values
         )
@@ -555,4 +589,9 @@ class Phase:
         """Record the phase as finished with the current state and ``metadata``."""
         if self.folder is None or not self.checkpoints.writes:
             return
-        save_checkpoint(self.folder, self.state, metadata={**(metadata or {}), "phase": self.name})
+        values = {**(metadata or {}), "phase": self.name, **self._rows()}
+        save_checkpoint(self.folder, self.state, metadata=values)
+
+    def _rows(self) -> dict[str, int]:
+        count = self.checkpoints.metrics_rows
+        return {} if count is None else {METRICS_ROWS: count()}

@@ -9,13 +9,24 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 import recrl
+from recrl import runs
 from recrl.errors import InvalidArgumentError, RecrlError, RecrlIOError
+from recrl.progress import set_progress
+from recrl.settings import (
+    RMTL_SECTIONS,
+    TSCAC_SECTIONS,
+    add_common_options,
+    command_sections,
+    relax_required,
+    resolve_settings,
+)
 
 logger = logging.getLogger("recrl")
 
@@ -62,7 +73,10 @@ def _add_prepare_options(parser: argparse.ArgumentParser) -> None:
         "mean (default: error)",
     )
     parser.add_argument(
-        "--seed", type=int, default=0, help="seed of the user hash for --split user"
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the user hash for --split user, an integer >= 0 (default: 0)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
 
@@ -85,14 +99,21 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recrl", description=__doc__)
     parser.add_argument("--version", action="version", version=f"recrl {recrl.__version__}")
     parser.add_argument("--verbose", "-v", action="store_true", help="log debug messages")
+    parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="hide every progress bar (by default bars show when stderr is a terminal)",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     synth = commands.add_parser("synth", help="write a synthetic log in the KuaiRand layout")
-    synth.add_argument("--rows", type=int, required=True, help="number of exposures")
+    synth.add_argument("--rows", type=int, required=True, help="number of exposures, >= 1")
     synth.add_argument(
-        "--users", type=int, default=None, help="number of users (default: rows/2000)"
+        "--users", type=int, default=None, help="number of users, >= 1 (default: rows/2000)"
     )
-    synth.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    synth.add_argument(
+        "--seed", type=int, default=0, help="random seed, an integer >= 0 (default: 0)"
+    )
     synth.add_argument("--out", type=Path, required=True, help="folder to write the files into")
     synth.add_argument(
         "--overwrite", action="store_true", help="write into a folder that is not empty"
@@ -125,6 +146,16 @@ def _build_parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", help="print the statistics of a prepared dataset")
     info.add_argument("dataset", type=Path, help="prepared dataset folder")
 
+    plot = commands.add_parser(
+        "plot", help="write PNG plots of a run's training curves and evaluation tables"
+    )
+    plot.add_argument(
+        "run_directory", type=Path, help="run folder with metrics.csv (tscac, rmtl or demo run)"
+    )
+    plot.add_argument(
+        "--out", type=Path, default=None, help="folder of the PNG files (default: RUN_DIR/plots)"
+    )
+
     _add_rmtl_parser(commands)
 
     export = commands.add_parser(
@@ -149,7 +180,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     score.add_argument("--out", type=Path, required=True, help="JSONL file of the top-k results")
     score.add_argument(
-        "--k", type=int, default=50, help="candidates kept per request (default: 50)"
+        "--k", type=int, default=50, help="candidates kept per request, >= 0 (default: 50)"
     )
     score.add_argument(
         "--invalid",
@@ -158,18 +189,11 @@ def _build_parser() -> argparse.ArgumentParser:
         help="candidates with NaN or infinite inputs: stop with an error, or rank them last "
         "(default: raise)",
     )
-    score.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     tscac = commands.add_parser(
         "tscac", help="train TSCAC and its baselines on a prepared dataset and report them"
     )
     tscac.add_argument("--data", type=Path, required=True, help="prepared dataset folder")
-    tscac.add_argument(
-        "--config",
-        type=Path,
-        default=None,
-        help="YAML file with sections run, common and methods (default: built-in settings)",
-    )
     tscac.add_argument(
         "--out", type=Path, default=Path("runs/tscac"), help="run folder (default: runs/tscac)"
     )
@@ -179,9 +203,11 @@ def _build_parser() -> argparse.ArgumentParser:
         type=int,
         nargs="+",
         default=[0],
-        help="one or more seeds; the table reports mean and spread over them (default: 0)",
+        help="one or more seeds, integers >= 0; the table reports mean and spread over them "
+        "(default: 0)",
     )
     _add_resume_options(tscac, "gradient steps of a training stage")
+    _add_reproducibility_options(tscac)
 
     demo = commands.add_parser(
         "demo",
@@ -189,9 +215,14 @@ def _build_parser() -> argparse.ArgumentParser:
         "pipelines",
     )
     demo.add_argument(
-        "--rows", type=int, default=100_000, help="rows of the synthetic log (default: 100,000)"
+        "--rows",
+        type=int,
+        default=100_000,
+        help="rows of the synthetic log, >= 1 (default: 100,000)",
     )
-    demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    demo.add_argument(
+        "--seed", type=int, default=0, help="random seed, an integer >= 0 (default: 0)"
+    )
     demo.add_argument("--out", type=Path, default=None, help="folder to keep the files in")
     demo.add_argument(
         "--no-rmtl",
@@ -204,10 +235,12 @@ def _build_parser() -> argparse.ArgumentParser:
         "--tscac-steps",
         type=int,
         default=40,
-        help="gradient steps per method and stage of the demo's TSCAC run; 0 skips it "
+        help="gradient steps per method and stage of the demo's TSCAC run, >= 0; 0 skips it "
         "(default: 40)",
     )
     _add_device_options(demo)
+    _add_reproducibility_options(demo)
+    add_common_options(parser)
     return parser
 
 
@@ -228,6 +261,14 @@ def _add_resume_options(parser: argparse.ArgumentParser, unit: str) -> None:
     )
 
 
+def _add_reproducibility_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="use torch's deterministic algorithms (slower; an operation without one raises)",
+    )
+
+
 def _add_device_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device",
@@ -239,7 +280,7 @@ def _add_device_options(parser: argparse.ArgumentParser) -> None:
         "--threads",
         type=int,
         default=1,
-        help="CPU threads of torch; small models run fastest on one (default: 1)",
+        help="CPU threads of torch, >= 1; small models run fastest on one (default: 1)",
     )
 
 
@@ -260,29 +301,72 @@ def _run_tscac(
     configuration: dict[str, Any] | None,
     seeds: list[int],
     device: str,
+    settings: dict[str, Any],
+    argv: Sequence[str],
     resume: bool = False,
     checkpoint_every: int = 0,
 ) -> None:
     from recrl import data
-    from recrl.tscac.runner import run
+    from recrl.tscac.io import config_to_dict
+    from recrl.tscac.runner import load_run_configuration, run
 
     if checkpoint_every < 0:
         raise InvalidArgumentError(f"--checkpoint-every: expected N >= 0, got {checkpoint_every}")
     started = time.perf_counter()
     device = _join_process_group(device)
     dataset = data.load_prepared(dataset_path)
-    run(
-        dataset,
-        out,
-        configuration,
-        seeds=tuple(seeds),
-        device=device,
-        resume=resume,
-        checkpoint_every=checkpoint_every,
+    run_config, configs = load_run_configuration(configuration)
+    record = runs.start_run(
+        out, command="tscac", config=settings, seed=seeds, argv=argv, write=False
     )
     if _is_main():
+        runs.write_run_file(
+            record,
+            resolved={
+                "run": config_to_dict(run_config),
+                "methods": {name: config_to_dict(config) for name, config in configs.items()},
+            },
+        )
+    with _metrics_writer(out, resume) as metrics:
+        result = run(
+            dataset,
+            out,
+            configuration,
+            seeds=tuple(seeds),
+            device=device,
+            metrics=metrics,
+            resume=resume,
+            checkpoint_every=checkpoint_every,
+        )
+    if _is_main():
+        runs.finish_run(
+            record,
+            data=dataset_path,
+            metrics=runs.tscac_summary(result, dataset.reward_names, configs),
+        )
         print((out / "table.md").read_text())
         print(f"tscac run written to {out} in {time.perf_counter() - started:.1f} s")
+
+
+def _metrics_writer(out: Path, resume: bool) -> Any:
+    """Return the run's metrics writer as a context manager, holding None on ranks other than 0.
+
+    A resumed run keeps the rows logged up to its latest checkpoint and logs the steps after it
+    again, so ``metrics.csv`` ends as that of an uninterrupted run.
+    """
+    import contextlib
+
+    from recrl.checkpoint import metrics_rows_at_checkpoint
+    from recrl.metrics_writer import MetricsWriter
+
+    if not _is_main():
+        return contextlib.nullcontext(None)
+    if resume and not (out / "metrics.csv").is_file():
+        raise RecrlIOError(
+            f"{out / 'metrics.csv'}: not found; --resume continues a run started in that folder"
+        )
+    keep_rows = metrics_rows_at_checkpoint(out / "checkpoints") if resume else None
+    return MetricsWriter(out, keep_rows=keep_rows)
 
 
 def _join_process_group(device: str) -> str:
@@ -332,12 +416,12 @@ def _add_rmtl_parser(commands: Any) -> None:
     rmtl.add_argument("--data", type=Path, required=True, help="prepared dataset folder")
     rmtl.add_argument(
         "--backbone",
+        dest="backbones",
         nargs="+",
         required=True,
         choices=sorted(BACKBONES),
-        help="one or more backbones, each trained with and without RMTL",
+        help="one or more backbones, each trained with and without RMTL (setting: backbones)",
     )
-    rmtl.add_argument("--config", type=Path, default=None, help="YAML file of RMTL settings")
     rmtl.add_argument(
         "--out", type=Path, default=Path("rmtl-run"), help="run folder (default: rmtl-run)"
     )
@@ -348,8 +432,13 @@ def _add_rmtl_parser(commands: Any) -> None:
         "(default: cpu)",
     )
     rmtl.add_argument(
-        "--seed", type=int, nargs="+", default=[0], help="one or more seeds (default: 0)"
+        "--seed",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="one or more seeds, integers >= 0 (default: 0)",
     )
+    _add_reproducibility_options(rmtl)
     rmtl.add_argument(
         "--ablations",
         nargs="*",
@@ -369,13 +458,15 @@ def _add_rmtl_parser(commands: Any) -> None:
         "--threads",
         type=int,
         default=None,
-        help="torch CPU threads (default: torch's choice); 1 is fastest on a busy machine",
+        help="torch CPU threads, >= 1 (default: torch's choice); 1 is fastest on a busy machine",
     )
     rmtl.add_argument("--no-plots", action="store_true", help="skip the PNG curves")
     _add_resume_options(rmtl, "batches (optimizer steps) of a training stage")
 
 
-def _run_rmtl_command(args: argparse.Namespace) -> int:
+def _run_rmtl_command(
+    args: argparse.Namespace, settings: dict[str, Any], argv: Sequence[str]
+) -> int:
     import torch
 
     from recrl.errors import InvalidArgumentError
@@ -386,8 +477,7 @@ def _run_rmtl_command(args: argparse.Namespace) -> int:
     device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    values = _load_yaml(args.config) if args.config else {}
-    config = RMTLConfig.from_dict(values or {})
+    config = RMTLConfig.from_dict({key: settings[key] for key in RMTL_SECTIONS})
     transfers = []
     for pair in args.transfer:
         source, _, target = pair.partition(":")
@@ -396,7 +486,7 @@ def _run_rmtl_command(args: argparse.Namespace) -> int:
                 f"--transfer: expected SOURCE:TARGET such as mmoe:esmm, got {pair!r}"
             )
         transfers.append((source, target))
-    backbones = tuple(dict.fromkeys(args.backbone))
+    backbones = tuple(dict.fromkeys(args.backbones))
     plan = RunPlan(
         backbones=backbones,
         seeds=tuple(dict.fromkeys(args.seed)),
@@ -410,19 +500,32 @@ def _run_rmtl_command(args: argparse.Namespace) -> int:
         )
     started = time.perf_counter()
     device = _join_process_group(device)
-    run_rmtl(
-        args.data,
-        args.out,
-        config,
-        plan,
-        device=device,
-        resume=args.resume,
-        checkpoint_every=args.checkpoint_every,
+    _seed(args.seed[0], args.deterministic)
+    record = runs.start_run(
+        args.out, command="rmtl", config=settings, seed=args.seed, argv=argv, write=_is_main()
     )
+    with _metrics_writer(args.out, args.resume) as metrics:
+        results = run_rmtl(
+            args.data,
+            args.out,
+            config,
+            plan,
+            device=device,
+            metrics=metrics,
+            resume=args.resume,
+            checkpoint_every=args.checkpoint_every,
+        )
     if _is_main():
+        runs.finish_run(record, data=args.data, metrics=runs.rmtl_summary(results))
         print((args.out / "table.md").read_text(), end="")
         print(f"rmtl finished in {time.perf_counter() - started:.1f} s; results in {args.out}")
     return 0
+
+
+def _seed(seed: int, deterministic: bool) -> None:
+    from recrl.seeding import seed_everything
+
+    seed_everything(seed, deterministic=deterministic)
 
 
 def _ablation_backbones(named: list[str] | None, backbones: tuple[str, ...]) -> tuple[str, ...]:
@@ -472,7 +575,7 @@ def format_statistics(manifest: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, settings: dict[str, Any], argv: Sequence[str]) -> int:
     from recrl import data
 
     if args.command == "synth":
@@ -487,8 +590,16 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "prepare":
         started = time.perf_counter()
+        # The dataset folder appears whole when prepare renames it into place, so run.json is
+        # written after that; it keeps the start time taken here.
+        record = runs.start_run(
+            args.out, command="prepare", config=settings, seed=args.seed, argv=argv, write=False
+        )
         log = _read_log(args)
         dataset = data.prepare(log, args.out, _prepare_options(args), overwrite=args.overwrite)
+        runs.write_run_file(record)
+        summary = {"rows": dataset.manifest["rows"], "episodes": dataset.manifest["episodes"]}
+        runs.finish_run(record, data=args.source, metrics=summary)
         print(format_statistics(dataset.manifest))
         print(f"prepared {args.out} in {time.perf_counter() - started:.1f} s")
         return 0
@@ -497,22 +608,32 @@ def _run(args: argparse.Namespace) -> int:
         print(format_statistics(dataset.manifest))
         print(json.dumps(dataset.manifest["split"], indent=2))
         return 0
+    if args.command == "plot":
+        from recrl.plotting import plot_run
+
+        paths = plot_run(args.run_directory, args.out)
+        for path in paths:
+            print(f"wrote {path}")
+        return 0
     if args.command == "rmtl":
-        return _run_rmtl_command(args)
+        return _run_rmtl_command(args, settings, argv)
     if args.command == "tscac":
-        configuration = _load_yaml(args.config) if args.config else None
+        configuration = {key: settings[key] for key in TSCAC_SECTIONS}
+        _seed(args.seed[0], args.deterministic)
         _run_tscac(
             args.data,
             args.out,
             configuration,
             args.seed,
             _torch_device(args),
+            settings,
+            argv,
             resume=args.resume,
             checkpoint_every=args.checkpoint_every,
         )
         return 0
     if args.command == "demo":
-        return _demo(args)
+        return _demo(args, settings, argv)
     if args.command == "export":
         from recrl.serving import export_run
 
@@ -537,38 +658,66 @@ def _run(args: argparse.Namespace) -> int:
     raise AssertionError(f"unhandled command {args.command}")
 
 
-def _demo(args: argparse.Namespace) -> int:
+def _demo(args: argparse.Namespace, settings: dict[str, Any], argv: Sequence[str]) -> int:
     from recrl import data
 
+    _seed(args.seed, args.deterministic)
     with tempfile.TemporaryDirectory(prefix="recrl-demo-") as scratch:
         root = args.out or Path(scratch)
         started = time.perf_counter()
+        # Only a kept demo folder gets a record; a temporary one would add runs.csv to /tmp.
+        record = None
+        if args.out:
+            record = runs.start_run(
+                root, command="demo", config=settings, seed=args.seed, argv=argv
+            )
         source = data.write_synthetic_kuairand(
             data.SyntheticConfig(rows=args.rows, seed=args.seed), root / "synthetic"
         )
         log = data.read_kuairand(source)
+        options = {"source": source, "out": root / "prepared", **asdict(data.PrepareOptions())}
+        prepared = runs.start_run(
+            root / "prepared", command="prepare", config=options, seed=0, argv=argv, write=False
+        )
         dataset = data.prepare(log, root / "prepared", overwrite=True)
+        runs.write_run_file(prepared)
         print(format_statistics(dataset.manifest))
         lengths = np.diff(dataset["episode_starts"])
         p50, p90 = np.percentile(lengths, [50, 90])
         print(f"lengths      p50 {p50:.0f}, p90 {p90:.0f}, one-step {int((lengths == 1).sum()):,}")
         if args.tscac_steps > 0:
+            configuration = _demo_tscac_configuration(args.tscac_steps)
+            # The settings of the TSCAC part alone, so its run.json works as a --config file.
+            tscac_settings = {
+                "data": root / "prepared",
+                "out": root / "tscac",
+                "seed": [args.seed],
+                "device": args.device,
+                "threads": args.threads,
+                "deterministic": args.deterministic,
+                **configuration,
+            }
             _run_tscac(
                 root / "prepared",
                 root / "tscac",
-                _demo_tscac_configuration(args.tscac_steps),
+                configuration,
                 [args.seed],
                 _torch_device(args),
+                tscac_settings,
+                argv,
             )
         if args.rmtl:
-            _demo_rmtl(root / "prepared", root / "rmtl", args.seed)
+            _demo_rmtl(root / "prepared", root / "rmtl", args.seed, argv)
+        if record is not None:
+            runs.finish_run(record, data=None, metrics={"rows": args.rows})
         kept = f"data in {root}" if args.out else "files removed; pass --out to keep them"
         print(f"demo finished in {time.perf_counter() - started:.1f} s ({kept})")
     return 0
 
 
-def _demo_rmtl(dataset: Path, out: Path, seed: int) -> None:
+def _demo_rmtl(dataset: Path, out: Path, seed: int, argv: Sequence[str]) -> None:
     """Train a small ESMM and its RMTL version for one epoch per stage and print the table."""
+    from recrl.metrics_writer import MetricsWriter
     from recrl.rmtl import RMTLConfig, RunPlan, run_rmtl
 
     config = RMTLConfig.from_dict(
@@ -580,22 +729,38 @@ def _demo_rmtl(dataset: Path, out: Path, seed: int) -> None:
         }
     )
     started = time.perf_counter()
-    run_rmtl(dataset, out, config, RunPlan(backbones=("esmm",), seeds=(seed,), plots=False))
+    rmtl_settings = {
+        "data": dataset,
+        "out": out,
+        "backbones": ["esmm"],
+        "seed": [seed],
+        "no_plots": True,
+        **config.to_dict(),
+    }
+    record = runs.start_run(out, command="rmtl", config=rmtl_settings, seed=[seed], argv=argv)
+    plan = RunPlan(backbones=("esmm",), seeds=(seed,), plots=False)
+    with MetricsWriter(out) as metrics:
+        results = run_rmtl(dataset, out, config, plan, metrics=metrics)
+    runs.finish_run(record, data=dataset, metrics=runs.rmtl_summary(results))
     print((out / "table.md").read_text(), end="")
     print(f"rmtl demo (ESMM, one epoch per stage) in {time.perf_counter() - started:.1f} s")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``recrl`` command line and return its exit status."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
     parser = _build_parser()
-    args = parser.parse_args(argv)
+    relax_required(parser)
+    args = parser.parse_args(arguments)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    set_progress(False if args.no_progress else None)
     try:
-        return _run(args)
+        settings = resolve_settings(parser, arguments, args, command_sections(args.command))
+        return _run(args, settings, ["recrl", *arguments])
     except (RecrlError, OSError) as error:
         print(f"recrl {args.command}: error: {error}", file=sys.stderr)
         return 2

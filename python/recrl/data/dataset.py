@@ -50,6 +50,7 @@ import recrl
 from recrl import _core, _files
 from recrl.data.log import InteractionLog
 from recrl.errors import InvalidArgumentError, InvalidDataError, RecrlIOError, ShapeError
+from recrl.progress import progress_bar
 
 __all__ = ["PrepareOptions", "PreparedDataset", "load_prepared", "prepare"]
 
@@ -516,8 +517,13 @@ def prepare(
             f"{out}: exists and is not a prepared dataset (no manifest.json); choose another "
             "output folder, since overwriting would delete what it contains"
         )
-    with _Staging(out) as staging:
-        manifest = build_arrays(log, options, staging.put)
+    with _Staging(out) as staging, progress_bar(description="prepare", unit="array") as bar:
+
+        def put(name: str, array: np.ndarray) -> None:
+            staging.put(name, array)
+            bar.update()
+
+        manifest = build_arrays(log, options, put)
         manifest["sources"] = [
             {**source, "sha256": _sha256(Path(source["path"]))}
             for source in manifest["sources"]

@@ -22,6 +22,7 @@ import numpy.typing as npt
 from recrl import _core
 from recrl.data.log import FeatureTable, InteractionLog
 from recrl.errors import DataFormatError, InvalidArgumentError, InvalidDataError
+from recrl.progress import progress_bar
 
 __all__ = [
     "KUAIRAND_LOG_COLUMNS",
@@ -186,7 +187,7 @@ def read_kuairand(
 
     parts: list[dict[str, Any]] = []
     counts: dict[str, int] = {}
-    for path in files:
+    for path in progress_bar(files, description="read KuaiRand", unit="file"):
         parts.append(_read_kuairand_file(path, counts))
         logger.info("read %d rows from %s", len(parts[-1]["user_id"]), path)
     if len(parts) == 1:

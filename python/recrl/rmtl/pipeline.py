@@ -15,6 +15,7 @@ For each seed and backbone, :func:`run_rmtl`
 Run folder layout::
 
     config.json                      the resolved settings, written before training starts
+    metrics.csv                      every epoch record, see recrl.metrics_writer
     seed<S>/<backbone>/pretrained.{safetensors,json}
     seed<S>/<backbone>/critics.{safetensors,json}
     seed<S>/<backbone>/finetuned_<weighting>.{safetensors,json}
@@ -42,9 +43,10 @@ import torch
 
 import recrl
 from recrl import distributed
-from recrl.checkpoint import RunCheckpoints, differing_keys
+from recrl.checkpoint import RunCheckpoints, differing_keys, metrics_rows_at_checkpoint
 from recrl.data import load_prepared
 from recrl.errors import InvalidArgumentError, RecrlIOError
+from recrl.metrics_writer import MetricsWriter
 from recrl.nets.mtl import BACKBONE_TITLES, BACKBONES, build_backbone
 from recrl.rmtl.config import WEIGHTINGS, RMTLConfig
 from recrl.rmtl.data import TASK_NAMES, TaskData
@@ -56,7 +58,7 @@ from recrl.rmtl.io import (
     write_json,
 )
 from recrl.rmtl.report import plot_history, summarise, write_tables
-from recrl.rmtl.training import evaluate, finetune, pretrain, train_critics
+from recrl.rmtl.training import EpochCallback, evaluate, finetune, pretrain, train_critics
 
 __all__ = ["RunPlan", "method_name", "run_rmtl"]
 
@@ -131,6 +133,18 @@ def _seeded(seed: int) -> torch.Generator:
     return generator
 
 
+def _epoch_logger(metrics: MetricsWriter | None, phase: str) -> EpochCallback | None:
+    """Return a callback that writes an epoch record to ``metrics`` under ``phase``."""
+    if metrics is None:
+        return None
+
+    def log(record: dict[str, float]) -> None:
+        values = {name: value for name, value in record.items() if name != "epoch"}
+        metrics.log(phase, int(record["epoch"]), values)
+
+    return log
+
+
 def run_rmtl(
     data_path: str | Path,
     out: str | Path,
@@ -140,6 +154,7 @@ def run_rmtl(
     *,
     resume: bool = False,
     checkpoint_every: int = 0,
+    metrics: MetricsWriter | None = None,
 ) -> list[dict[str, Any]]:
     """Run the whole pipeline and write models, histories, plots and tables into ``out``.
 
@@ -157,6 +172,9 @@ def run_rmtl(
             those stored in ``out/config.json``.
         checkpoint_every: batches (optimizer steps) between periodic checkpoints of a stage;
             0 writes only the checkpoint at the end of each stage.
+        metrics: receives every epoch record under the phase ``<stage>/<backbone>/seed<S>``;
+            None writes ``metrics.csv`` in ``out`` with a writer of the run's own (on rank 0;
+            other ranks write none).
 
     Raises:
         InvalidArgumentError: ``resume`` with settings that differ from the stored ones.
@@ -189,7 +207,17 @@ def run_rmtl(
         _check_resumable(out / "config.json", resolved)
     elif distributed.is_main():
         write_json(out / "config.json", resolved)
-    checkpoints = RunCheckpoints(out / "checkpoints", every=checkpoint_every, resume=resume)
+    own_metrics = metrics is None and distributed.is_main()
+    if metrics is None and distributed.is_main():
+        keep_rows = metrics_rows_at_checkpoint(out / "checkpoints") if resume else None
+        metrics = MetricsWriter(out, keep_rows=keep_rows)
+    writer = metrics
+    checkpoints = RunCheckpoints(
+        out / "checkpoints",
+        every=checkpoint_every,
+        resume=resume,
+        metrics_rows=None if writer is None else (lambda: writer.rows),
+    )
     data = TaskData.load(dataset, device)
     logger.info(
         "loaded %s: %d rows, splits %s",
@@ -202,14 +230,16 @@ def run_rmtl(
     for seed in plan.seeds:
         for backbone in plan.backbones:
             results.extend(
-                _run_backbone(data, out, config, plan, backbone, seed, device, checkpoints)
+                _run_backbone(data, out, config, plan, backbone, seed, device, checkpoints, metrics)
             )
             _write_on_main(write_json, out / "results.json", results)
         for source, target in plan.transfers:
             results.append(
-                _run_transfer(data, out, config, source, target, seed, device, checkpoints)
+                _run_transfer(data, out, config, source, target, seed, device, checkpoints, metrics)
             )
             _write_on_main(write_json, out / "results.json", results)
+    if own_metrics and metrics is not None:
+        metrics.close()
 
     order = _method_order(plan)
     results_sorted = sorted(results, key=lambda r: order.index(r["method"]))
@@ -269,6 +299,7 @@ def _run_backbone(
     seed: int,
     device: str,
     checkpoints: RunCheckpoints,
+    metrics: MetricsWriter | None,
 ) -> list[dict[str, Any]]:
     folder = out / f"seed{seed}" / backbone
     phase = f"seed{seed}/{backbone}"
@@ -280,12 +311,14 @@ def _run_backbone(
     # Step 1: pretrain the backbone.
     model = build_backbone(data.spec, run_config.backbone).to(device)
     batch = config.evaluation_batch_size
+    on_epoch = _epoch_logger(metrics, f"pretrain/{backbone}/seed{seed}")
     histories["pretrain"] = pretrain(
         model,
         data,
         config.pretrain,
         generator,
         batch,
+        on_epoch,
         checkpoints=checkpoints,
         phase=f"{phase}/pretrain",
     )
@@ -293,12 +326,14 @@ def _run_backbone(
     results = [_result(method_name(backbone), backbone, None, seed, model, data, batch)]
 
     # Step 2: critics against the frozen pretrained backbone.
+    on_epoch = _epoch_logger(metrics, f"critic/{backbone}/seed{seed}")
     critics, histories["critic"] = train_critics(
         model,
         data,
         config.critic,
         generator,
         batch,
+        on_epoch,
         checkpoints=checkpoints,
         phase=f"{phase}/critics",
     )
@@ -308,6 +343,7 @@ def _run_backbone(
     for weighting in plan.weightings(backbone):
         tuned = copy.deepcopy(model)
         finetune_config = run_config.with_weighting(weighting).finetune
+        on_epoch = _epoch_logger(metrics, f"finetune_{weighting}/{backbone}/seed{seed}")
         histories[f"finetune_{weighting}"] = finetune(
             tuned,
             critics,
@@ -315,6 +351,7 @@ def _run_backbone(
             finetune_config,
             generator,
             batch,
+            on_epoch,
             checkpoints=checkpoints,
             phase=f"{phase}/finetune_{weighting}",
         )
@@ -342,6 +379,7 @@ def _run_transfer(
     seed: int,
     device: str,
     checkpoints: RunCheckpoints,
+    metrics: MetricsWriter | None,
 ) -> dict[str, Any]:
     generator = _seeded(seed)
     # NOTE: every rank reads rank 0's files here, so a run on several machines needs a run
@@ -350,6 +388,7 @@ def _run_transfer(
     model = load_backbone(out / f"seed{seed}" / target / "pretrained", device)
     critics = load_critics(out / f"seed{seed}" / source / "critics", device)
     finetune_config = config.with_weighting("rmtl").finetune
+    on_epoch = _epoch_logger(metrics, f"finetune_rmtl/{target}_critics_of_{source}/seed{seed}")
     history = finetune(
         model,
         critics,
@@ -357,6 +396,7 @@ def _run_transfer(
         finetune_config,
         generator,
         config.evaluation_batch_size,
+        on_epoch,
         checkpoints=checkpoints,
         phase=f"seed{seed}/{target}/finetune_rmtl_critics_of_{source}",
     )

@@ -112,11 +112,9 @@ def plot_history(path: Path, title: str, histories: dict[str, list[dict[str, flo
             with ``loss/<stage>`` and ``eval/validation_mean_auc``, ``critic`` with
             ``loss/critic`` and ``eval/validation_td_error``.
     """
-    import matplotlib
+    from recrl.plotting import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     figure, (losses, scores, critic) = plt.subplots(1, 3, figsize=(15, 4))
     start = 0.0
     pretraining = histories.get("pretrain") or []
@@ -149,8 +147,4 @@ def plot_history(path: Path, title: str, histories: dict[str, list[dict[str, flo
         axes.legend()
     figure.suptitle(title)
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp.png")
-    figure.savefig(temporary, dpi=100)
-    plt.close(figure)
-    temporary.replace(path)
+    save_figure(figure, path)

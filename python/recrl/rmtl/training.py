@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +21,7 @@ from recrl import distributed
 from recrl.checkpoint import Phase, RunCheckpoints, TrainingState
 from recrl.evaluation.metrics import task_metrics
 from recrl.nets.mtl import MultiTaskBackbone
+from recrl.progress import progress_bar
 from recrl.rmtl.config import CriticConfig, FinetuneConfig, PretrainConfig
 from recrl.rmtl.critics import CriticTrainer
 from recrl.rmtl.data import TaskData
@@ -31,6 +32,8 @@ __all__ = ["evaluate", "finetune", "predict", "pretrain", "train_critics"]
 logger = logging.getLogger(__name__)
 
 History = list[dict[str, float]]
+EpochCallback = Callable[[dict[str, float]], None]
+"""Receives each epoch's record as soon as the epoch ends (to write it to the run's metrics)."""
 
 
 @torch.no_grad()
@@ -40,9 +43,10 @@ def predict(
     """Return the model's task probabilities float [n, K] for ``rows`` [n], in evaluation mode."""
     was_training = model.training
     model.eval()
+    starts = range(0, len(rows), batch_size)
     outputs = [
         model(data.batch(rows[start : start + batch_size]))
-        for start in range(0, len(rows), batch_size)
+        for start in progress_bar(starts, description="predict", unit="batch", leave=False)
     ]
     model.train(was_training)
     if not outputs:
@@ -181,11 +185,12 @@ def _fit_with_early_stopping(
     stage: str,
     evaluation_batch_size: int,
     phase: Phase,
+    on_epoch: EpochCallback | None = None,
 ) -> History:
     """Run epochs of ``step(rows) -> loss`` and keep the weights of the best validation AUC.
 
     A finished ``phase`` is loaded instead of trained; an interrupted one continues from its
-    last periodic checkpoint.
+    last periodic checkpoint. ``on_epoch`` receives each epoch's record.
     """
     distributed.check_batch_size(f"{stage} batch_size", batch_size)
     if phase.completed:
@@ -200,7 +205,8 @@ def _fit_with_early_stopping(
         epoch = loop.epoch
         started = time.perf_counter()
         model.train()
-        for rows in loop.batches(data.splits["train"], batch_size, generator):
+        batches = loop.batches(data.splits["train"], batch_size, generator)
+        for rows in progress_bar(batches, description=f"{stage} epoch {epoch}", leave=False):
             # Under torchrun each rank trains on its part of the same global batch.
             part = distributed.split_batch(rows)
             loss = step(part.rows)
@@ -223,6 +229,8 @@ def _fit_with_early_stopping(
             **_flatten("eval/validation", validation),
         }
         loop.history.append(record)
+        if on_epoch is not None:
+            on_epoch(record)
         logger.info(
             "%s epoch %d: loss %.5f, validation mean AUC %.4f",
             stage,
@@ -265,6 +273,7 @@ def pretrain(
     config: PretrainConfig,
     generator: torch.Generator,
     evaluation_batch_size: int = 8192,
+    on_epoch: EpochCallback | None = None,
     *,
     checkpoints: RunCheckpoints = _NO_CHECKPOINTS,
     phase: str = "pretrain",
@@ -296,6 +305,7 @@ def pretrain(
         "pretrain",
         evaluation_batch_size,
         checkpoints.phase(phase, _state({"model": model}, optimizer, generator)),
+        on_epoch,
     )
 
 
@@ -305,6 +315,7 @@ def train_critics(
     config: CriticConfig,
     generator: torch.Generator,
     evaluation_batch_size: int = 8192,
+    on_epoch: EpochCallback | None = None,
     *,
     checkpoints: RunCheckpoints = _NO_CHECKPOINTS,
     phase: str = "critics",
@@ -332,7 +343,8 @@ def train_critics(
     while loop.epoch <= config.epochs:
         epoch = loop.epoch
         started = time.perf_counter()
-        for batch_rows in loop.batches(data.splits["train"], config.batch_size, generator):
+        batches = loop.batches(data.splits["train"], config.batch_size, generator)
+        for batch_rows in progress_bar(batches, description=f"critic epoch {epoch}", leave=False):
             part = distributed.split_batch(batch_rows)
             rows = part.rows
             next_rows = data.next_index[rows]
@@ -359,6 +371,8 @@ def train_critics(
                 "time/epoch_s": time.perf_counter() - started,
             }
         )
+        if on_epoch is not None:
+            on_epoch(loop.history[-1])
         logger.info(
             "critic epoch %d: TD loss %.5f, validation TD error %.5f",
             epoch,
@@ -398,6 +412,7 @@ def finetune(
     config: FinetuneConfig,
     generator: torch.Generator,
     evaluation_batch_size: int = 8192,
+    on_epoch: EpochCallback | None = None,
     *,
     checkpoints: RunCheckpoints = _NO_CHECKPOINTS,
     phase: str = "finetune",
@@ -434,4 +449,5 @@ def finetune(
         f"finetune_{config.weighting}",
         evaluation_batch_size,
         checkpoints.phase(phase, _state({"model": model}, optimizer, generator)),
+        on_epoch,
     )

@@ -23,6 +23,7 @@ import numpy.typing as npt
 from recrl import _files
 from recrl._core import Scorer
 from recrl.errors import DataFormatError, RecrlError
+from recrl.progress import progress_bar
 
 __all__ = ["score_file"]
 
@@ -94,20 +95,19 @@ def score_file(
         out: JSONL file of results, one line per request in input order.
         k: candidates kept per request (all when a request has fewer).
         invalid: ``"raise"`` or ``"rank_last"`` for candidates with NaN or infinite inputs.
-        progress: show a tqdm progress bar on stderr.
+        progress: show a tqdm progress bar on stderr (unless ``recrl.progress.set_progress``
+            hides every bar).
 
     Returns:
         The number of requests scored.
     """
-    from tqdm import tqdm  # type: ignore[import-untyped]
-
     scorer = Scorer.load(policy)
     requests, out = Path(requests), Path(out)
     count = 0
     with _files.atomic_open(out, "w", encoding="utf-8") as handle:
-        for line_number, request in tqdm(
-            _requests(requests), unit=" requests", disable=not progress
-        ):
+        lines = _requests(requests)
+        bar = progress_bar(lines, description="score", unit="request", enabled=progress)
+        for line_number, request in bar:
             try:
                 result = _score_request(scorer, request, k, invalid)
             except (RecrlError, ValueError, TypeError) as error:

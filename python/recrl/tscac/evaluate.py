@@ -14,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from recrl.progress import progress_bar
 from recrl.tscac.data import Batch, Transitions
 from recrl.tscac.off_policy import estimate_policy_values
 
@@ -75,7 +76,8 @@ class Evaluator:
         """Return log pi(a_t|s_t) [R] of the logged items of ``rows`` [R]."""
         parts = []
         with torch.no_grad():
-            for start in range(0, len(rows), self.batch_size):
+            starts = range(0, len(rows), self.batch_size)
+            for start in progress_bar(starts, description="evaluate", unit="batch", leave=False):
                 batch: Batch = self.transitions.batch(rows[start : start + self.batch_size])
                 log_probabilities = policy(batch.state(), batch.candidates, batch.mask)
                 logged = log_probabilities.gather(1, batch.actions.unsqueeze(1)).squeeze(1)

@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from recrl.plotting import pyplot as _pyplot
+from recrl.plotting import save_figure
 from recrl.tscac.config import CommonConfig
 from recrl.tscac.data import ProblemSpec
 from recrl.tscac.io import write_text_atomically
@@ -115,21 +117,6 @@ def write_tables(
     write_text_atomically(out / "table.csv", buffer.getvalue())
 
 
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save_figure(figure: Any, path: Path) -> None:
-    temporary = path.with_name(f".{path.name}.tmp.png")
-    figure.savefig(temporary, dpi=100)
-    temporary.replace(path)
-
-
 def plot_curves(path: Path, curves: dict[str, list[dict[str, Any]]]) -> None:
     """Plot the actor loss and the validation watch-time estimate of every method."""
     plt = _pyplot()
@@ -148,8 +135,7 @@ def plot_curves(path: Path, curves: dict[str, list[dict[str, Any]]]) -> None:
         axis.set_xlabel("evaluation point (stages in order)")
     axes[1].legend(fontsize=6)
     figure.tight_layout()
-    _save_figure(figure, path)
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 def plot_lambda_sweep(
@@ -173,5 +159,4 @@ def plot_lambda_sweep(
     axes[0].set_ylabel(f"{spec.reward_names[main]} (validation NCIS)")
     figure.suptitle("stage-two lambda sweep; dashed: logged behaviour")
     figure.tight_layout()
-    _save_figure(figure, path)
-    plt.close(figure)
+    save_figure(figure, path)

@@ -1,9 +1,10 @@
 """Train TSCAC and its baselines on a prepared dataset, evaluate them and write a report.
 
 The run directory receives ``config.yaml`` (the resolved configuration, written before the
-first step), one ``models/seed<k>/<method>.safetensors`` + ``.json`` per method and seed, the
-offline table as ``table.md`` and ``table.csv``, the training curves ``curves.png`` and the
-lambda sweep ``lambda_sweep.png``. Checkpoints are selected on the validation split; the test
+first step), ``metrics.csv`` (every curve point, see :mod:`recrl.metrics_writer`), one
+``models/seed<k>/<method>.safetensors`` + ``.json`` per method and seed, the offline table as
+``table.md`` and ``table.csv``, the training curves ``curves.png`` and the lambda sweep
+``lambda_sweep.png``. Checkpoints are selected on the validation split; the test
 split is evaluated once per method and seed, after selection.
 
 Under ``torchrun`` every rank trains on its part of each minibatch (see
@@ -29,10 +30,13 @@ from recrl.checkpoint import (
     RunCheckpoints,
     TrainingState,
     differing_keys,
+    metrics_rows_at_checkpoint,
     optimizers_of,
 )
 from recrl.data import PreparedDataset
 from recrl.errors import InvalidArgumentError, RecrlIOError
+from recrl.metrics_writer import MetricsWriter
+from recrl.progress import progress_bar
 from recrl.tscac.agents import METHODS, InteractionActorCritic, Method, Tscac, build_method
 from recrl.tscac.config import (
     CONFIG_CLASSES,
@@ -160,9 +164,12 @@ class _Trainer:
         seed: int,
         device: torch.device,
         checkpoints: RunCheckpoints | None = None,
+        metrics: MetricsWriter | None = None,
     ) -> None:
         self.transitions = transitions
         self.checkpoints = checkpoints if checkpoints is not None else RunCheckpoints(None)
+        self.seed = seed
+        self.metrics = metrics
         self.evaluator = evaluator
         self.run_config = run_config
         self.device = device
@@ -200,9 +207,10 @@ class _Trainer:
     ) -> float:
         """Run ``steps`` updates of ``stage``; with ``select``, keep the best validation state.
 
-        ``phase_name`` names the stage's checkpoints: a resumed run loads the final state of a
-        finished phase instead of training it, and continues an interrupted one from its last
-        periodic checkpoint.
+        ``phase_name`` names the stage's checkpoints and its rows of the run's metrics: a
+        resumed run loads the final state of a finished phase instead of training it, and
+        continues an interrupted one from its last periodic checkpoint. Each evaluation point
+        is appended to ``curve``.
 
         Returns:
             The best validation score (or the last one without ``select``).
@@ -233,7 +241,10 @@ class _Trainer:
             curve.extend(phase_curve)
             first = resumed.metadata["step"] + 1
             best_state = _unprefixed(resumed.tensors, "best/") or None
-        for step in range(first, steps + 1):
+        description = f"{method.method_name} {stage} seed {self.seed}"
+        for step in progress_bar(
+            range(first, steps + 1), description=description, unit="step", total=steps - first + 1
+        ):
             for key, value in self.update(method, config.batch_size).items():
                 sums[key] = sums.get(key, 0.0) + value
             if step % config.evaluation_interval and step != steps:
@@ -266,6 +277,12 @@ class _Trainer:
             point["eval/main"] = float(estimates["ncis"][method.main])
             curve.append(point)
             phase_curve.append(point)
+            if self.metrics is not None:
+                self.metrics.log(
+                    phase_name,
+                    step,
+                    {k: v for k, v in point.items() if k not in ("stage", "step")},
+                )
             sums = {}
             logger.info(
                 "%s %s step %d: validation score %.4f, main response %.4f",
@@ -354,7 +371,7 @@ def _behaviour_policy(
         return behaviour
     resumed = phase.resume()
     first = 1 if resumed is None else resumed.metadata["step"] + 1
-    for step in range(first, steps + 1):
+    for step in progress_bar(range(first, steps + 1), description="behaviour policy", unit="step"):
         batch_rows = rows[generator.integers(0, len(rows), config.batch_size)]
         behaviour.update(transitions.batch(distributed.split_batch(batch_rows).rows))
         if phase.due(step) and step != steps:
@@ -373,6 +390,7 @@ def run(
     device: str | torch.device = "cpu",
     resume: bool = False,
     checkpoint_every: int = 0,
+    metrics: MetricsWriter | None = None,
 ) -> dict[str, Any]:
     """Train, select on validation and evaluate on test every configured method and seed.
 
@@ -390,6 +408,8 @@ def run(
             must equal the one stored in ``out/config.yaml``.
         checkpoint_every: gradient steps between periodic checkpoints of a stage; 0 writes
             only the checkpoint at the end of each stage.
+        metrics: writer of the training curves; None writes ``metrics.csv`` in ``out`` with a
+            writer of the run's own (on rank 0; other ranks write none).
 
     Raises:
         InvalidArgumentError: ``resume`` with a configuration that differs from the stored one.
@@ -421,7 +441,17 @@ def run(
         _check_resumable(out / "config.yaml", resolved)
     elif distributed.is_main():
         write_text_atomically(out / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
-    checkpoints = RunCheckpoints(out / "checkpoints", every=checkpoint_every, resume=resume)
+    own_metrics = metrics is None and distributed.is_main()
+    if metrics is None and distributed.is_main():
+        keep_rows = metrics_rows_at_checkpoint(out / "checkpoints") if resume else None
+        metrics = MetricsWriter(out, keep_rows=keep_rows)
+    writer = metrics
+    checkpoints = RunCheckpoints(
+        out / "checkpoints",
+        every=checkpoint_every,
+        resume=resume,
+        metrics_rows=None if writer is None else (lambda: writer.rows),
+    )
     transitions = Transitions(dataset, spec, device)
     coverage = candidate_coverage(transitions)
     for split, fraction in coverage.items():
@@ -456,7 +486,7 @@ def run(
             cap=run_config.cap,
             discount=run_config.evaluation_discount,
         )
-        trainer = _Trainer(transitions, evaluator, run_config, seed, device, checkpoints)
+        trainer = _Trainer(transitions, evaluator, run_config, seed, device, checkpoints, metrics)
         models = out / "models" / f"seed{seed}"
         if behaviour is not None and distributed.is_main():
             save_method(behaviour, models, "behaviour")
@@ -482,6 +512,8 @@ def run(
     ]
     if "lambda" in chosen:
         notes.append(f"TSCAC lambda (shared, selected on validation): {chosen['lambda']:g}")
+    if own_metrics and metrics is not None:
+        metrics.close()
     if distributed.is_main():
         write_tables(out, spec, results, logged_test, configs, notes)
         plot_curves(out / "curves.png", curves)
@@ -628,5 +660,10 @@ def _lambda_sweep(
         points.append(
             {"lambda": value, "ncis": estimates["ncis"].tolist(), "validation_score": score}
         )
+        if trainer.metrics is not None:
+            values = {f"eval/{n}": v for n, v in zip(swept.spec.reward_names, estimates["ncis"])}
+            values.update({"lambda": value, "validation_score": score})
+            phase = f"seed{trainer.seed}/tscac/lambda_sweep"
+            trainer.metrics.log(phase, len(points), values)
         logger.info("lambda %.0e: validation watch time %.4f", value, estimates["ncis"][swept.main])
     return points
