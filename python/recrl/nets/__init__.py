@@ -1,6 +1,12 @@
 """Neural network building blocks: MLPs, critic ensembles, actors and multi-task backbones."""
 
-from recrl.nets.actors import CategoricalActor, GaussianActor, masked_log_softmax
+from recrl.nets.actors import (
+    CategoricalActor,
+    CategoricalActorEnsemble,
+    GaussianActor,
+    masked_log_softmax,
+    score_candidates,
+)
 from recrl.nets.ensemble import EnsembleLinear, EnsembleMLP
 from recrl.nets.mlp import MLP
 from recrl.nets.mtl import (
@@ -16,7 +22,7 @@ from recrl.nets.mtl import (
     SingleTask,
     build_backbone,
 )
-from recrl.nets.state import FieldEmbedding, StateEncoder
+from recrl.nets.state import EnsembleStateEncoder, FieldEmbedding, StateEncoder
 
 __all__ = [
     "BACKBONES",
@@ -25,8 +31,10 @@ __all__ = [
     "PLE",
     "BackboneConfig",
     "CategoricalActor",
+    "CategoricalActorEnsemble",
     "EnsembleLinear",
     "EnsembleMLP",
+    "EnsembleStateEncoder",
     "FeatureSpec",
     "FieldEmbedding",
     "GaussianActor",
@@ -38,4 +46,5 @@ __all__ = [
     "StateEncoder",
     "build_backbone",
     "masked_log_softmax",
+    "score_candidates",
 ]

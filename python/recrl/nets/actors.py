@@ -8,10 +8,46 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from recrl.nets.ensemble import EnsembleLinear, EnsembleMLP
 from recrl.nets.mlp import MLP
-from recrl.nets.state import StateEncoder
+from recrl.nets.state import EnsembleStateEncoder, StateEncoder, gather_member_rows
 
-__all__ = ["CategoricalActor", "GaussianActor", "masked_log_softmax"]
+__all__ = [
+    "CategoricalActor",
+    "CategoricalActorEnsemble",
+    "GaussianActor",
+    "masked_log_softmax",
+    "score_candidates",
+]
+
+
+def score_candidates(
+    preferences: torch.Tensor, embeddings: torch.Tensor, candidates: torch.Tensor, shared: int = 0
+) -> torch.Tensor:
+    """Score <preference_m(s), e_m(j)> of M members for every candidate of every row.
+
+    The first ``shared`` columns of ``candidates`` must hold the same items in every row (the
+    global candidate set); they are scored with one product [B, D] @ [D, shared] per member
+    instead of a per-row lookup of B x shared embeddings, whose backward pass would scatter
+    B x shared rows. The other columns are looked up per row.
+
+    Args:
+        preferences: float [M, B, D].
+        embeddings: float [M, V, D], each member's item embeddings.
+        candidates: int64 [B, C] item indices.
+        shared: number of leading columns shared by every row, 0 <= shared <= C.
+
+    Returns:
+        float [M, B, C].
+    """
+    parts = []
+    if shared > 0:
+        common = embeddings.index_select(1, candidates[0, :shared])
+        parts.append(torch.bmm(preferences, common.transpose(1, 2)))
+    if shared < candidates.shape[1]:
+        own = gather_member_rows(embeddings, candidates[:, shared:])
+        parts.append(torch.einsum("mbd,mbcd->mbc", preferences, own))
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
 
 
 class CategoricalActor(nn.Module):
@@ -61,12 +97,19 @@ class CategoricalActor(nn.Module):
         output: torch.Tensor = self.preference(state)
         return output
 
-    def scores(self, preferences: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
-        """Score candidates int64 [B, C] (or [C], shared by the batch) as float [B, C]."""
-        embedded: torch.Tensor = self.item_embeddings(candidates)
+    def scores(
+        self, preferences: torch.Tensor, candidates: torch.Tensor, shared: int = 0
+    ) -> torch.Tensor:
+        """Score candidates int64 [B, C] (or [C], shared by the batch) as float [B, C].
+
+        ``shared`` counts leading columns of a [B, C] ``candidates`` that hold the same items
+        in every row (see ``score_candidates``).
+        """
         if candidates.dim() == 1:
+            embedded: torch.Tensor = self.item_embeddings(candidates)
             return preferences @ embedded.T
-        return torch.einsum("bd,bcd->bc", preferences, embedded)
+        weights = self.item_embeddings.weight.unsqueeze(0)
+        return score_candidates(preferences.unsqueeze(0), weights, candidates, shared)[0]
 
     def log_probabilities(
         self, preferences: torch.Tensor, candidates: torch.Tensor
@@ -75,14 +118,102 @@ class CategoricalActor(nn.Module):
         return torch.log_softmax(self.scores(preferences, candidates) / self.temperature, dim=-1)
 
     def masked_log_probabilities(
-        self, preferences: torch.Tensor, candidates: torch.Tensor, mask: torch.Tensor | None
+        self,
+        preferences: torch.Tensor,
+        candidates: torch.Tensor,
+        mask: torch.Tensor | None,
+        shared: int = 0,
     ) -> torch.Tensor:
         """Return log pi(j | s) [B, C] over the candidates where ``mask`` [B, C] is true.
 
-        Candidates outside the mask get probability zero (log-probability -inf).
+        Candidates outside the mask get probability zero (log-probability -inf). ``shared`` as
+        in ``scores``.
         """
-        logits = self.scores(preferences, candidates) / self.temperature
+        logits = self.scores(preferences, candidates, shared) / self.temperature
         return masked_log_softmax(logits, mask)
+
+
+class CategoricalActorEnsemble(nn.Module):
+    """M categorical actors of one shape, evaluated together.
+
+    Member m computes what a ``CategoricalActor`` with member m's weights computes (``member``
+    returns that actor). The encoders, preference MLPs and item embeddings are stacked, so
+    every layer is one batched product over the members and no Python loop runs over actors.
+
+    Args:
+        encoder: the M stacked state encoders.
+        hidden_dims: widths of the hidden layers of each preference MLP.
+        item_vocabulary: number of item indices (0 = unknown) of the item embeddings.
+        action_dim: D, width of the preference vectors and the item embeddings.
+        temperature: tau > 0, shared by the members.
+    """
+
+    def __init__(
+        self,
+        encoder: EnsembleStateEncoder,
+        hidden_dims: Sequence[int],
+        item_vocabulary: int,
+        action_dim: int = 16,
+        temperature: float = 1.0,
+    ) -> None:
+        super().__init__()
+        if temperature <= 0:
+            raise ValueError(f"temperature: expected a positive number, got {temperature}")
+        self.encoder = encoder
+        self.members = encoder.members
+        self.preference = EnsembleMLP(encoder.members, encoder.output_dim, hidden_dims, action_dim)
+        # Standard normal, as nn.Embedding initialises CategoricalActor.item_embeddings.
+        self.item_embeddings = nn.Parameter(
+            torch.randn(encoder.members, item_vocabulary, action_dim)
+        )
+        self.hidden_dims = [int(width) for width in hidden_dims]
+        self.item_vocabulary = item_vocabulary
+        self.action_dim = action_dim
+        self.temperature = temperature
+
+    def preferences(
+        self, numeric: torch.Tensor, categorical: torch.Tensor, history: torch.Tensor
+    ) -> torch.Tensor:
+        """Return the preference vectors [M, B, D] of a batch of states."""
+        return self.preference.forward_parts(self.encoder.parts(numeric, categorical, history))
+
+    def masked_log_probabilities(
+        self,
+        preferences: torch.Tensor,
+        candidates: torch.Tensor,
+        mask: torch.Tensor | None,
+        shared: int = 0,
+    ) -> torch.Tensor:
+        """Return log pi_m(j | s) [M, B, C] of every member over masked candidates.
+
+        Args:
+            preferences: float [M, B, D] from ``preferences``.
+            candidates: int64 [B, C] item indices.
+            mask: bool [B, C], true for candidates that exist.
+            shared: leading columns of ``candidates`` equal in every row (see
+                ``score_candidates``).
+        """
+        scores = score_candidates(preferences, self.item_embeddings, candidates, shared)
+        return masked_log_softmax(scores / self.temperature, mask)
+
+    def member(self, index: int) -> CategoricalActor:
+        """Return member ``index`` as a separate ``CategoricalActor`` with copied weights."""
+        actor = CategoricalActor(
+            self.encoder.member(index),
+            self.hidden_dims,
+            self.item_vocabulary,
+            action_dim=self.action_dim,
+            temperature=self.temperature,
+        ).to(self.item_embeddings.device)
+        linears = [layer for layer in actor.preference.layers if isinstance(layer, nn.Linear)]
+        with torch.no_grad():
+            for linear, layer in zip(linears, self.preference.layers):
+                if not isinstance(layer, EnsembleLinear):
+                    raise TypeError("preference: expected EnsembleLinear layers")
+                linear.weight.copy_(layer.weight[index].T)
+                linear.bias.copy_(layer.bias[index, 0])
+            actor.item_embeddings.weight.copy_(self.item_embeddings[index])
+        return actor
 
 
 def masked_log_softmax(logits: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:

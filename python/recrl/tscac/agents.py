@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from recrl.errors import InvalidArgumentError
-from recrl.nets import CategoricalActor
+from recrl.nets import CategoricalActor, CategoricalActorEnsemble
 from recrl.tscac.closed_form import categorical_target_log_probabilities
 from recrl.tscac.config import (
     BehaviourCloningConfig,
@@ -37,6 +37,7 @@ from recrl.tscac.models import (
     WideDeepRanker,
     actor_log_probabilities,
     make_actor,
+    make_actor_ensemble,
 )
 
 __all__ = [
@@ -67,10 +68,14 @@ def _minimise(loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
     optimizer.step()
 
 
+def _adam(parameters: Any, learning_rate: float) -> torch.optim.Adam:
+    """Return Adam over ``parameters`` with the fused kernel (one pass per parameter tensor)."""
+    return torch.optim.Adam(parameters, lr=learning_rate, fused=True)
+
+
 def _soft_update(target: nn.Module, online: nn.Module, rate: float) -> None:
     with torch.no_grad():
-        for target_parameter, parameter in zip(target.parameters(), online.parameters()):
-            target_parameter.lerp_(parameter, rate)
+        torch._foreach_lerp_(list(target.parameters()), list(online.parameters()), rate)
 
 
 class Method(nn.Module):
@@ -82,6 +87,7 @@ class Method(nn.Module):
 
     name: ClassVar[str] = ""
     stages: ClassVar[tuple[str, ...]] = ("train",)
+    candidate_items: torch.Tensor
 
     def __init__(self, spec: ProblemSpec, config: CommonConfig) -> None:
         super().__init__()
@@ -94,6 +100,23 @@ class Method(nn.Module):
         self.signs_by_response = [
             -1.0 if name in config.lower_is_better else 1.0 for name in spec.reward_names
         ]
+        self.register_buffer(
+            "candidate_items",
+            torch.tensor(spec.candidate_items, dtype=torch.int64),
+            persistent=False,
+        )
+
+    def shared_count(self, candidates: torch.Tensor) -> int:
+        """Return how many leading columns of candidates [B, C] hold the global candidates.
+
+        Batches of ``recrl.tscac.data.Transitions`` start every row with the N global candidates,
+        which lets scoring use one product for them (``recrl.nets.score_candidates``); other
+        layouts get 0 and are scored row by row.
+        """
+        count = int(self.candidate_items.shape[0])
+        if count == 0 or candidates.dim() != 2 or candidates.shape[1] < count:
+            return 0
+        return count if bool((candidates[:, :count] == self.candidate_items).all()) else 0
 
     def set_stage(self, stage: str) -> None:
         """Switch to training stage ``stage`` (one of ``stages``)."""
@@ -111,7 +134,9 @@ class Method(nn.Module):
         actor = getattr(self, "actor", None)
         if not isinstance(actor, CategoricalActor):
             raise NotImplementedError(f"{type(self).__name__} has no actor to score candidates")
-        return actor_log_probabilities(actor, state, candidates, mask)
+        return actor_log_probabilities(
+            actor, state, candidates, mask, self.shared_count(candidates)
+        )
 
     def update(self, batch: Batch) -> dict[str, float]:
         """Take one gradient step on ``batch`` and return named scalar diagnostics."""
@@ -126,9 +151,7 @@ class BehaviourCloning(Method):
     def __init__(self, spec: ProblemSpec, config: BehaviourCloningConfig) -> None:
         super().__init__(spec, config)
         self.actor = make_actor(spec, config)
-        self.actor_optimizer = torch.optim.Adam(
-            self.actor.parameters(), lr=config.actor_learning_rate
-        )
+        self.actor_optimizer = _adam(self.actor.parameters(), config.actor_learning_rate)
 
     def update(self, batch: Batch) -> dict[str, float]:
         """Take one likelihood step."""
@@ -149,7 +172,7 @@ class RewardWeighted(Method):
         super().__init__(spec, config)
         ranker = WideDeepRanker if config.model == "wide_deep" else DeepFmRanker
         self.ranker = ranker(spec, config)
-        self.optimizer = torch.optim.Adam(self.ranker.parameters(), lr=config.actor_learning_rate)
+        self.optimizer = _adam(self.ranker.parameters(), config.actor_learning_rate)
         self.reward_mean = max(spec.reward_means[self.main], 1e-8)
 
     def policy_log_probabilities(
@@ -185,9 +208,7 @@ class _CriticMethod(Method):
         self.target_critics = copy.deepcopy(self.critics)
         self.target_critics.requires_grad_(False)
         self.register_buffer("discounts", torch.tensor(discounts, dtype=torch.float32))
-        self.critic_optimizer = torch.optim.Adam(
-            self.critics.parameters(), lr=config.critic_learning_rate
-        )
+        self.critic_optimizer = _adam(self.critics.parameters(), config.critic_learning_rate)
         self.critic_config = config
 
     def critic_rewards(self, batch: Batch) -> torch.Tensor:
@@ -209,10 +230,13 @@ class _CriticMethod(Method):
         self, batch: Batch, targets: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Return the summed TD loss of all members and Q [M, B, C] (detached) of candidates."""
-        values = self.critics(*batch.state(), batch.candidates)
-        errors = (_logged(values, batch.actions) - targets).pow(2) * batch.valid
+        shared = self.shared_count(batch.candidates)
+        logged, values = self.critics.logged_and_all(
+            batch.state(), batch.candidates, batch.actions, shared
+        )
+        errors = (logged - targets).pow(2) * batch.valid
         loss = errors.sum(1).sum() / batch.valid.sum().clamp(min=1.0)
-        return loss, values.detach()
+        return loss, values
 
     def update_critics(self, loss: torch.Tensor) -> None:
         """Take one Adam step of every critic."""
@@ -253,7 +277,7 @@ class Tscac(_CriticMethod):
     signs: torch.Tensor
     lambdas: torch.Tensor
     actor: CategoricalActor
-    behaviour: CategoricalActor
+    stage_one_actors: CategoricalActorEnsemble
 
     def __init__(self, spec: ProblemSpec, config: TscacConfig) -> None:
         super().__init__(spec, config, [config.discount(name) for name in spec.reward_names])
@@ -267,15 +291,25 @@ class Tscac(_CriticMethod):
         self.register_buffer("signs", torch.tensor(signs, dtype=torch.float32))
         lambdas = [config.lambda_of(name) for name in interactions]
         self.register_buffer("lambdas", torch.tensor(lambdas, dtype=torch.float32))
-        self.interaction_actors = nn.ModuleList(make_actor(spec, config) for _ in interactions)
-        self.behaviour = make_actor(spec, config)
+        # Members 0 .. I-1 are the interaction actors, member I the behaviour-cloning actor
+        # pi_beta of the importance ratio; all I + 1 run as one ensemble.
+        self.stage_one_actors = make_actor_ensemble(len(interactions) + 1, spec, config)
         self.actor = make_actor(spec, config)
-        stage_one_parameters = [*self.interaction_actors.parameters(), *self.behaviour.parameters()]
-        self.stage_one_optimizer = torch.optim.Adam(
-            stage_one_parameters, lr=config.actor_learning_rate
+        self.stage_one_optimizer = _adam(
+            self.stage_one_actors.parameters(), config.actor_learning_rate
         )
-        self.actor_optimizer = torch.optim.Adam(
-            self.actor.parameters(), lr=config.actor_learning_rate
+        self.actor_optimizer = _adam(self.actor.parameters(), config.actor_learning_rate)
+
+    def stage_one_log_probabilities(
+        self,
+        state: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+        candidates: torch.Tensor,
+        mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """Return log pi_i(j|s) [I + 1, B, C]: the I interaction actors, then pi_beta."""
+        actors = self.stage_one_actors
+        return actors.masked_log_probabilities(
+            actors.preferences(*state), candidates, mask, self.shared_count(candidates)
         )
 
     def interaction_log_probabilities(
@@ -284,13 +318,8 @@ class Tscac(_CriticMethod):
         candidates: torch.Tensor,
         mask: torch.Tensor,
     ) -> torch.Tensor:
-        """Return log pi_i(j|s) [I, B, C] of the stage-one actors."""
-        return torch.stack(
-            [
-                actor_log_probabilities(actor, state, candidates, mask)
-                for actor in self._interaction_actors()
-            ]
-        )
+        """Return log pi_i(j|s) [I, B, C] of the stage-one interaction actors."""
+        return self.stage_one_log_probabilities(state, candidates, mask)[: len(self.interactions)]
 
     def update(self, batch: Batch) -> dict[str, float]:
         """Take one step of the current stage."""
@@ -315,9 +344,6 @@ class Tscac(_CriticMethod):
             **diagnostics,
         }
 
-    def _interaction_actors(self) -> list[CategoricalActor]:
-        return [actor for actor in self.interaction_actors if isinstance(actor, CategoricalActor)]
-
     def compute_stage_one_actor_loss(
         self, batch: Batch, values: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, float]]:
@@ -326,16 +352,13 @@ class Tscac(_CriticMethod):
         Actor i minimises -E[w * sign_i * A_i(s, a) log pi_i(a|s)] (Eq. (5) of Cai et al.),
         with w = 1 plus a behaviour-cloning term, or w = min(pi_i / pi_beta, clip).
         """
-        state = batch.state()
-        log_probabilities = self.interaction_log_probabilities(state, batch.candidates, batch.mask)
+        every = self.stage_one_log_probabilities(batch.state(), batch.candidates, batch.mask)
+        log_probabilities = every[: len(self.interactions)]
         advantages = _advantages(
             values[self.interaction_members], log_probabilities, batch.actions
         ) * self.signs.unsqueeze(1)
-        logged = _logged(log_probabilities, batch.actions)
-        behaviour = _logged(
-            actor_log_probabilities(self.behaviour, state, batch.candidates, batch.mask),
-            batch.actions,
-        )
+        logged_every = _logged(every, batch.actions)
+        logged, behaviour = logged_every[:-1], logged_every[-1]
         behaviour_loss = -behaviour.mean()
         config = self.tscac_config
         if config.offline_correction == "importance_ratio":
@@ -392,8 +415,11 @@ class InteractionActorCritic(Tscac):
         mask: torch.Tensor,
     ) -> torch.Tensor:
         """Return log pi_i(j|s) [B, C] of the selected interaction's stage-one actor."""
-        actor = self._interaction_actors()[self.selected]
-        return actor_log_probabilities(actor, state, candidates, mask)
+        return self.interaction_log_probabilities(state, candidates, mask)[self.selected]
+
+    def selected_actor(self) -> CategoricalActor:
+        """Return the selected interaction's stage-one actor as a separate ``CategoricalActor``."""
+        return self.stage_one_actors.member(self.selected)
 
 
 class Rcpo(_CriticMethod):
@@ -416,7 +442,7 @@ class Rcpo(_CriticMethod):
         self.actor = make_actor(spec, config)
         self.behaviour = make_actor(spec, config)
         parameters = [*self.actor.parameters(), *self.behaviour.parameters()]
-        self.actor_optimizer = torch.optim.Adam(parameters, lr=config.actor_learning_rate)
+        self.actor_optimizer = _adam(parameters, config.actor_learning_rate)
 
     def critic_rewards(self, batch: Batch) -> torch.Tensor:
         """Return the per-response rewards [K, B], or the scalarised reward [1, B]."""
@@ -459,8 +485,9 @@ class Rcpo(_CriticMethod):
         else:
             advantage = advantages[0]
         logged = _logged(log_probabilities, batch.actions)
+        shared = self.shared_count(batch.candidates)
         behaviour = _logged(
-            actor_log_probabilities(self.behaviour, state, batch.candidates, batch.mask),
+            actor_log_probabilities(self.behaviour, state, batch.candidates, batch.mask, shared),
             batch.actions,
         )
         loss = -(advantage * logged).mean()
@@ -517,9 +544,7 @@ class Pareto(_CriticMethod):
         self.pareto_config = config
         self.register_buffer("signs", torch.tensor(self.signs_by_response, dtype=torch.float32))
         self.actor = make_actor(spec, config)
-        self.actor_optimizer = torch.optim.Adam(
-            self.actor.parameters(), lr=config.actor_learning_rate
-        )
+        self.actor_optimizer = _adam(self.actor.parameters(), config.actor_learning_rate)
 
     def update(self, batch: Batch) -> dict[str, float]:
         """Take one critic step and one min-norm actor step."""

@@ -5,11 +5,28 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from recrl.nets import MLP, CategoricalActor, EnsembleMLP, StateEncoder, masked_log_softmax
+from recrl.nets import (
+    MLP,
+    CategoricalActor,
+    CategoricalActorEnsemble,
+    EnsembleMLP,
+    EnsembleStateEncoder,
+    StateEncoder,
+    masked_log_softmax,
+    score_candidates,
+)
+from recrl.nets.state import gather_member_rows
 from recrl.tscac.config import CommonConfig
 from recrl.tscac.data import ProblemSpec
 
-__all__ = ["CriticEnsemble", "DeepFmRanker", "WideDeepRanker", "make_actor", "make_encoder"]
+__all__ = [
+    "CriticEnsemble",
+    "DeepFmRanker",
+    "WideDeepRanker",
+    "make_actor",
+    "make_actor_ensemble",
+    "make_encoder",
+]
 
 
 def make_encoder(spec: ProblemSpec, config: CommonConfig) -> StateEncoder:
@@ -30,14 +47,34 @@ def make_actor(spec: ProblemSpec, config: CommonConfig) -> CategoricalActor:
     )
 
 
+def make_actor_ensemble(
+    members: int, spec: ProblemSpec, config: CommonConfig
+) -> CategoricalActorEnsemble:
+    """Build M categorical actors as one ensemble, each member shaped like ``make_actor``'s."""
+    encoder = EnsembleStateEncoder(
+        members, spec.numeric_dim, spec.cardinalities, spec.item_vocabulary, config.embedding_dim
+    )
+    return CategoricalActorEnsemble(
+        encoder,
+        config.hidden_dims,
+        spec.item_vocabulary,
+        action_dim=config.action_dim,
+        temperature=config.temperature,
+    )
+
+
 def actor_log_probabilities(
     actor: CategoricalActor,
     state: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
     candidates: torch.Tensor,
     mask: torch.Tensor,
+    shared: int = 0,
 ) -> torch.Tensor:
-    """Return log pi(j|s) [B, C] of ``actor`` over masked candidates."""
-    return actor.masked_log_probabilities(actor.preferences(*state), candidates, mask)
+    """Return log pi(j|s) [B, C] of ``actor`` over masked candidates.
+
+    ``shared`` counts the leading columns of ``candidates`` equal in every row.
+    """
+    return actor.masked_log_probabilities(actor.preferences(*state), candidates, mask, shared)
 
 
 class CriticEnsemble(nn.Module):
@@ -70,14 +107,50 @@ class CriticEnsemble(nn.Module):
         categorical: torch.Tensor,
         history: torch.Tensor,
         candidates: torch.Tensor,
+        shared: int = 0,
     ) -> torch.Tensor:
-        """Return Q_m(s, j) [M, B, C] of every member for candidates int64 [B, C]."""
-        state = self.encoder(numeric, categorical, history)
-        heads = self.heads(state)
-        values, preferences = heads[..., :1], heads[..., 1:]
-        embedded = self.item_embeddings[:, candidates]
-        output: torch.Tensor = values + torch.einsum("mbd,mbcd->mbc", preferences, embedded)
-        return output
+        """Return Q_m(s, j) [M, B, C] of every member for candidates int64 [B, C].
+
+        ``shared`` counts the leading columns of ``candidates`` equal in every row (see
+        ``recrl.nets.score_candidates``).
+        """
+        values, preferences = self._heads(numeric, categorical, history)
+        return values + score_candidates(preferences, self.item_embeddings, candidates, shared)
+
+    def logged_and_all(
+        self,
+        state: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+        candidates: torch.Tensor,
+        actions: torch.Tensor,
+        shared: int = 0,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return Q_m(s, a) [M, B] of the logged items and Q_m(s, j) [M, B, C], detached.
+
+        Only the logged values carry gradients, which is all a TD loss needs; the values of
+        every candidate (for advantages) are computed without building a graph.
+
+        Args:
+            state: (numeric, categorical, history) of the batch.
+            candidates: int64 [B, C].
+            actions: int64 [B], the logged position in ``candidates``.
+            shared: leading columns of ``candidates`` equal in every row.
+        """
+        values, preferences = self._heads(*state)
+        logged_items = candidates.gather(1, actions.unsqueeze(1)).squeeze(1)
+        embedded = gather_member_rows(self.item_embeddings, logged_items)
+        logged = values.squeeze(-1) + (preferences * embedded).sum(-1)
+        with torch.no_grad():
+            every = values.detach() + score_candidates(
+                preferences.detach(), self.item_embeddings.detach(), candidates, shared
+            )
+        return logged, every
+
+    def _heads(
+        self, numeric: torch.Tensor, categorical: torch.Tensor, history: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return u_m(s) [M, B, 1] and g_m(s) [M, B, D]."""
+        heads = self.heads.forward_parts(self.encoder.parts(numeric, categorical, history))
+        return heads[..., :1], heads[..., 1:]
 
 
 class _Ranker(nn.Module):
