@@ -109,4 +109,5 @@ def test_tscac_critics_score_shared_candidates_as_a_full_lookup():
     logged, every = method.critics.logged_and_all(state, candidates, actions, shared=4)
     torch.testing.assert_close(every, full.detach())
     torch.testing.assert_close(logged, full.gather(2, actions.expand(4, 8).unsqueeze(2))[..., 0])
-    assert logged.requires_grad and not every.requires_grad
+    assert logged.requires_grad
+    assert not every.requires_grad
