@@ -4,6 +4,9 @@ from recrl.nets.actors import (
     CategoricalActor,
     CategoricalActorEnsemble,
     GaussianActor,
+    GaussianActorEnsemble,
+    gaussian_candidate_log_probabilities,
+    gaussian_log_density,
     masked_log_softmax,
     score_candidates,
 )
@@ -38,6 +41,7 @@ __all__ = [
     "FeatureSpec",
     "FieldEmbedding",
     "GaussianActor",
+    "GaussianActorEnsemble",
     "MMoE",
     "MultiTaskBackbone",
     "MultiTaskInput",
@@ -45,6 +49,8 @@ __all__ = [
     "SingleTask",
     "StateEncoder",
     "build_backbone",
+    "gaussian_candidate_log_probabilities",
+    "gaussian_log_density",
     "masked_log_softmax",
     "score_candidates",
 ]

@@ -16,6 +16,9 @@ __all__ = [
     "CategoricalActor",
     "CategoricalActorEnsemble",
     "GaussianActor",
+    "GaussianActorEnsemble",
+    "gaussian_candidate_log_probabilities",
+    "gaussian_log_density",
     "masked_log_softmax",
     "score_candidates",
 ]
@@ -279,3 +282,104 @@ class GaussianActor(nn.Module):
             dtype=means.dtype,
         )
         return means.unsqueeze(1) + self.sigma * noise
+
+
+def gaussian_log_density(means: torch.Tensor, actions: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Return log N(actions; means, sigma^2 I) over the last axis.
+
+    Args:
+        means: float [..., D].
+        actions: float [..., D], broadcastable against ``means``.
+        sigma: the shared standard deviation, > 0.
+
+    Returns:
+        float [...], the broadcast shape without the last axis.
+    """
+    width = means.shape[-1]
+    squared = ((actions - means) ** 2).sum(-1)
+    constant = width * (math.log(sigma) + 0.5 * math.log(2 * math.pi))
+    return -squared / (2 * sigma**2) - constant
+
+
+def gaussian_candidate_log_probabilities(
+    means: torch.Tensor,
+    action_vectors: torch.Tensor,
+    candidates: torch.Tensor,
+    mask: torch.Tensor | None,
+    sigma: float,
+) -> torch.Tensor:
+    """Score candidate items under a Gaussian policy over action vectors.
+
+    Item j is the point phi(j) of the action space. Its probability is the Gaussian density
+    there, normalised over the row's candidates:
+    pi(j | s) = N(phi(j); mu(s), sigma^2 I) / sum_k N(phi(k); mu(s), sigma^2 I), a softmax of
+    -|phi(j) - mu(s)|^2 / (2 sigma^2).
+
+    Args:
+        means: float [..., B, D], mu(s).
+        action_vectors: float [V, D], phi of every item index.
+        candidates: int64 [B, C] item indices.
+        mask: bool [B, C], true for candidates that exist.
+        sigma: the shared standard deviation, > 0.
+
+    Returns:
+        float [..., B, C] log-probabilities, -inf outside the mask.
+    """
+    points = action_vectors[candidates]
+    squared = ((points - means.unsqueeze(-2)) ** 2).sum(-1)
+    return masked_log_softmax(-squared / (2 * sigma**2), mask)
+
+
+class GaussianActorEnsemble(nn.Module):
+    """M Gaussian actors N(mu_m(s), sigma^2 I) of one shape, evaluated together.
+
+    Member m computes what a ``GaussianActor`` with member m's weights computes (``member``
+    returns that actor); every layer is one batched product over the members.
+
+    Args:
+        encoder: the M stacked state encoders.
+        hidden_dims: widths of the hidden layers of each mean network.
+        action_dim: D, width of the action vector.
+        sigma: the shared standard deviation, > 0.
+    """
+
+    def __init__(
+        self,
+        encoder: EnsembleStateEncoder,
+        hidden_dims: Sequence[int],
+        action_dim: int = 16,
+        sigma: float = 0.1,
+    ) -> None:
+        super().__init__()
+        if sigma <= 0:
+            raise ValueError(f"sigma: expected a positive number, got {sigma}")
+        self.encoder = encoder
+        self.members = encoder.members
+        self.mean = EnsembleMLP(encoder.members, encoder.output_dim, hidden_dims, action_dim)
+        self.hidden_dims = [int(width) for width in hidden_dims]
+        self.action_dim = action_dim
+        self.sigma = sigma
+
+    def means(
+        self, numeric: torch.Tensor, categorical: torch.Tensor, history: torch.Tensor
+    ) -> torch.Tensor:
+        """Return the means mu_m(s) [M, B, D] of a batch of states."""
+        return self.mean.forward_parts(self.encoder.parts(numeric, categorical, history))
+
+    def log_probabilities(self, means: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Return log N(actions; mu_m, sigma^2 I) [M, B] for actions [B, D] or [M, B, D]."""
+        return gaussian_log_density(means, actions, self.sigma)
+
+    def member(self, index: int) -> GaussianActor:
+        """Return member ``index`` as a separate ``GaussianActor`` with copied weights."""
+        actor = GaussianActor(
+            self.encoder.member(index), self.hidden_dims, self.action_dim, self.sigma
+        )
+        linears = [layer for layer in actor.mean.layers if isinstance(layer, nn.Linear)]
+        with torch.no_grad():
+            for linear, layer in zip(linears, self.mean.layers):
+                if not isinstance(layer, EnsembleLinear):
+                    raise TypeError("mean: expected EnsembleLinear layers")
+                linear.weight.copy_(layer.weight[index].T)
+                linear.bias.copy_(layer.bias[index, 0])
+        return actor.to(self.encoder.item_tables.device)

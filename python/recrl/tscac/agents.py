@@ -18,8 +18,19 @@ import torch
 from torch import nn
 
 from recrl.errors import InvalidArgumentError
-from recrl.nets import CategoricalActor, CategoricalActorEnsemble
-from recrl.tscac.closed_form import categorical_target_log_probabilities
+from recrl.nets import (
+    CategoricalActor,
+    CategoricalActorEnsemble,
+    GaussianActor,
+    GaussianActorEnsemble,
+    gaussian_candidate_log_probabilities,
+    gaussian_log_density,
+)
+from recrl.tscac.closed_form import (
+    categorical_target_log_probabilities,
+    gaussian_product_mean,
+    tilted_sample_weights,
+)
 from recrl.tscac.config import (
     BehaviourCloningConfig,
     CommonConfig,
@@ -36,8 +47,11 @@ from recrl.tscac.models import (
     DeepFmRanker,
     WideDeepRanker,
     actor_log_probabilities,
+    item_action_vectors,
     make_actor,
     make_actor_ensemble,
+    make_encoder,
+    make_gaussian_ensemble,
 )
 
 __all__ = [
@@ -202,9 +216,15 @@ class _CriticMethod(Method):
     target_critics: CriticEnsemble
     discounts: torch.Tensor
 
-    def __init__(self, spec: ProblemSpec, config: CriticConfig, discounts: list[float]) -> None:
+    def __init__(
+        self,
+        spec: ProblemSpec,
+        config: CriticConfig,
+        discounts: list[float],
+        item_embeddings: bool = True,
+    ) -> None:
         super().__init__(spec, config)
-        self.critics = CriticEnsemble(len(discounts), spec, config)
+        self.critics = CriticEnsemble(len(discounts), spec, config, item_embeddings)
         self.target_critics = copy.deepcopy(self.critics)
         self.target_critics.requires_grad_(False)
         self.register_buffer("discounts", torch.tensor(discounts, dtype=torch.float32))
@@ -268,19 +288,31 @@ class Tscac(_CriticMethod):
     Stage one trains one critic per response (the K members of one ensemble) and one actor per
     interaction i by advantage-weighted likelihood with an offline correction. Stage two keeps
     training the critics and fits the main actor to the closed-form target
-    pi* ∝ prod_i pi_i^(lambda_i / Lambda) exp(A_1 / Lambda) by minimising KL(pi* || pi_theta),
-    computed exactly over the candidates.
+    pi* ∝ prod_i pi_i^(lambda_i / Lambda) exp(A_1 / Lambda) by minimising KL(pi* || pi_theta).
+
+    With ``policy = "categorical"`` every policy is a softmax over the candidates and the KL is
+    computed exactly over them. With ``policy = "gaussian"`` every policy is N(mu(s), sigma^2 I)
+    over action vectors, item j being the fixed vector phi(j) (``action_vectors``), and the
+    critics are Q_m(s, a) = u_m(s) + <g_m(s), a>; stage two samples from the product Gaussian
+    N(sum_i w_i mu_i, sigma^2 I) and tilts the samples by self-normalised exp(A_1 / Lambda).
     """
 
     name = "tscac"
     stages: ClassVar[tuple[str, ...]] = ("stage_one", "stage_two")
     signs: torch.Tensor
     lambdas: torch.Tensor
-    actor: CategoricalActor
-    stage_one_actors: CategoricalActorEnsemble
+    action_vectors: torch.Tensor
+    actor: CategoricalActor | GaussianActor
+    stage_one_actors: CategoricalActorEnsemble | GaussianActorEnsemble
 
     def __init__(self, spec: ProblemSpec, config: TscacConfig) -> None:
-        super().__init__(spec, config, [config.discount(name) for name in spec.reward_names])
+        self.gaussian = config.policy == "gaussian"
+        super().__init__(
+            spec,
+            config,
+            [config.discount(name) for name in spec.reward_names],
+            item_embeddings=not self.gaussian,
+        )
         self.tscac_config = config
         interactions = config.interaction_responses or tuple(
             name for name in spec.reward_names if name != config.main_response
@@ -293,8 +325,17 @@ class Tscac(_CriticMethod):
         self.register_buffer("lambdas", torch.tensor(lambdas, dtype=torch.float32))
         # Members 0 .. I-1 are the interaction actors, member I the behaviour-cloning actor
         # pi_beta of the importance ratio; all I + 1 run as one ensemble.
-        self.stage_one_actors = make_actor_ensemble(len(interactions) + 1, spec, config)
-        self.actor = make_actor(spec, config)
+        members = len(interactions) + 1
+        if self.gaussian:
+            vectors = item_action_vectors(spec.item_vocabulary, config.action_dim)
+            self.register_buffer("action_vectors", vectors)
+            self.stage_one_actors = make_gaussian_ensemble(members, spec, config, config.sigma)
+            self.actor = GaussianActor(
+                make_encoder(spec, config), config.hidden_dims, config.action_dim, config.sigma
+            )
+        else:
+            self.stage_one_actors = make_actor_ensemble(members, spec, config)
+            self.actor = make_actor(spec, config)
         self.stage_one_optimizer = _adam(
             self.stage_one_actors.parameters(), config.actor_learning_rate
         )
@@ -308,9 +349,60 @@ class Tscac(_CriticMethod):
     ) -> torch.Tensor:
         """Return log pi_i(j|s) [I + 1, B, C]: the I interaction actors, then pi_beta."""
         actors = self.stage_one_actors
+        if isinstance(actors, GaussianActorEnsemble):
+            return gaussian_candidate_log_probabilities(
+                actors.means(*state), self.action_vectors, candidates, mask, actors.sigma
+            )
         return actors.masked_log_probabilities(
             actors.preferences(*state), candidates, mask, self.shared_count(candidates)
         )
+
+    def policy_log_probabilities(
+        self,
+        state: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+        candidates: torch.Tensor,
+        mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """Return log pi(j|s) [B, C] of the stage-two actor.
+
+        A Gaussian actor scores item j by its density at the item's action vector phi(j),
+        normalised over the row's candidates (``gaussian_candidate_log_probabilities``).
+        """
+        if isinstance(self.actor, GaussianActor):
+            return gaussian_candidate_log_probabilities(
+                self.actor.means(*state), self.action_vectors, candidates, mask, self.actor.sigma
+            )
+        return super().policy_log_probabilities(state, candidates, mask)
+
+    def compute_targets(self, batch: Batch) -> torch.Tensor:
+        """Return TD targets [M, B]; over action vectors for the Gaussian family."""
+        if not self.gaussian:
+            return super().compute_targets(batch)
+        with torch.no_grad():
+            next_vectors = self.action_vectors[_logged(batch.next_candidates, batch.next_actions)]
+            next_values, _ = self.target_critics.action_values(batch.next_state(), next_vectors)
+            targets: torch.Tensor = (
+                self.critic_rewards(batch)
+                + self.discounts.unsqueeze(1) * next_values * batch.bootstrap
+            )
+            return targets
+
+    def compute_critic_loss(
+        self, batch: Batch, targets: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the summed TD loss and what the actor losses need, detached.
+
+        The second value is Q [M, B, C] of the candidates for the categorical family, and the
+        slopes g_m(s) [M, B, D] of the critics Q_m(s, a) = u_m(s) + <g_m(s), a> for the Gaussian
+        family.
+        """
+        if not self.gaussian:
+            return super().compute_critic_loss(batch, targets)
+        vectors = self.action_vectors[_logged(batch.candidates, batch.actions)]
+        logged, slopes = self.critics.action_values(batch.state(), vectors)
+        errors = (logged - targets).pow(2) * batch.valid
+        loss = errors.sum(1).sum() / batch.valid.sum().clamp(min=1.0)
+        return loss, slopes.detach()
 
     def interaction_log_probabilities(
         self,
@@ -350,14 +442,24 @@ class Tscac(_CriticMethod):
         """Return the summed advantage-weighted likelihood loss of the interaction actors.
 
         Actor i minimises -E[w * sign_i * A_i(s, a) log pi_i(a|s)] (Eq. (5) of Cai et al.),
-        with w = 1 plus a behaviour-cloning term, or w = min(pi_i / pi_beta, clip).
+        with w = 1 plus a behaviour-cloning term, or w = min(pi_i / pi_beta, clip). For the
+        Gaussian family log pi_i is the density at the logged item's vector a = phi(a_t) and
+        A_i(s, a) = <g_i(s), a - mu_i(s)>, exact for a critic linear in a.
         """
-        every = self.stage_one_log_probabilities(batch.state(), batch.candidates, batch.mask)
-        log_probabilities = every[: len(self.interactions)]
-        advantages = _advantages(
-            values[self.interaction_members], log_probabilities, batch.actions
-        ) * self.signs.unsqueeze(1)
-        logged_every = _logged(every, batch.actions)
+        actors = self.stage_one_actors
+        if isinstance(actors, GaussianActorEnsemble):
+            vectors = self.action_vectors[_logged(batch.candidates, batch.actions)]
+            means = actors.means(*batch.state())
+            logged_every = actors.log_probabilities(means, vectors)
+            own = means[: len(self.interactions)].detach()
+            slopes = values[self.interaction_members]
+            advantages = (slopes * (vectors - own)).sum(-1) * self.signs.unsqueeze(1)
+        else:
+            every = self.stage_one_log_probabilities(batch.state(), batch.candidates, batch.mask)
+            advantages = _advantages(
+                values[self.interaction_members], every[: len(self.interactions)], batch.actions
+            ) * self.signs.unsqueeze(1)
+            logged_every = _logged(every, batch.actions)
         logged, behaviour = logged_every[:-1], logged_every[-1]
         behaviour_loss = -behaviour.mean()
         config = self.tscac_config
@@ -374,6 +476,8 @@ class Tscac(_CriticMethod):
         self, batch: Batch, values: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """Return KL(pi* || pi_theta), averaged over the batch (Eq. (9) of Cai et al.)."""
+        if self.gaussian:
+            return self._gaussian_stage_two_loss(batch, values)
         state = batch.state()
         with torch.no_grad():
             stage_one = self.interaction_log_probabilities(state, batch.candidates, batch.mask)
@@ -388,6 +492,39 @@ class Tscac(_CriticMethod):
                 -(target.exp() * target.nan_to_num(neginf=0.0)).sum(-1).mean()
             )
         }
+
+    def _gaussian_stage_two_loss(
+        self, batch: Batch, slopes: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Return the cross-entropy -E_{pi*}[log pi_theta(a|s)], the KL up to pi*'s entropy.
+
+        The stage-one product prod_i N(mu_i, sigma^2 I)^(lambda_i / Lambda) is N(m, sigma^2 I)
+        with m = sum_i w_i mu_i (``gaussian_product_mean``). S actions are drawn from it and
+        weighted by softmax_k(A_1(s, a_k) / Lambda) (``tilted_sample_weights``), a
+        self-normalised estimate of expectations under pi*. A_1(s, a) = <g_1(s), a - mu>; the
+        baseline term is the same for every sample of a state and cancels in the softmax.
+        """
+        actors = self.stage_one_actors
+        actor = self.actor
+        if not isinstance(actors, GaussianActorEnsemble) or not isinstance(actor, GaussianActor):
+            raise TypeError("the Gaussian stage two needs Gaussian actors")
+        state = batch.state()
+        config = self.tscac_config
+        with torch.no_grad():
+            means = actors.means(*state)[: len(self.interactions)]
+            centre = gaussian_product_mean(means, self.lambdas)
+            noise = torch.randn(
+                (centre.shape[0], config.action_samples, centre.shape[1]),
+                device=centre.device,
+                dtype=centre.dtype,
+            )
+            samples = centre.unsqueeze(1) + config.sigma * noise
+            tilt = (samples * slopes[self.main].unsqueeze(1)).sum(-1)
+            weights = tilted_sample_weights(tilt, float(self.lambdas.sum()))
+        log_densities = gaussian_log_density(actor.means(*state).unsqueeze(1), samples, actor.sigma)
+        loss = -(weights * log_densities).sum(-1).mean()
+        effective = 1.0 / weights.pow(2).sum(-1)
+        return loss, {"charts/effective_samples": float(effective.mean())}
 
     def update_actor(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
         """Take one Adam step of the actors ``optimizer`` holds."""
@@ -417,8 +554,8 @@ class InteractionActorCritic(Tscac):
         """Return log pi_i(j|s) [B, C] of the selected interaction's stage-one actor."""
         return self.interaction_log_probabilities(state, candidates, mask)[self.selected]
 
-    def selected_actor(self) -> CategoricalActor:
-        """Return the selected interaction's stage-one actor as a separate ``CategoricalActor``."""
+    def selected_actor(self) -> CategoricalActor | GaussianActor:
+        """Return the selected interaction's stage-one actor as a separate module."""
         return self.stage_one_actors.member(self.selected)
 
 
