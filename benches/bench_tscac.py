@@ -3,7 +3,7 @@
 Both sides run the same stage-one update (TD targets, critic loss, critic step, the
 advantage-weighted actor losses, actor step, soft update of the targets) from the same initial
 weights. recrl evaluates the K critics as one ensemble and the I + 1 stage-one actors as another,
-each with one batched product per layer and one fused Adam; it scores the global candidates,
+each with one batched product per layer and one fused Adam. It scores the global candidates,
 which every row shares, with one product per member. The reference style keeps K critic modules,
 K target modules and I + 1 actor modules, each with its own Adam, calls them one after another in
 a Python loop, and looks up the embeddings of every row's candidates.
@@ -162,7 +162,7 @@ def recrl_critic_step(method: Tscac, batch: Batch) -> None:
 
 
 def reference_critic_step(method: ReferenceStageOne, batch: Batch) -> None:
-    """The same critic half in the reference style."""
+    """Run the same critic half in the reference style."""
     method.critic_step(batch)
     method.soft_update()
 
@@ -212,7 +212,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch", type=int, default=512)
     parser.add_argument("--state-dim", type=int, default=1000)
-    parser.add_argument("--hidden", type=int, nargs="+", default=[256, 256])
+    # The default widths are the library's (TscacConfig.hidden_dims).
+    parser.add_argument("--hidden", type=int, nargs="+", default=list(TscacConfig().hidden_dims))
     parser.add_argument("--candidates", type=int, default=150)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)

@@ -96,7 +96,7 @@ def test_actor_ensemble_members_equal_separate_actors():
         )
 
 
-def test_tscac_critics_score_shared_candidates_as_a_full_lookup():
+def test_critic_shared_scoring_equals_lookup():
     generator = torch.Generator().manual_seed(3)
     torch.manual_seed(3)
     method = Tscac(_spec(), TscacConfig(hidden_dims=(8,), candidates=4, embedding_dim=4))

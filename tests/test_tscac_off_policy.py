@@ -88,7 +88,7 @@ def test_per_step_estimators_agree_with_shared_module():
             assert ours[estimator][k] == pytest.approx(estimates[name].estimate), estimator
 
 
-def test_per_decision_is_capped_per_step_against_a_loop():
+def test_capped_per_step_per_decision():
     from recrl.evaluation import per_decision_is
 
     rng = np.random.default_rng(4)

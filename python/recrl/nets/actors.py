@@ -29,10 +29,10 @@ def score_candidates(
 ) -> torch.Tensor:
     """Score <preference_m(s), e_m(j)> of M members for every candidate of every row.
 
-    The first ``shared`` columns of ``candidates`` must hold the same items in every row (the
-    global candidate set); they are scored with one product [B, D] @ [D, shared] per member
-    instead of a per-row lookup of B x shared embeddings, whose backward pass would scatter
-    B x shared rows. The other columns are looked up per row.
+    The first ``shared`` columns of ``candidates`` must contain the same items in every row (the
+    global candidate set). They are scored with one product [B, D] @ [D, shared] per member.
+    A per-row lookup would read B x shared embeddings and scatter as many rows in the backward
+    pass. The other columns are looked up per row.
 
     Args:
         preferences: float [M, B, D].

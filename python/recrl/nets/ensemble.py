@@ -70,8 +70,8 @@ class EnsembleLinear(nn.Module):
         if sum(widths) != self.input_dim:
             raise ValueError(f"parts: expected widths summing to {self.input_dim}, got {widths}")
         output: torch.Tensor | None = None
-        # Splitting the [in, M * out] view gives each part its rows without copying the weight;
-        # the backward pass joins the row blocks of the gradient with one concatenation.
+        # Splitting the [in, M * out] view gives each part its rows without copying the weight.
+        # The backward pass joins the row blocks of the gradient with one concatenation.
         blocks = torch.split(self._wide(), widths, dim=0)
         for part, width, block in zip(parts, widths, blocks):
             if width == 0:

@@ -124,8 +124,8 @@ class Method(nn.Module):
         """Return how many leading columns of candidates [B, C] hold the global candidates.
 
         Batches of ``recrl.tscac.data.Transitions`` start every row with the N global candidates,
-        which lets scoring use one product for them (``recrl.nets.score_candidates``); other
-        layouts get 0 and are scored row by row.
+        so scoring can use one product for them (``recrl.nets.score_candidates``). Other layouts
+        get 0 and are scored row by row.
         """
         count = int(self.candidate_items.shape[0])
         if count == 0 or candidates.dim() != 2 or candidates.shape[1] < count:

@@ -134,11 +134,11 @@ class TscacConfig(CriticConfig):
     """Interaction responses constrained in stage two; empty means every response except the
     main one."""
     policy: str = "categorical"
-    """Policy family: ``categorical`` (a softmax over the candidate set, pi* computed exactly
-    over the candidates) or ``gaussian`` (a Gaussian N(mu(s), sigma^2 I) over a continuous
-    action vector of width ``action_dim``; every item j is the fixed action vector phi(j), the
-    stage-two product is the Gaussian centred at sum_i w_i mu_i and the exp(A_1 / Lambda) tilt
-    is applied by self-normalised weights over sampled actions)."""
+    """Policy family. ``categorical`` is a softmax over the candidate set, with pi* computed
+    exactly over the candidates. ``gaussian`` is N(mu(s), sigma^2 I) over a continuous action
+    vector of width ``action_dim``, where every item j is the fixed action vector phi(j). Its
+    stage-two product is the Gaussian centred at sum_i w_i mu_i, and the exp(A_1 / Lambda)
+    tilt is applied by self-normalised weights over sampled actions."""
     sigma: float = 0.5
     """sigma > 0, the shared standard deviation of every Gaussian actor (``gaussian`` only)."""
     action_samples: int = 64

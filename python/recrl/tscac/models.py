@@ -181,10 +181,10 @@ class CriticEnsemble(nn.Module):
         actions: torch.Tensor,
         shared: int = 0,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return Q_m(s, a) [M, B] of the logged items and Q_m(s, j) [M, B, C], detached.
+        """Return Q_m(s, a) [M, B] of the logged items and, detached, Q_m(s, j) [M, B, C].
 
-        Only the logged values carry gradients, which is all a TD loss needs; the values of
-        every candidate (for advantages) are computed without building a graph.
+        Only the logged values carry gradients, because a TD loss needs no other. The values
+        of every candidate (for advantages) are computed without building a graph.
 
         Args:
             state: (numeric, categorical, history) of the batch.

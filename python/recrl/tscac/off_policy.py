@@ -1,7 +1,7 @@
 """Off-policy value estimates of a ranking policy, computed by ``recrl.evaluation.off_policy``.
 
 This module only adapts the runner's arrays (log-probabilities, episode ids) to the shared
-estimators and collects their values; it holds no estimator of its own.
+estimators and collects their values. It contains no estimator of its own.
 
 With target pi, behaviour pi_beta and the logged (s_t, a_t, r_t), the per-step weight is
 w_t = pi(a_t|s_t) / pi_beta(a_t|s_t). Per step (the offline table of Cai et al., WWW 2023):
