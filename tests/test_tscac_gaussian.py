@@ -174,3 +174,25 @@ def test_policy_family_is_checked():
         TscacConfig(policy="beta").validate()
     with pytest.raises(InvalidArgumentError, match="sigma"):
         TscacConfig(policy="gaussian", sigma=0.0).validate()
+
+
+def test_stage_one_ignores_negative_weights(prepared):
+    spec = Transitions.build_spec(prepared, SMALL["candidates"])
+    transitions = Transitions(prepared, spec)
+    batch = transitions.batch(transitions.split_rows("train")[:32])
+    torch.manual_seed(0)
+    config = TscacConfig(**{**SMALL, "behaviour_cloning_weight": 0.0})
+    method = build_method("tscac", spec, config)
+    assert isinstance(method, Tscac)
+    vectors = method.action_vectors[batch.candidates.gather(1, batch.actions[:, None])[:, 0]]
+    with torch.no_grad():
+        means = method.stage_one_actors.means(*batch.state())
+    # Slopes that give every interaction advantage sign_i * A_i = -|a - mu_i|^2 < 0.
+    members = len(spec.reward_names)
+    slopes = torch.zeros(members, 32, SMALL["action_dim"])
+    for position, member in enumerate(method.interaction_members):
+        sign = float(method.signs[position])
+        slopes[member] = -sign * (vectors - means[position])
+    loss, _ = method.compute_stage_one_actor_loss(batch, slopes)
+    behaviour_only = -method.stage_one_actors.log_probabilities(means, vectors)[-1].mean()
+    torch.testing.assert_close(loss.detach(), behaviour_only)

@@ -444,7 +444,8 @@ class Tscac(_CriticMethod):
         Actor i minimises -E[w * sign_i * A_i(s, a) log pi_i(a|s)] (Eq. (5) of Cai et al.),
         with w = 1 plus a behaviour-cloning term, or w = min(pi_i / pi_beta, clip). For the
         Gaussian family log pi_i is the density at the logged item's vector a = phi(a_t) and
-        A_i(s, a) = <g_i(s), a - mu_i(s)>, exact for a critic linear in a.
+        A_i(s, a) = <g_i(s), a - mu_i(s)>, exact for a critic linear in a. There the weight of
+        each row, sign_i A_i + alpha or w sign_i A_i, is clipped at 0.
         """
         actors = self.stage_one_actors
         if isinstance(actors, GaussianActorEnsemble):
@@ -465,10 +466,16 @@ class Tscac(_CriticMethod):
         config = self.tscac_config
         if config.offline_correction == "importance_ratio":
             ratios = (logged.detach() - behaviour.detach()).exp().clamp(max=config.importance_clip)
-            loss = -(ratios * advantages * logged).mean(1).sum()
+            weights = ratios * advantages
         else:
-            loss = -(advantages * logged).mean(1).sum()
-            loss = loss - config.behaviour_cloning_weight * logged.mean(1).sum()
+            weights = advantages + config.behaviour_cloning_weight
+        if self.gaussian:
+            # A negative weight on a Gaussian log-density has no minimum: it pushes the mean
+            # away from the logged vector without bound, where a softmax saturates. Clipping
+            # the weight at 0 keeps each Gaussian loss a weighted regression toward logged
+            # vectors.
+            weights = weights.clamp(min=0.0)
+        loss = -(weights * logged).mean(1).sum()
         diagnostics = {"charts/advantage_abs": float(advantages.abs().mean())}
         return loss + behaviour_loss, diagnostics
 
