@@ -86,3 +86,51 @@ def test_per_step_estimators_agree_with_shared_module():
     for estimator, estimates in shared.items():
         for k, name in enumerate(names):
             assert ours[estimator][k] == pytest.approx(estimates[name].estimate), estimator
+
+
+def test_capped_per_step_per_decision():
+    from recrl.evaluation import per_decision_is
+
+    rng = np.random.default_rng(4)
+    starts = np.array([0, 3, 4, 8])
+    target = rng.uniform(0.05, 1.0, 8)
+    behaviour = rng.uniform(0.01, 1.0, 8)
+    rewards = rng.random((8, 2))
+    gamma = [0.5, 0.9]
+    result = per_decision_is(
+        target, behaviour, rewards, starts, ["a", "b"], gamma=gamma, cap=3.0, per_step=True
+    )
+    for k, name in enumerate(("a", "b")):
+        total, discounts = 0.0, 0.0
+        for e in range(3):
+            product = 1.0
+            for t, row in enumerate(range(starts[e], starts[e + 1])):
+                product *= min(target[row] / behaviour[row], 3.0)
+                total += gamma[k] ** t * product * rewards[row, k]
+                discounts += gamma[k] ** t
+        assert result[name].estimate == pytest.approx(total / discounts)
+    assert result["a"].capped_rows == int(np.count_nonzero(target / behaviour > 3.0))
+    # Without a cap and per episode, the contract value: ratios [2, 0.5], rewards [1, 1] -> 3.
+    contract = per_decision_is([1.0, 0.5], [0.5, 1.0], [1.0, 1.0], [0, 2])
+    assert contract["response_0"].estimate == pytest.approx(3.0)
+    per_step = per_decision_is([1.0, 0.5], [0.5, 1.0], [1.0, 1.0], [0, 2], per_step=True)
+    assert per_step["response_0"].estimate == pytest.approx(1.5)
+    with pytest.raises(InvalidArgumentError, match="cap"):
+        per_decision_is([1.0], [1.0], [1.0], [0, 1], cap=0.0)
+
+
+def test_runner_per_decision_is_the_shared_estimator():
+    from recrl.evaluation import per_decision_is
+
+    rng = np.random.default_rng(5)
+    target = np.log(rng.uniform(0.05, 1.0, 6))
+    behaviour = np.log(rng.uniform(0.05, 1.0, 6))
+    rewards = rng.random((6, 3))
+    values = estimate_policy_values(
+        target, behaviour, rewards, np.array([4, 4, 4, 9, 2, 2]), cap=2.0, discount=0.8
+    )
+    shared = per_decision_is(
+        np.exp(target), np.exp(behaviour), rewards, [0, 3, 4, 6], gamma=0.8, cap=2.0, per_step=True
+    )
+    expected = [estimate.estimate for estimate in shared.values()]
+    np.testing.assert_allclose(values["per_decision"], expected)

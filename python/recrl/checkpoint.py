@@ -306,6 +306,18 @@ def _restore_optimizer(
     for index, values in saved["scalars"].items():
         parameter_states.setdefault(int(index), {}).update(values)
     optimizer.load_state_dict({"state": parameter_states, "param_groups": saved["param_groups"]})
+    # Loaded moments are contiguous; a parameter stored transposed (a strided view) had moments
+    # with its own strides, and fused optimizer kernels pair elements by memory position.
+    for group in optimizer.param_groups:
+        for parameter in group["params"]:
+            state = optimizer.state.get(parameter, {})
+            for key, value in state.items():
+                if (
+                    isinstance(value, torch.Tensor)
+                    and value.shape == parameter.shape
+                    and value.stride() != parameter.stride()
+                ):
+                    state[key] = torch.empty_like(parameter).copy_(value)
 
 
 def _check_names(kind: str, saved: Any, requested: Mapping[str, Any], path: Path) -> None:

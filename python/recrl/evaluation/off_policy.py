@@ -17,6 +17,9 @@ Per step, every impression is one sample and the estimate is a mean response per
 Per trajectory, episodes are CSR offsets ``episode_starts`` [E + 1], and per-decision
 importance sampling weighs the reward of step t by the product of the
 ratios of steps 0..t of its episode: ``V = mean_e sum_t gamma^t (prod_{u <= t} w_u) r_t``.
+Optionally each ratio is first cut to a cap, and the discounted sum is divided by the summed
+discounts ``sum_e sum_t gamma^t`` instead of the episode count, which gives a rate per step
+comparable with the per-step estimators.
 
 The effective sample size is ``(sum_i c_i)^2 / sum_i c_i^2`` over the weights c that the
 estimator uses, which for per-decision IS are the full products of ratios of the episodes. It
@@ -79,7 +82,7 @@ class OffPolicyEstimate:
     clipped_rows: int
     """Rows whose behaviour probability was raised to ``clip_behaviour``."""
     capped_rows: int = 0
-    """Rows whose ratio was cut to the cap (NCIS only)."""
+    """Rows whose ratio was cut to the cap (NCIS, and per-decision IS with a cap)."""
 
 
 @dataclass(frozen=True)
@@ -432,12 +435,17 @@ def per_decision_is(
     *,
     gamma: float | Sequence[float] = 1.0,
     clip_behaviour: float | None = None,
+    cap: float | None = None,
+    per_step: bool = False,
 ) -> dict[str, OffPolicyEstimate]:
     """Estimate the mean discounted return per episode by per-decision importance sampling.
 
     ``V = mean_e sum_t gamma^t rho_{e,t} r_{e,t}`` with ``rho_{e,t} = prod_{u <= t} w_{e,u}``,
     the product of the ratios of the episode's steps up to and including t. The logged mean is
-    ``mean_e sum_t gamma^t r_{e,t}``.
+    ``mean_e sum_t gamma^t r_{e,t}``. With ``cap``, each ratio is ``min(w_{e,u}, cap)`` before
+    the product. With ``per_step``, both sums are divided by ``sum_e sum_t gamma^t`` instead of
+    the episode count E: a discount-weighted rate per step, equal to the per-step mean reward
+    when gamma is 1 and the target is the behaviour policy.
 
     Args:
         target_probabilities: float [N] probability of the logged action under the target.
@@ -448,13 +456,16 @@ def per_decision_is(
         response_names: K names; ``response_0``, ``response_1``, ... if None.
         gamma: Discount in [0, 1], one for all responses or one per response [K].
         clip_behaviour: Raise behaviour probabilities below this value to it (None: reject 0).
+        cap: If set (> 0), the largest ratio kept at each step; the estimate counts the capped
+            rows.
+        per_step: Divide by the summed discounts rather than by the number of episodes.
 
     Returns:
         ``{response: OffPolicyEstimate}``; the effective sample size is over the episodes'
         full products of ratios.
 
     Raises:
-        InvalidArgumentError: ``gamma`` outside [0, 1].
+        InvalidArgumentError: ``gamma`` outside [0, 1], or ``cap`` not positive.
         ShapeError: The shapes do not match.
         InvalidDataError: Bad offsets, probabilities or rewards, naming the row or episode.
     """
@@ -475,19 +486,30 @@ def per_decision_is(
         )
     if not np.all((discounts >= 0.0) & (discounts <= 1.0)):
         raise InvalidArgumentError(f"gamma: expected values in [0, 1], got {gamma}")
+    ratios = weights.ratios
+    capped_rows = 0
+    if cap is not None:
+        if not cap > 0.0:
+            raise InvalidArgumentError(f"cap: expected a positive value, got {cap}")
+        capped_rows = int(np.count_nonzero(ratios > cap))
+        ratios = np.minimum(ratios, cap)
 
-    cumulative = _cumulative_ratios(weights.ratios, starts)
+    cumulative = _cumulative_ratios(ratios, starts)
     discount_powers = discounts[None, :] ** steps[:, None]
-    values = _episode_sums(discount_powers * matrix * cumulative[:, None], starts).mean(axis=0)
-    logged_means = _episode_sums(discount_powers * matrix, starts).mean(axis=0)
+    weighted = _episode_sums(discount_powers * matrix * cumulative[:, None], starts).sum(axis=0)
+    logged = _episode_sums(discount_powers * matrix, starts).sum(axis=0)
+    # Per episode: divide by E. Per step: divide by the summed discounts of every row, per
+    # response because each response may have its own gamma.
+    normaliser = discount_powers.sum(axis=0) if per_step else float(starts.shape[0] - 1)
     final_ratios = cumulative[starts[1:] - 1]
     return _estimates(
         "per_decision_is",
         names,
-        values,
-        logged_means,
+        weighted / normaliser,
+        logged / normaliser,
         _effective_sample_size(final_ratios),
         weights.clipped_rows,
+        capped_rows,
     )
 
 

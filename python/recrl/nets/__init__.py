@@ -1,6 +1,15 @@
 """Neural network building blocks: MLPs, critic ensembles, actors and multi-task backbones."""
 
-from recrl.nets.actors import CategoricalActor, GaussianActor, masked_log_softmax
+from recrl.nets.actors import (
+    CategoricalActor,
+    CategoricalActorEnsemble,
+    GaussianActor,
+    GaussianActorEnsemble,
+    gaussian_candidate_log_probabilities,
+    gaussian_log_density,
+    masked_log_softmax,
+    score_candidates,
+)
 from recrl.nets.ensemble import EnsembleLinear, EnsembleMLP
 from recrl.nets.mlp import MLP
 from recrl.nets.mtl import (
@@ -16,7 +25,7 @@ from recrl.nets.mtl import (
     SingleTask,
     build_backbone,
 )
-from recrl.nets.state import FieldEmbedding, StateEncoder
+from recrl.nets.state import EnsembleStateEncoder, FieldEmbedding, StateEncoder
 
 __all__ = [
     "BACKBONES",
@@ -25,11 +34,14 @@ __all__ = [
     "PLE",
     "BackboneConfig",
     "CategoricalActor",
+    "CategoricalActorEnsemble",
     "EnsembleLinear",
     "EnsembleMLP",
+    "EnsembleStateEncoder",
     "FeatureSpec",
     "FieldEmbedding",
     "GaussianActor",
+    "GaussianActorEnsemble",
     "MMoE",
     "MultiTaskBackbone",
     "MultiTaskInput",
@@ -37,5 +49,8 @@ __all__ = [
     "SingleTask",
     "StateEncoder",
     "build_backbone",
+    "gaussian_candidate_log_probabilities",
+    "gaussian_log_density",
     "masked_log_softmax",
+    "score_candidates",
 ]

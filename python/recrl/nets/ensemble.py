@@ -19,6 +19,10 @@ class EnsembleLinear(nn.Module):
     Each member is initialised like ``torch.nn.Linear`` (uniform in +-1/sqrt(in)), so an
     ensemble of one behaves like a single linear layer.
 
+    The weight is indexed [M, in, out] but laid out in memory as [in, M, out], so the product of
+    an input shared by all members with the weight is one [B, in] @ [in, M * out] product on a
+    view, with no copy of the weight in the forward or backward pass.
+
     Args:
         members: M, number of independent maps.
         input_dim: width of each member's input.
@@ -30,7 +34,7 @@ class EnsembleLinear(nn.Module):
         if members < 1:
             raise ValueError(f"members: expected a positive count, got {members}")
         bound = 1.0 / math.sqrt(input_dim) if input_dim > 0 else 0.0
-        self.weight = nn.Parameter(torch.empty(members, input_dim, output_dim))
+        self.weight = nn.Parameter(torch.empty(input_dim, members, output_dim).permute(1, 0, 2))
         self.bias = nn.Parameter(torch.empty(members, 1, output_dim))
         nn.init.uniform_(self.weight, -bound, bound)
         nn.init.uniform_(self.bias, -bound, bound)
@@ -41,14 +45,46 @@ class EnsembleLinear(nn.Module):
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         """Map inputs [M, B, in] (or [B, in], shared by all members) to [M, B, out]."""
         if inputs.dim() == 2:
-            # A shared input is one wide product [B, in] @ [in, M * out], cheaper than M copies.
-            wide = self.weight.permute(1, 0, 2).reshape(self.input_dim, -1)
-            output = inputs @ wide
-            return (
-                output.view(inputs.shape[0], self.members, self.output_dim).transpose(0, 1)
-                + self.bias
-            )
+            return self._shared_product(inputs, self._wide()) + self.bias
         return torch.baddbmm(self.bias, inputs, self.weight)
+
+    def _wide(self) -> torch.Tensor:
+        """Return the weight as [in, M * out], a view in the layout ``__init__`` allocates."""
+        return self.weight.permute(1, 0, 2).reshape(self.input_dim, -1)
+
+    def _shared_product(self, inputs: torch.Tensor, wide: torch.Tensor) -> torch.Tensor:
+        """Return inputs [B, w] @ wide [w, M * out] as [M, B, out]: one product for all members."""
+        output = inputs @ wide
+        return output.view(inputs.shape[0], self.members, self.output_dim).transpose(0, 1)
+
+    def forward_parts(self, parts: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Map the concatenation of ``parts`` along the features to [M, B, out].
+
+        Equal to ``forward(torch.cat(parts, -1))`` when every part has the same leading axes, but
+        each part may be shared ([B, S_p]) or per member ([M, B, S_p]), and each multiplies its
+        own block of rows of the weight. A part that needs no gradient (the numeric features of
+        a batch) then costs no input-gradient product in the backward pass, and the concatenated
+        input is never built.
+        """
+        widths = [part.shape[-1] for part in parts]
+        if sum(widths) != self.input_dim:
+            raise ValueError(f"parts: expected widths summing to {self.input_dim}, got {widths}")
+        output: torch.Tensor | None = None
+        # Splitting the [in, M * out] view gives each part its rows without copying the weight.
+        # The backward pass joins the row blocks of the gradient with one concatenation.
+        blocks = torch.split(self._wide(), widths, dim=0)
+        for part, width, block in zip(parts, widths, blocks):
+            if width == 0:
+                continue
+            if part.dim() == 2:
+                term = self._shared_product(part, block)
+            else:
+                member_block = block.view(width, self.members, self.output_dim).permute(1, 0, 2)
+                term = torch.bmm(part, member_block)
+            output = term if output is None else output + term
+        if output is None:
+            raise ValueError("parts: expected at least one part with features")
+        return output + self.bias
 
 
 class EnsembleMLP(nn.Module):
@@ -90,9 +126,21 @@ class EnsembleMLP(nn.Module):
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         """Map inputs [B, S] (shared) or [M, B, S] (one per member) to [M, B, output_dim]."""
-        output = inputs
-        for index, layer in enumerate(self.layers):
-            output = layer(output)
-            if index < len(self.layers) - 1:
-                output = self.activation(output)
+        return self._run(self.layers[0](inputs))
+
+    def forward_parts(self, parts: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Map the feature-wise concatenation of ``parts`` to [M, B, output_dim].
+
+        Each part is float [B, S_p] (shared by the members) or [M, B, S_p]; the first layer
+        multiplies each part by its own rows of the weight (see ``EnsembleLinear.forward_parts``).
+        """
+        first = self.layers[0]
+        if not isinstance(first, EnsembleLinear):
+            raise TypeError("layers: expected an EnsembleLinear first layer")
+        return self._run(first.forward_parts(parts))
+
+    def _run(self, output: torch.Tensor) -> torch.Tensor:
+        """Apply the activation and every layer after the first."""
+        for layer in self.layers[1:]:
+            output = layer(self.activation(output))
         return output

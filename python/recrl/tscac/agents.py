@@ -19,8 +19,19 @@ from torch import nn
 
 from recrl import distributed
 from recrl.errors import InvalidArgumentError
-from recrl.nets import CategoricalActor
-from recrl.tscac.closed_form import categorical_target_log_probabilities
+from recrl.nets import (
+    CategoricalActor,
+    CategoricalActorEnsemble,
+    GaussianActor,
+    GaussianActorEnsemble,
+    gaussian_candidate_log_probabilities,
+    gaussian_log_density,
+)
+from recrl.tscac.closed_form import (
+    categorical_target_log_probabilities,
+    gaussian_product_mean,
+    tilted_sample_weights,
+)
 from recrl.tscac.config import (
     BehaviourCloningConfig,
     CommonConfig,
@@ -37,7 +48,11 @@ from recrl.tscac.models import (
     DeepFmRanker,
     WideDeepRanker,
     actor_log_probabilities,
+    item_action_vectors,
     make_actor,
+    make_actor_ensemble,
+    make_encoder,
+    make_gaussian_ensemble,
 )
 
 __all__ = [
@@ -69,10 +84,14 @@ def _minimise(loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
     optimizer.step()
 
 
+def _adam(parameters: Any, learning_rate: float) -> torch.optim.Adam:
+    """Return Adam over ``parameters`` with the fused kernel (one pass per parameter tensor)."""
+    return torch.optim.Adam(parameters, lr=learning_rate, fused=True)
+
+
 def _soft_update(target: nn.Module, online: nn.Module, rate: float) -> None:
     with torch.no_grad():
-        for target_parameter, parameter in zip(target.parameters(), online.parameters()):
-            target_parameter.lerp_(parameter, rate)
+        torch._foreach_lerp_(list(target.parameters()), list(online.parameters()), rate)
 
 
 class Method(nn.Module):
@@ -84,6 +103,7 @@ class Method(nn.Module):
 
     name: ClassVar[str] = ""
     stages: ClassVar[tuple[str, ...]] = ("train",)
+    candidate_items: torch.Tensor
 
     def __init__(self, spec: ProblemSpec, config: CommonConfig) -> None:
         super().__init__()
@@ -96,6 +116,23 @@ class Method(nn.Module):
         self.signs_by_response = [
             -1.0 if name in config.lower_is_better else 1.0 for name in spec.reward_names
         ]
+        self.register_buffer(
+            "candidate_items",
+            torch.tensor(spec.candidate_items, dtype=torch.int64),
+            persistent=False,
+        )
+
+    def shared_count(self, candidates: torch.Tensor) -> int:
+        """Return how many leading columns of candidates [B, C] hold the global candidates.
+
+        Batches of ``recrl.tscac.data.Transitions`` start every row with the N global candidates,
+        so scoring can use one product for them (``recrl.nets.score_candidates``). Other layouts
+        get 0 and are scored row by row.
+        """
+        count = int(self.candidate_items.shape[0])
+        if count == 0 or candidates.dim() != 2 or candidates.shape[1] < count:
+            return 0
+        return count if bool((candidates[:, :count] == self.candidate_items).all()) else 0
 
     def set_stage(self, stage: str) -> None:
         """Switch to training stage ``stage`` (one of ``stages``)."""
@@ -113,7 +150,9 @@ class Method(nn.Module):
         actor = getattr(self, "actor", None)
         if not isinstance(actor, CategoricalActor):
             raise NotImplementedError(f"{type(self).__name__} has no actor to score candidates")
-        return actor_log_probabilities(actor, state, candidates, mask)
+        return actor_log_probabilities(
+            actor, state, candidates, mask, self.shared_count(candidates)
+        )
 
     def update(self, batch: Batch) -> dict[str, float]:
         """Take one gradient step on ``batch`` and return named scalar diagnostics."""
@@ -128,9 +167,7 @@ class BehaviourCloning(Method):
     def __init__(self, spec: ProblemSpec, config: BehaviourCloningConfig) -> None:
         super().__init__(spec, config)
         self.actor = make_actor(spec, config)
-        self.actor_optimizer = torch.optim.Adam(
-            self.actor.parameters(), lr=config.actor_learning_rate
-        )
+        self.actor_optimizer = _adam(self.actor.parameters(), config.actor_learning_rate)
 
     def update(self, batch: Batch) -> dict[str, float]:
         """Take one likelihood step."""
@@ -151,7 +188,7 @@ class RewardWeighted(Method):
         super().__init__(spec, config)
         ranker = WideDeepRanker if config.model == "wide_deep" else DeepFmRanker
         self.ranker = ranker(spec, config)
-        self.optimizer = torch.optim.Adam(self.ranker.parameters(), lr=config.actor_learning_rate)
+        self.optimizer = _adam(self.ranker.parameters(), config.actor_learning_rate)
         self.reward_mean = max(spec.reward_means[self.main], 1e-8)
 
     def policy_log_probabilities(
@@ -181,15 +218,19 @@ class _CriticMethod(Method):
     target_critics: CriticEnsemble
     discounts: torch.Tensor
 
-    def __init__(self, spec: ProblemSpec, config: CriticConfig, discounts: list[float]) -> None:
+    def __init__(
+        self,
+        spec: ProblemSpec,
+        config: CriticConfig,
+        discounts: list[float],
+        item_embeddings: bool = True,
+    ) -> None:
         super().__init__(spec, config)
-        self.critics = CriticEnsemble(len(discounts), spec, config)
+        self.critics = CriticEnsemble(len(discounts), spec, config, item_embeddings)
         self.target_critics = copy.deepcopy(self.critics)
         self.target_critics.requires_grad_(False)
         self.register_buffer("discounts", torch.tensor(discounts, dtype=torch.float32))
-        self.critic_optimizer = torch.optim.Adam(
-            self.critics.parameters(), lr=config.critic_learning_rate
-        )
+        self.critic_optimizer = _adam(self.critics.parameters(), config.critic_learning_rate)
         self.critic_config = config
 
     def critic_rewards(self, batch: Batch) -> torch.Tensor:
@@ -211,10 +252,13 @@ class _CriticMethod(Method):
         self, batch: Batch, targets: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Return the summed TD loss of all members and Q [M, B, C] (detached) of candidates."""
-        values = self.critics(*batch.state(), batch.candidates)
-        errors = (_logged(values, batch.actions) - targets).pow(2) * batch.valid
+        shared = self.shared_count(batch.candidates)
+        logged, values = self.critics.logged_and_all(
+            batch.state(), batch.candidates, batch.actions, shared
+        )
+        errors = (logged - targets).pow(2) * batch.valid
         loss = errors.sum(1).sum() / distributed.loss_denominator(batch.valid.sum())
-        return loss, values.detach()
+        return loss, values
 
     def update_critics(self, loss: torch.Tensor) -> None:
         """Take one Adam step of every critic."""
@@ -246,19 +290,31 @@ class Tscac(_CriticMethod):
     Stage one trains one critic per response (the K members of one ensemble) and one actor per
     interaction i by advantage-weighted likelihood with an offline correction. Stage two keeps
     training the critics and fits the main actor to the closed-form target
-    pi* ∝ prod_i pi_i^(lambda_i / Lambda) exp(A_1 / Lambda) by minimising KL(pi* || pi_theta),
-    computed exactly over the candidates.
+    pi* ∝ prod_i pi_i^(lambda_i / Lambda) exp(A_1 / Lambda) by minimising KL(pi* || pi_theta).
+
+    With ``policy = "categorical"`` every policy is a softmax over the candidates and the KL is
+    computed exactly over them. With ``policy = "gaussian"`` every policy is N(mu(s), sigma^2 I)
+    over action vectors, item j being the fixed vector phi(j) (``action_vectors``), and the
+    critics are Q_m(s, a) = u_m(s) + <g_m(s), a>; stage two samples from the product Gaussian
+    N(sum_i w_i mu_i, sigma^2 I) and tilts the samples by self-normalised exp(A_1 / Lambda).
     """
 
     name = "tscac"
     stages: ClassVar[tuple[str, ...]] = ("stage_one", "stage_two")
     signs: torch.Tensor
     lambdas: torch.Tensor
-    actor: CategoricalActor
-    behaviour: CategoricalActor
+    action_vectors: torch.Tensor
+    actor: CategoricalActor | GaussianActor
+    stage_one_actors: CategoricalActorEnsemble | GaussianActorEnsemble
 
     def __init__(self, spec: ProblemSpec, config: TscacConfig) -> None:
-        super().__init__(spec, config, [config.discount(name) for name in spec.reward_names])
+        self.gaussian = config.policy == "gaussian"
+        super().__init__(
+            spec,
+            config,
+            [config.discount(name) for name in spec.reward_names],
+            item_embeddings=not self.gaussian,
+        )
         self.tscac_config = config
         interactions = config.interaction_responses or tuple(
             name for name in spec.reward_names if name != config.main_response
@@ -269,16 +325,86 @@ class Tscac(_CriticMethod):
         self.register_buffer("signs", torch.tensor(signs, dtype=torch.float32))
         lambdas = [config.lambda_of(name) for name in interactions]
         self.register_buffer("lambdas", torch.tensor(lambdas, dtype=torch.float32))
-        self.interaction_actors = nn.ModuleList(make_actor(spec, config) for _ in interactions)
-        self.behaviour = make_actor(spec, config)
-        self.actor = make_actor(spec, config)
-        stage_one_parameters = [*self.interaction_actors.parameters(), *self.behaviour.parameters()]
-        self.stage_one_optimizer = torch.optim.Adam(
-            stage_one_parameters, lr=config.actor_learning_rate
+        # Members 0 .. I-1 are the interaction actors, member I the behaviour-cloning actor
+        # pi_beta of the importance ratio; all I + 1 run as one ensemble.
+        members = len(interactions) + 1
+        if self.gaussian:
+            vectors = item_action_vectors(spec.item_vocabulary, config.action_dim)
+            self.register_buffer("action_vectors", vectors)
+            self.stage_one_actors = make_gaussian_ensemble(members, spec, config, config.sigma)
+            self.actor = GaussianActor(
+                make_encoder(spec, config), config.hidden_dims, config.action_dim, config.sigma
+            )
+        else:
+            self.stage_one_actors = make_actor_ensemble(members, spec, config)
+            self.actor = make_actor(spec, config)
+        self.stage_one_optimizer = _adam(
+            self.stage_one_actors.parameters(), config.actor_learning_rate
         )
-        self.actor_optimizer = torch.optim.Adam(
-            self.actor.parameters(), lr=config.actor_learning_rate
+        self.actor_optimizer = _adam(self.actor.parameters(), config.actor_learning_rate)
+
+    def stage_one_log_probabilities(
+        self,
+        state: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+        candidates: torch.Tensor,
+        mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """Return log pi_i(j|s) [I + 1, B, C]: the I interaction actors, then pi_beta."""
+        actors = self.stage_one_actors
+        if isinstance(actors, GaussianActorEnsemble):
+            return gaussian_candidate_log_probabilities(
+                actors.means(*state), self.action_vectors, candidates, mask, actors.sigma
+            )
+        return actors.masked_log_probabilities(
+            actors.preferences(*state), candidates, mask, self.shared_count(candidates)
         )
+
+    def policy_log_probabilities(
+        self,
+        state: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+        candidates: torch.Tensor,
+        mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """Return log pi(j|s) [B, C] of the stage-two actor.
+
+        A Gaussian actor scores item j by its density at the item's action vector phi(j),
+        normalised over the row's candidates (``gaussian_candidate_log_probabilities``).
+        """
+        if isinstance(self.actor, GaussianActor):
+            return gaussian_candidate_log_probabilities(
+                self.actor.means(*state), self.action_vectors, candidates, mask, self.actor.sigma
+            )
+        return super().policy_log_probabilities(state, candidates, mask)
+
+    def compute_targets(self, batch: Batch) -> torch.Tensor:
+        """Return TD targets [M, B]; over action vectors for the Gaussian family."""
+        if not self.gaussian:
+            return super().compute_targets(batch)
+        with torch.no_grad():
+            next_vectors = self.action_vectors[_logged(batch.next_candidates, batch.next_actions)]
+            next_values, _ = self.target_critics.action_values(batch.next_state(), next_vectors)
+            targets: torch.Tensor = (
+                self.critic_rewards(batch)
+                + self.discounts.unsqueeze(1) * next_values * batch.bootstrap
+            )
+            return targets
+
+    def compute_critic_loss(
+        self, batch: Batch, targets: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the summed TD loss and what the actor losses need, detached.
+
+        The second value is Q [M, B, C] of the candidates for the categorical family, and the
+        slopes g_m(s) [M, B, D] of the critics Q_m(s, a) = u_m(s) + <g_m(s), a> for the Gaussian
+        family.
+        """
+        if not self.gaussian:
+            return super().compute_critic_loss(batch, targets)
+        vectors = self.action_vectors[_logged(batch.candidates, batch.actions)]
+        logged, slopes = self.critics.action_values(batch.state(), vectors)
+        errors = (logged - targets).pow(2) * batch.valid
+        loss = errors.sum(1).sum() / distributed.loss_denominator(batch.valid.sum())
+        return loss, slopes.detach()
 
     def interaction_log_probabilities(
         self,
@@ -286,13 +412,8 @@ class Tscac(_CriticMethod):
         candidates: torch.Tensor,
         mask: torch.Tensor,
     ) -> torch.Tensor:
-        """Return log pi_i(j|s) [I, B, C] of the stage-one actors."""
-        return torch.stack(
-            [
-                actor_log_probabilities(actor, state, candidates, mask)
-                for actor in self._interaction_actors()
-            ]
-        )
+        """Return log pi_i(j|s) [I, B, C] of the stage-one interaction actors."""
+        return self.stage_one_log_probabilities(state, candidates, mask)[: len(self.interactions)]
 
     def update(self, batch: Batch) -> dict[str, float]:
         """Take one step of the current stage."""
@@ -317,35 +438,46 @@ class Tscac(_CriticMethod):
             **diagnostics,
         }
 
-    def _interaction_actors(self) -> list[CategoricalActor]:
-        return [actor for actor in self.interaction_actors if isinstance(actor, CategoricalActor)]
-
     def compute_stage_one_actor_loss(
         self, batch: Batch, values: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """Return the summed advantage-weighted likelihood loss of the interaction actors.
 
         Actor i minimises -E[w * sign_i * A_i(s, a) log pi_i(a|s)] (Eq. (5) of Cai et al.),
-        with w = 1 plus a behaviour-cloning term, or w = min(pi_i / pi_beta, clip).
+        with w = 1 plus a behaviour-cloning term, or w = min(pi_i / pi_beta, clip). For the
+        Gaussian family log pi_i is the density at the logged item's vector a = phi(a_t) and
+        A_i(s, a) = <g_i(s), a - mu_i(s)>, exact for a critic linear in a. There the weight of
+        each row, sign_i A_i + alpha or w sign_i A_i, is clipped at 0.
         """
-        state = batch.state()
-        log_probabilities = self.interaction_log_probabilities(state, batch.candidates, batch.mask)
-        advantages = _advantages(
-            values[self.interaction_members], log_probabilities, batch.actions
-        ) * self.signs.unsqueeze(1)
-        logged = _logged(log_probabilities, batch.actions)
-        behaviour = _logged(
-            actor_log_probabilities(self.behaviour, state, batch.candidates, batch.mask),
-            batch.actions,
-        )
+        actors = self.stage_one_actors
+        if isinstance(actors, GaussianActorEnsemble):
+            vectors = self.action_vectors[_logged(batch.candidates, batch.actions)]
+            means = actors.means(*batch.state())
+            logged_every = actors.log_probabilities(means, vectors)
+            own = means[: len(self.interactions)].detach()
+            slopes = values[self.interaction_members]
+            advantages = (slopes * (vectors - own)).sum(-1) * self.signs.unsqueeze(1)
+        else:
+            every = self.stage_one_log_probabilities(batch.state(), batch.candidates, batch.mask)
+            advantages = _advantages(
+                values[self.interaction_members], every[: len(self.interactions)], batch.actions
+            ) * self.signs.unsqueeze(1)
+            logged_every = _logged(every, batch.actions)
+        logged, behaviour = logged_every[:-1], logged_every[-1]
         behaviour_loss = -behaviour.mean()
         config = self.tscac_config
         if config.offline_correction == "importance_ratio":
             ratios = (logged.detach() - behaviour.detach()).exp().clamp(max=config.importance_clip)
-            loss = -(ratios * advantages * logged).mean(1).sum()
+            weights = ratios * advantages
         else:
-            loss = -(advantages * logged).mean(1).sum()
-            loss = loss - config.behaviour_cloning_weight * logged.mean(1).sum()
+            weights = advantages + config.behaviour_cloning_weight
+        if self.gaussian:
+            # A negative weight on a Gaussian log-density has no minimum: it pushes the mean
+            # away from the logged vector without bound, where a softmax saturates. Clipping
+            # the weight at 0 keeps each Gaussian loss a weighted regression toward logged
+            # vectors.
+            weights = weights.clamp(min=0.0)
+        loss = -(weights * logged).mean(1).sum()
         diagnostics = {"charts/advantage_abs": float(advantages.abs().mean())}
         return loss + behaviour_loss, diagnostics
 
@@ -353,6 +485,8 @@ class Tscac(_CriticMethod):
         self, batch: Batch, values: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """Return KL(pi* || pi_theta), averaged over the batch (Eq. (9) of Cai et al.)."""
+        if self.gaussian:
+            return self._gaussian_stage_two_loss(batch, values)
         state = batch.state()
         with torch.no_grad():
             stage_one = self.interaction_log_probabilities(state, batch.candidates, batch.mask)
@@ -367,6 +501,39 @@ class Tscac(_CriticMethod):
                 -(target.exp() * target.nan_to_num(neginf=0.0)).sum(-1).mean()
             )
         }
+
+    def _gaussian_stage_two_loss(
+        self, batch: Batch, slopes: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Return the cross-entropy -E_{pi*}[log pi_theta(a|s)], the KL up to pi*'s entropy.
+
+        The stage-one product prod_i N(mu_i, sigma^2 I)^(lambda_i / Lambda) is N(m, sigma^2 I)
+        with m = sum_i w_i mu_i (``gaussian_product_mean``). S actions are drawn from it and
+        weighted by softmax_k(A_1(s, a_k) / Lambda) (``tilted_sample_weights``), a
+        self-normalised estimate of expectations under pi*. A_1(s, a) = <g_1(s), a - mu>; the
+        baseline term is the same for every sample of a state and cancels in the softmax.
+        """
+        actors = self.stage_one_actors
+        actor = self.actor
+        if not isinstance(actors, GaussianActorEnsemble) or not isinstance(actor, GaussianActor):
+            raise TypeError("the Gaussian stage two needs Gaussian actors")
+        state = batch.state()
+        config = self.tscac_config
+        with torch.no_grad():
+            means = actors.means(*state)[: len(self.interactions)]
+            centre = gaussian_product_mean(means, self.lambdas)
+            noise = torch.randn(
+                (centre.shape[0], config.action_samples, centre.shape[1]),
+                device=centre.device,
+                dtype=centre.dtype,
+            )
+            samples = centre.unsqueeze(1) + config.sigma * noise
+            tilt = (samples * slopes[self.main].unsqueeze(1)).sum(-1)
+            weights = tilted_sample_weights(tilt, float(self.lambdas.sum()))
+        log_densities = gaussian_log_density(actor.means(*state).unsqueeze(1), samples, actor.sigma)
+        loss = -(weights * log_densities).sum(-1).mean()
+        effective = 1.0 / weights.pow(2).sum(-1)
+        return loss, {"charts/effective_samples": float(effective.mean())}
 
     def update_actor(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
         """Take one Adam step of the actors ``optimizer`` holds."""
@@ -394,8 +561,11 @@ class InteractionActorCritic(Tscac):
         mask: torch.Tensor,
     ) -> torch.Tensor:
         """Return log pi_i(j|s) [B, C] of the selected interaction's stage-one actor."""
-        actor = self._interaction_actors()[self.selected]
-        return actor_log_probabilities(actor, state, candidates, mask)
+        return self.interaction_log_probabilities(state, candidates, mask)[self.selected]
+
+    def selected_actor(self) -> CategoricalActor | GaussianActor:
+        """Return the selected interaction's stage-one actor as a separate module."""
+        return self.stage_one_actors.member(self.selected)
 
 
 class Rcpo(_CriticMethod):
@@ -418,7 +588,7 @@ class Rcpo(_CriticMethod):
         self.actor = make_actor(spec, config)
         self.behaviour = make_actor(spec, config)
         parameters = [*self.actor.parameters(), *self.behaviour.parameters()]
-        self.actor_optimizer = torch.optim.Adam(parameters, lr=config.actor_learning_rate)
+        self.actor_optimizer = _adam(parameters, config.actor_learning_rate)
 
     def critic_rewards(self, batch: Batch) -> torch.Tensor:
         """Return the per-response rewards [K, B], or the scalarised reward [1, B]."""
@@ -461,8 +631,9 @@ class Rcpo(_CriticMethod):
         else:
             advantage = advantages[0]
         logged = _logged(log_probabilities, batch.actions)
+        shared = self.shared_count(batch.candidates)
         behaviour = _logged(
-            actor_log_probabilities(self.behaviour, state, batch.candidates, batch.mask),
+            actor_log_probabilities(self.behaviour, state, batch.candidates, batch.mask, shared),
             batch.actions,
         )
         loss = -(advantage * logged).mean()
@@ -523,9 +694,7 @@ class Pareto(_CriticMethod):
         self.pareto_config = config
         self.register_buffer("signs", torch.tensor(self.signs_by_response, dtype=torch.float32))
         self.actor = make_actor(spec, config)
-        self.actor_optimizer = torch.optim.Adam(
-            self.actor.parameters(), lr=config.actor_learning_rate
-        )
+        self.actor_optimizer = _adam(self.actor.parameters(), config.actor_learning_rate)
 
     def update(self, batch: Batch) -> dict[str, float]:
         """Take one critic step and one min-norm actor step."""

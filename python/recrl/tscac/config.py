@@ -133,6 +133,17 @@ class TscacConfig(CriticConfig):
     interaction_responses: tuple[str, ...] = ()
     """Interaction responses constrained in stage two; empty means every response except the
     main one."""
+    policy: str = "categorical"
+    """Policy family. ``categorical`` is a softmax over the candidate set, with pi* computed
+    exactly over the candidates. ``gaussian`` is N(mu(s), sigma^2 I) over a continuous action
+    vector of width ``action_dim``, where every item j is the fixed action vector phi(j). Its
+    stage-two product is the Gaussian centred at sum_i w_i mu_i, and the exp(A_1 / Lambda)
+    tilt is applied by self-normalised weights over sampled actions."""
+    sigma: float = 0.5
+    """sigma > 0, the shared standard deviation of every Gaussian actor (``gaussian`` only)."""
+    action_samples: int = 64
+    """S >= 1, actions sampled per state from the stage-two product to apply the tilt
+    (``gaussian`` only)."""
 
     def validate(self) -> None:
         """Raise ``InvalidArgumentError`` naming the first field out of its range."""
@@ -144,6 +155,15 @@ class TscacConfig(CriticConfig):
             raise InvalidArgumentError(
                 "offline_correction: expected 'behaviour_cloning' or 'importance_ratio', got "
                 f"{self.offline_correction!r}"
+            )
+        if self.policy not in ("categorical", "gaussian"):
+            raise InvalidArgumentError(
+                f"policy: expected 'categorical' or 'gaussian', got {self.policy!r}"
+            )
+        if self.sigma <= 0 or self.action_samples < 1:
+            raise InvalidArgumentError(
+                "sigma must be > 0 and action_samples >= 1, got "
+                f"{self.sigma} and {self.action_samples}"
             )
         if self.behaviour_cloning_weight < 0 or self.importance_clip <= 0:
             raise InvalidArgumentError(

@@ -1,10 +1,7 @@
-"""Off-policy value estimates of a ranking policy from logged data.
+"""Off-policy value estimates of a ranking policy, computed by ``recrl.evaluation.off_policy``.
 
-NOTE: this module is the estimator boundary of ``recrl.tscac``, kept apart so that the runner can
-move to ``recrl.evaluation.off_policy`` by changing ``estimate_policy_values`` alone. IPS, SNIPS
-and NCIS here equal that module's (a test checks it). The per-decision estimate differs: here the
-ratios are capped and the result is a per-step rate, there it is the uncapped mean discounted
-return per episode.
+This module only adapts the runner's arrays (log-probabilities, episode ids) to the shared
+estimators and collects their values. It contains no estimator of its own.
 
 With target pi, behaviour pi_beta and the logged (s_t, a_t, r_t), the per-step weight is
 w_t = pi(a_t|s_t) / pi_beta(a_t|s_t). Per step (the offline table of Cai et al., WWW 2023):
@@ -15,9 +12,9 @@ w_t = pi(a_t|s_t) / pi_beta(a_t|s_t). Per step (the offline table of Cai et al.,
   paper), the estimate reported in the tables.
 
 Per trajectory, per-decision IS weights the reward of step t of an episode by
-gamma^t prod_{u<=t} w_u, each w_u capped at ``cap``. The estimate is the sum of these terms over
-all episodes divided by the sum of gamma^t over the same steps, a per-step rate comparable with
-the logged mean.
+gamma^t prod_{u<=t} min(w_u, cap). The estimate is the sum of these terms over all episodes
+divided by the sum of gamma^t over the same steps (``per_step=True`` of
+``recrl.evaluation.per_decision_is``), a per-step rate comparable with the logged mean.
 """
 
 from __future__ import annotations
@@ -26,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from recrl.errors import InvalidArgumentError, ShapeError
+from recrl.evaluation.off_policy import OffPolicyEstimate, ips, ncis, per_decision_is, snips
 
 __all__ = ["ESTIMATORS", "estimate_policy_values"]
 
@@ -74,40 +72,32 @@ def estimate_policy_values(
             f"cap must be > 0 and discount in (0, 1], got cap={cap}, discount={discount}"
         )
 
-    weights = np.exp(target - behaviour)
-    capped = np.minimum(weights, cap)
+    # exp of a log-probability <= 0 is at most 1; the minimum only guards against rounding.
+    target_probabilities = np.minimum(np.exp(target), 1.0)
+    behaviour_probabilities = np.minimum(np.exp(behaviour), 1.0)
+    arguments = (target_probabilities, behaviour_probabilities, reward_matrix)
     return {
-        "ips": (weights @ reward_matrix) / rows,
-        "snips": (weights @ reward_matrix) / max(weights.sum(), 1e-300),
-        "ncis": (capped @ reward_matrix) / max(capped.sum(), 1e-300),
-        "per_decision": _per_decision(capped, reward_matrix, episodes, discount),
+        "ips": _values(ips(*arguments)),
+        "snips": _values(snips(*arguments)),
+        "ncis": _values(ncis(*arguments, cap=cap)),
+        "per_decision": _values(
+            per_decision_is(
+                *arguments, _episode_starts(episodes), gamma=discount, cap=cap, per_step=True
+            )
+        ),
         "logged": reward_matrix.mean(axis=0),
     }
 
 
-def _per_decision(
-    weights: npt.NDArray[np.float64],
-    rewards: npt.NDArray[np.float64],
-    episodes: npt.NDArray[np.integer],
-    discount: float,
-) -> npt.NDArray[np.float64]:
+def _values(estimates: dict[str, OffPolicyEstimate]) -> npt.NDArray[np.float64]:
+    """Return the estimates [K] in response order (the dict keeps the reward columns' order)."""
+    return np.array([estimate.estimate for estimate in estimates.values()], dtype=np.float64)
+
+
+def _episode_starts(episodes: npt.NDArray[np.integer]) -> npt.NDArray[np.int64]:
+    """Turn per-row episode ids [N] into CSR offsets [E + 1], rejecting split episodes."""
     starts = np.flatnonzero(np.r_[True, episodes[1:] != episodes[:-1]])
     if len(np.unique(episodes)) != len(starts):
         raise InvalidArgumentError("episode_ids: rows of each episode must be contiguous")
-    positions = np.arange(len(weights)) - np.repeat(starts, np.diff(np.r_[starts, len(weights)]))
-    log_weights = np.log(np.maximum(weights, 1e-300))
-    cumulative = np.exp(_segment_cumsum(log_weights, starts))
-    discounts = discount**positions
-    total = (discounts * cumulative) @ rewards
-    result: npt.NDArray[np.float64] = total / discounts.sum()
-    return result
-
-
-def _segment_cumsum(
-    values: npt.NDArray[np.float64], starts: npt.NDArray[np.int64]
-) -> npt.NDArray[np.float64]:
-    running = np.cumsum(values)
-    offsets = np.r_[0.0, running][starts]
-    lengths = np.diff(np.r_[starts, len(values)])
-    result: npt.NDArray[np.float64] = running - np.repeat(offsets, lengths)
-    return result
+    offsets: npt.NDArray[np.int64] = np.r_[starts, len(episodes)].astype(np.int64)
+    return offsets

@@ -36,6 +36,7 @@ from recrl.checkpoint import (
 from recrl.data import PreparedDataset
 from recrl.errors import InvalidArgumentError, RecrlIOError
 from recrl.metrics_writer import MetricsWriter
+from recrl.nets import CategoricalActor
 from recrl.progress import progress_bar
 from recrl.tscac.agents import METHODS, InteractionActorCritic, Method, Tscac, build_method
 from recrl.tscac.config import (
@@ -501,8 +502,12 @@ def run(
             results[seed][name] = trainer.estimate(method, "test")
         tscac = trained.get("tscac")
         if seed == seeds[0] and isinstance(tscac, Tscac) and distributed.is_main():
-            # The first seed's TSCAC actor, in the layout `recrl export RUN_DIR` reads.
-            save_actor_for_serving(tscac.actor, out, dataset.path)
+            # The first seed's TSCAC actor, in the layout `recrl export RUN_DIR` reads; the
+            # serving export covers categorical actors only.
+            if isinstance(tscac.actor, CategoricalActor):
+                save_actor_for_serving(tscac.actor, out, dataset.path)
+            else:
+                logger.info("the Gaussian TSCAC actor is saved with the models, not exported")
         logger.info("seed %d finished in %.1f s", seed, time.perf_counter() - started)
 
     notes = [
