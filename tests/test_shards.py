@@ -33,10 +33,8 @@ def unsharded(synthetic: Path, tmp_path_factory: pytest.TempPathFactory) -> data
     return data.prepare(data.read_kuairand(synthetic), out)
 
 
-def _sharded(source: Path, out: Path, shards: int, **options: object) -> ShardedDataset:
-    return prepare_sharded(
-        LogSource("kuairand", source), out, shards, data.PrepareOptions(**options)  # type: ignore[arg-type]
-    )
+def _sharded(source: Path, out: Path, shards: int) -> ShardedDataset:
+    return prepare_sharded(LogSource("kuairand", source), out, shards)
 
 
 def test_one_shard_equals_unsharded(
@@ -130,10 +128,10 @@ def test_observations_gather_across_shards(
         sharded.observations(np.array([len(sharded)], dtype=np.int64))
 
 
-def test_user_split_and_dropped_rows(synthetic: Path, tmp_path: Path) -> None:
-    options = {"split": "user", "episodes": "user"}
-    whole = data.prepare(data.read_kuairand(synthetic), tmp_path / "whole", data.PrepareOptions(split="user", episodes="user"))
-    sharded = _sharded(synthetic, tmp_path / "user", 2, **options)
+def test_user_split_matches_unsharded(synthetic: Path, tmp_path: Path) -> None:
+    options = data.PrepareOptions(split="user", episodes="user")
+    whole = data.prepare(data.read_kuairand(synthetic), tmp_path / "whole", options)
+    sharded = prepare_sharded(LogSource("kuairand", synthetic), tmp_path / "user", 2, options)
     for name in ("split", "users", "terminals", "truncations"):
         np.testing.assert_array_equal(
             _by_source_row(sharded, name), _by_source_row(whole, name), err_msg=name
@@ -352,7 +350,7 @@ def test_partition_rejects_bad_input(tmp_path: Path) -> None:
     path.write_text("user,value\n1,a\nbad,b\n")
     with pytest.raises(ValueError, match="line 3, column user"):
         _core.partition_csv([path], tmp_path, user_column="user", shards=2)
-    with pytest.raises(ValueError, match="column \"id\" not found"):
+    with pytest.raises(ValueError, match='column "id" not found'):
         _core.partition_csv([path], tmp_path, user_column="id", shards=2)
     with pytest.raises(ValueError, match="shards: expected a count in 1..=4096, got 0"):
         _core.shard_of_users(np.zeros(1, dtype=np.int64), 0)

@@ -441,6 +441,7 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "prepare":
         started = time.perf_counter()
+        dataset: data.PreparedDataset
         if args.shards is not None:
             from recrl.data.shards import prepare_sharded
 

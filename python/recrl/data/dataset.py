@@ -198,14 +198,14 @@ def _split_labels(
         ordered = np.sort(log_sorted_times, kind="stable") if fixed_cuts is None else None
         labels = np.zeros(len(users), dtype=np.uint8)
         cuts: list[int | None] = []
-        for position, (code, fraction) in enumerate(((1, train), (2, train + validation))):
+        for part, (code, fraction) in enumerate(((1, train), (2, train + validation))):
             # Rows from the cut time on go to the later split; a cut past the end leaves it empty.
             if ordered is not None:
                 index = split_cut_index(fraction, len(ordered))
                 cut = int(ordered[index]) if index < len(ordered) else None
             else:
                 assert fixed_cuts is not None
-                cut = fixed_cuts[position]
+                cut = fixed_cuts[part]
             if cut is not None:
                 labels[log_sorted_times >= cut] = code
             cuts.append(cut)
@@ -797,7 +797,7 @@ class PreparedDataset:
 
 
 def load_prepared(path: str | Path) -> PreparedDataset:
-    """Open the prepared dataset in folder ``path``, sharded (see :mod:`recrl.data.shards`) or not."""
+    """Open the prepared dataset in folder ``path``, sharded (:mod:`recrl.data.shards`) or not."""
     from recrl.data import shards
 
     if shards.is_sharded(Path(path)):

@@ -287,7 +287,7 @@ def _route_otto_block(
 
 
 def _partition_parquet(path: Path, folder: Path, shards: int, user_column: str) -> dict[str, Any]:
-    import pyarrow.parquet as parquet
+    import pyarrow.parquet as parquet  # type: ignore[import-untyped]
 
     files = _ShardFiles(folder, shards, "parquet")
     parquet_file = parquet.ParquetFile(path)

@@ -476,7 +476,9 @@ class ShardedDataset(PreparedDataset):
         super().__init__(path)
         if "shards" not in self.manifest:
             raise RecrlIOError(f"{self.path}: not a sharded dataset (no shard list in manifest)")
-        self.shards = [PreparedDataset(self.path / entry["name"]) for entry in self.manifest["shards"]]
+        self.shards = [
+            PreparedDataset(self.path / entry["name"]) for entry in self.manifest["shards"]
+        ]
         self.offsets = np.concatenate(
             [[0], np.cumsum([len(shard) for shard in self.shards])]
         ).astype(np.int64)
@@ -488,7 +490,8 @@ class ShardedDataset(PreparedDataset):
         if name not in self.manifest["arrays"]:
             raise KeyError(f"{self.path}: no array {name!r}; it has {sorted(self)}")
         if name in self._top_arrays:
-            return np.load(self.path / f"{name}.npy", mmap_mode="r")
+            array: np.ndarray = np.load(self.path / f"{name}.npy", mmap_mode="r")
+            return array
         if name in GLOBAL_TABLES:
             return self.shards[0][name]
         if name == "episode_starts":
@@ -515,7 +518,7 @@ class ShardedDataset(PreparedDataset):
         return result
 
     def observations(self, rows: npt.NDArray[np.int64]) -> dict[str, npt.NDArray[np.generic]]:
-        """Assemble the state of each row in ``rows`` [B]; see :meth:`PreparedDataset.observations`."""
+        """Assemble the state of each row in ``rows`` [B], as the unsharded dataset does."""
         rows = self._row_indices(rows)
         if len(rows) and (rows.min() < 0 or rows.max() >= len(self)):
             raise InvalidArgumentError(
