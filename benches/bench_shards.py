@@ -1,7 +1,7 @@
 """Peak memory and wall time of ``recrl prepare --shards`` against the unsharded prepare.
 
 Each prepare runs in its own child process, which reports its peak resident set size
-(``getrusage(RUSAGE_SELF).ru_maxrss``) when it finishes; the wall time is measured around the
+(``getrusage(RUSAGE_SELF).ru_maxrss``) when it finishes. The wall time is measured around the
 child. Synthetic logs are generated with ``recrl synth`` into ``bench-data/`` when missing.
 
     python benches/bench_shards.py                      # 20M rows, 16 shards; 5M unsharded

@@ -109,6 +109,11 @@ def test_users_in_exactly_one_shard(synthetic: Path, tmp_path: Path) -> None:
         assert (buckets == entry["bucket"]).all()
     assert len(seen) == sharded.manifest["users"]
 
+    # Tables equal in every shard are stored once, as hard links.
+    for name in ("item_vocabulary", "item_numeric", "user_categorical"):
+        inodes = {(shard.path / f"{name}.npy").stat().st_ino for shard in sharded.shards}
+        assert len(inodes) == 1, name
+
 
 def test_observations_gather_across_shards(
     synthetic: Path, unsharded: data.PreparedDataset, tmp_path: Path
@@ -158,10 +163,12 @@ def test_table_text_categories_match(tmp_path: Path) -> None:
         numeric_features=("price",),
         categorical_features=("colour",),
     )
+
     options = data.PrepareOptions(on_invalid="impute")
     whole = data.prepare(data.read_table(path, schema), tmp_path / "whole", options)
     source = LogSource("table", path, schema=schema)
     sharded = prepare_sharded(source, tmp_path / "sharded", 3, options)
+
     for name in ("row_categorical", "users", "items", "split"):
         np.testing.assert_array_equal(
             _by_source_row(sharded, name), _by_source_row(whole, name), err_msg=name

@@ -35,7 +35,7 @@ _BLOCK_ROWS = 1 << 20
 
 @dataclass(frozen=True)
 class LogSource:
-    """Where a log is and how to read it, for ``prepare --shards``.
+    """Location and reader kind of a log, for ``prepare --shards``.
 
     Attributes:
         kind: ``kuairand``, ``taobao``, ``otto`` or ``table``, as for ``recrl prepare``.
@@ -69,8 +69,8 @@ class PartitionedLog:
         users: int64 [N] distinct users of each shard.
         files: the source files that were split, in order.
         user_features, item_features: side tables, read once and shared by every shard.
-        categorical_order: for CSV sources with text categories, the position of each label in
-            order of first appearance in the whole log; codes of every shard are remapped to it.
+        categorical_order: position of each label of a text category column in the coding of
+            the whole log. The codes of every shard are remapped to it.
     """
 
     source: LogSource
@@ -119,8 +119,8 @@ class PartitionedLog:
         return {name: data[name] for name in schema.categorical_features}
 
     def _remap_categories(self, log: InteractionLog, path: Path) -> None:
-        # Codes of a shard file count labels in the shard's own order; move them to the order
-        # of the whole log, so that equal labels get equal codes in every shard.
+        # A shard file codes labels in its own order. Mapping them to the order of the whole log
+        # gives equal labels equal codes in every shard.
         for name, (_, labels) in self.categorical_labels(path).items():
             order = self.categorical_order[name]
             lookup = np.zeros(len(labels) + 1, dtype=np.int64)
@@ -222,7 +222,7 @@ def _table_delimiter(schema: readers.TableSchema, path: Path) -> str:
 class _ShardFiles:
     """Open shard files and their ``.rows`` files, with per-shard row and user counts."""
 
-    def __init__(self, folder: Path, shards: int, extension: str, binary: bool = True) -> None:
+    def __init__(self, folder: Path, shards: int, extension: str) -> None:
         self.paths = [folder / f"shard-{i:05d}.{extension}" for i in range(shards)]
         self.rows_files = [open(p.with_suffix(".rows"), "wb") for p in self.paths]  # noqa: SIM115
         self.rows = np.zeros(shards, dtype=np.int64)

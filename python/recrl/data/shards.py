@@ -29,9 +29,10 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -136,7 +137,7 @@ def prepare_sharded(
 
 @dataclass
 class _Scan:
-    """What the first read of every shard finds: sizes, time range and category order."""
+    """Result of the first read of every shard: sizes, time range and category order."""
 
     buckets: list[int] = field(default_factory=list)
     rows: int = 0
@@ -204,9 +205,10 @@ def time_cuts(
 ) -> tuple[int | None, int | None]:
     """Return the time-split cuts of the concatenation of ``sorted_parts`` without merging them.
 
-    Each cut is the k-th smallest timestamp over all parts (k from the split fractions, as in
-    the unsharded split), found by bisection on the value: the count of timestamps at most v is
-    a sum of ``searchsorted`` over the sorted parts, which may be memory-mapped.
+    Each cut is the k-th smallest timestamp over all parts, with k from the split fractions as
+    in the unsharded split. It is found by bisection on the value, because the count of
+    timestamps at most v is a sum of ``searchsorted`` over the sorted parts, which may be
+    memory-mapped.
     """
     total = sum(len(part) for part in sorted_parts)
     train, validation, _ = options.split_fractions
@@ -232,7 +234,11 @@ def _kth_smallest(sorted_parts: list[npt.NDArray[np.int64]], k: int) -> int:
 
 
 class _Moments:
-    """Mean and variance of a feature over parts of a log, merged by Chan et al. (1979)."""
+    """Mean and variance of a feature over parts of a log.
+
+    The parts are merged exactly: the variance of the whole is the count-weighted mean of each
+    part's variance plus its squared distance from the overall mean.
+    """
 
     def __init__(self) -> None:
         self.parts: list[tuple[int, float, float]] = []
@@ -346,22 +352,50 @@ def _prepare_partitioned(
     shared, totals = _shared_statistics(partitioned, scan, options, scratch)
     with dataset._Staging(out) as staging:
         shard_manifests = []
+        first_shard: Path | None = None
         for bucket in scan.buckets:
             name = f"shard-{bucket:05d}"
             with dataset._Staging(staging.folder / name) as shard_staging:
+                put = _linking_writer(shard_staging, first_shard)
                 manifest = dataset.build_arrays(
-                    partitioned.read_shard(bucket), options, shard_staging.put, shared
+                    partitioned.read_shard(bucket), options, put, shared
                 )
                 manifest["sources"] = _hashed_sources(manifest["sources"])
                 manifest["shard"] = {"name": name, "bucket": bucket, "hash": SHARD_HASH}
                 shard_staging.commit(manifest)
+            first_shard = first_shard or staging.folder / name
             shard_manifests.append(manifest)
             logger.info("prepared shard %s: %d rows", name, manifest["rows"])
-        staging.put("user_vocabulary", shared.user_vocabulary)
-        staging.put("item_vocabulary", shared.item_vocabulary)
+        top_writer = _linking_writer(staging, first_shard)
+        top_writer("user_vocabulary", shared.user_vocabulary)
+        top_writer("item_vocabulary", shared.item_vocabulary)
         top = _merged_manifest(shard_manifests, partitioned, options, len(totals.items))
         staging.commit(top)
     return top
+
+
+def _linking_writer(
+    staging: dataset._Staging, first_shard: Path | None
+) -> Callable[[str, np.ndarray], None]:
+    """Return a writer that hard-links the arrays shared by every shard to the first shard's.
+
+    Vocabularies and side-feature tables are equal in every shard, so later shards link to the
+    first shard's files instead of storing copies. Where links fail (another file system), the
+    array is written.
+    """
+
+    def put(name: str, array: np.ndarray) -> None:
+        if first_shard is not None and name in GLOBAL_TABLES:
+            try:
+                os.link(first_shard / f"{name}.npy", staging.folder / f"{name}.npy")
+            except OSError:
+                logger.debug("could not link %s; writing a copy", name)
+            else:
+                staging.arrays[name] = {"dtype": str(array.dtype), "shape": list(array.shape)}
+                return
+        staging.put(name, array)
+
+    return put
 
 
 def _hashed_sources(sources: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -1,9 +1,9 @@
 //! Partition a delimited log into shards by a hash of the user id, streaming.
 //!
 //! Each data row goes to shard `shard_of(user_id, shards)`. The rows of a shard keep their
-//! order in the input, so the shard file is a valid log of the same layout, and the global row
-//! number (counted over all inputs, header lines excluded) of each of its rows is written beside
-//! it. Memory holds one record, one write buffer per shard and the set of user ids of each
+//! order in the input, so the shard file is a valid log of the same layout. Beside it, a `.rows`
+//! file holds the global row number of each of its rows, counted over all inputs without header
+//! lines. Memory holds one record, one write buffer per shard and the set of user ids of each
 //! shard, whatever the size of the input.
 
 use std::fs::File;
@@ -14,7 +14,7 @@ use rustc_hash::FxHashSet;
 
 use crate::error::{Error, Result};
 
-/// Most shards one call writes: each keeps an open file and a write buffer.
+/// Maximum number of shards of one call, because each keeps an open file and a write buffer.
 pub const MAX_SHARDS: usize = 4096;
 /// Write buffer of each shard file.
 const WRITE_BUFFER_BYTES: usize = 64 << 10;
@@ -22,8 +22,8 @@ const WRITE_BUFFER_BYTES: usize = 64 << 10;
 /// hashes the same ids with splitmix64 and the split seed.
 const SHARD_SALT: u64 = 0x5348_4152_4453_3031;
 
-/// The splitmix64 finaliser of Steele, Lea and Flood (OOPSLA 2014): a bijection on `u64` that
-/// spreads consecutive ids over the whole range.
+/// Mix `value` with the splitmix64 finaliser, a bijection on `u64` that spreads consecutive ids
+/// over the whole range.
 pub fn splitmix64(value: u64) -> u64 {
     let mut z = value.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -66,7 +66,7 @@ pub struct PartitionOptions {
     pub shards: usize,
 }
 
-/// What one call wrote.
+/// Counts of the rows and users written to each shard.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PartitionSummary {
     /// Data rows written to each shard.
