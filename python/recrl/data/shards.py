@@ -1,6 +1,6 @@
 """Sharded prepared datasets: a log split by user hash and prepared shard by shard.
 
-``prepare_sharded`` never holds the whole log. It runs in four steps:
+``prepare_sharded`` never keeps the whole log in memory. It runs in four steps:
 
 1. split the source files into N shard files by a hash of the user id (streaming; in Rust for
    delimited files), so every user's rows are in one shard;
@@ -12,11 +12,11 @@
 4. prepare each shard with those statistics (:class:`~recrl.data.dataset.SharedStatistics`),
    so every shard has the same dense indices and normalisation as the unsharded dataset.
 
-Peak memory is that of preparing the largest shard plus the global vocabularies. The output
-folder holds ``manifest.json`` (the shard list, the merged statistics and totals),
-``user_vocabulary.npy``, ``item_vocabulary.npy`` and ``shard-00000/`` ... each a prepared
-dataset that :func:`~recrl.data.load_prepared` also opens alone. Shard folders are named by
-hash bucket, and a bucket without rows gets no folder.
+Peak memory is that of preparing the largest shard plus the vocabularies and side-feature
+tables of the whole log. The output folder contains ``manifest.json`` (the shard list, the
+merged statistics and totals), ``user_vocabulary.npy``, ``item_vocabulary.npy`` and
+``shard-00000/`` ..., each a prepared dataset that :func:`~recrl.data.load_prepared` also
+opens alone. Shard folders are named by hash bucket, and a bucket without rows gets no folder.
 
 Limitations:
     - Taobao's ``context_session`` numbers sessions within each shard, not across the log.
@@ -53,7 +53,7 @@ __all__ = ["ShardedDataset", "is_sharded", "prepare_sharded"]
 logger = logging.getLogger(__name__)
 
 SHARD_HASH = "splitmix64(user_id ^ 0x5348415244533031) mod shards"
-"""How rows are assigned to shards, recorded in the manifest."""
+"""Rule that assigns rows to shards, recorded in the manifest."""
 GLOBAL_TABLES = (
     "user_vocabulary",
     "item_vocabulary",
@@ -66,7 +66,7 @@ GLOBAL_TABLES = (
 
 
 def is_sharded(path: Path) -> bool:
-    """Return whether ``path`` holds a sharded prepared dataset."""
+    """Return whether ``path`` contains a sharded prepared dataset."""
     manifest = path / "manifest.json"
     if not manifest.is_file():
         return False
