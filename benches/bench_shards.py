@@ -1,7 +1,7 @@
 """Peak memory and wall time of ``recrl prepare --shards`` against the unsharded prepare.
 
 Each prepare runs in its own child process, which reports its peak resident set size
-(``getrusage(RUSAGE_SELF).ru_maxrss``) when it finishes. The wall time is measured around the
+(``VmHWM`` of ``/proc/self/status``) when it finishes. The wall time is measured around the
 child. Synthetic logs are generated with ``recrl synth`` into ``bench-data/`` when missing.
 
     python benches/bench_shards.py                      # 20M rows, 16 shards; 5M unsharded
@@ -18,11 +18,15 @@ import tempfile
 import time
 from pathlib import Path
 
+# VmHWM (Linux) counts this process image alone; ru_maxrss would include the parent's peak.
 CHILD = """
-import resource, sys
+import sys
+from pathlib import Path
 from recrl.cli import main
 status = main(sys.argv[1:])
-sys.stderr.write(f"peak_kib {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}\\n")
+lines = Path("/proc/self/status").read_text().splitlines()
+sys.stderr.write(next(x for x in lines if x.startswith("VmHWM")).replace("VmHWM:", "peak_kib"))
+sys.stderr.write("\\n")
 sys.exit(status)
 """
 
@@ -53,7 +57,10 @@ def run_prepare(source: Path, out: Path, shards: int | None) -> tuple[float, flo
 
 
 def folder_size_mib(path: Path) -> float:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20
+    """Return the disk size of the files under ``path``, counting hard-linked files once."""
+    files = [p.stat() for p in path.rglob("*") if p.is_file()]
+    sizes = {(s.st_dev, s.st_ino): s.st_size for s in files}
+    return sum(sizes.values()) / 2**20
 
 
 def main() -> None:
