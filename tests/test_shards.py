@@ -427,3 +427,28 @@ def test_training_commands_read_shards(tmp_path: Path) -> None:
     rmtl = ["rmtl", "--data", str(two.path), "--backbone", "esmm", "--config", str(rmtl_config)]
     assert main([*rmtl, "--out", str(tmp_path / "rmtl"), "--threads", "1", "--no-plots"]) == 0
     assert (tmp_path / "rmtl" / "table.md").is_file()
+
+
+@pytest.mark.parametrize(
+    ("kind", "parts"),
+    [
+        ("kuairand", ("kuairand", "standard_likehate_kcore15.tsv")),
+        ("taobao", ("taobao", "UserBehavior_head_814users.csv")),
+        ("otto", ("otto", "otto_train_sessions_first10_last10.jsonl")),
+    ],
+)
+def test_real_log_one_shard_equal(kind: str, parts: tuple[str, str], tmp_path: Path) -> None:
+    from tests.conftest import require_shared
+
+    path = require_shared(*parts)
+    readers = {"kuairand": data.read_kuairand, "taobao": data.read_taobao, "otto": data.read_otto}
+    whole = data.prepare(readers[kind](path), tmp_path / "whole")
+    one = prepare_sharded(LogSource(kind, path), tmp_path / "one", 1)
+    for name in whole:
+        np.testing.assert_array_equal(one.shards[0][name], whole[name], err_msg=name)
+    three = prepare_sharded(LogSource(kind, path), tmp_path / "three", 3)
+    assert three.manifest["episodes"] == whole.manifest["episodes"]
+    for name in ("users", "items", "split", "terminals", "truncations", "history"):
+        np.testing.assert_array_equal(
+            _by_source_row(three, name), _by_source_row(whole, name), err_msg=name
+        )
