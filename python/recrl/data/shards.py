@@ -353,6 +353,7 @@ def _prepare_partitioned(
     with dataset._Staging(out) as staging:
         shard_manifests = []
         first_shard: Path | None = None
+        hashed_sources: list[dict[str, Any]] | None = None
         for bucket in scan.buckets:
             name = f"shard-{bucket:05d}"
             with dataset._Staging(staging.folder / name) as shard_staging:
@@ -360,7 +361,9 @@ def _prepare_partitioned(
                 manifest = dataset.build_arrays(
                     partitioned.read_shard(bucket), options, put, shared
                 )
-                manifest["sources"] = _hashed_sources(manifest["sources"])
+                # Every shard lists the same source files, so they are hashed once.
+                hashed_sources = hashed_sources or _hashed_sources(manifest["sources"])
+                manifest["sources"] = hashed_sources
                 manifest["shard"] = {"name": name, "bucket": bucket, "hash": SHARD_HASH}
                 shard_staging.commit(manifest)
             first_shard = first_shard or staging.folder / name
