@@ -4,6 +4,7 @@ Every function validates its arguments, releases the GIL for the work, and raise
 :mod:`recrl.errors` (subclasses of ``ValueError`` or ``OSError``) on bad input.
 """
 
+from collections.abc import Sequence
 from os import PathLike
 from typing import Any, final
 
@@ -359,3 +360,25 @@ def select_top_k(
     scores: npt.NDArray[np.float32], k: int
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
     """Return (indices, scores) of the min(k, C) best scores, ties by index, NaN last."""
+
+# Partition by user hash.
+
+MAX_SHARDS: int
+
+def shard_of_users(users: npt.NDArray[np.int64], shards: int) -> npt.NDArray[np.int64]:
+    """Return the shard in [0, shards) of each user id [N]: splitmix64 of the salted id."""
+
+def partition_csv(
+    inputs: Sequence[str | PathLike[str]],
+    folder: str | PathLike[str],
+    *,
+    user_column: str,
+    shards: int,
+    extension: str = "csv",
+    delimiter: str = ",",
+    headerless_names: Sequence[str] | None = None,
+) -> dict[str, npt.NDArray[np.int64]]:
+    """Split delimited files into ``shard-NNNNN.<extension>`` and ``.rows`` files by user.
+
+    Returns ``rows`` and ``users`` int64 [shards], the rows and distinct users of each shard.
+    """

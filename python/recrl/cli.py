@@ -79,6 +79,14 @@ def _add_prepare_options(parser: argparse.ArgumentParser) -> None:
         help="seed of the user hash for --split user, an integer >= 0 (default: 0)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
+    parser.add_argument(
+        "--shards",
+        type=int,
+        default=None,
+        metavar="N",
+        help="split users by hash into N shards and prepare them one at a time, so memory is "
+        "bounded by the largest shard (default: one unsharded dataset)",
+    )
 
 
 def _prepare_options(args: argparse.Namespace) -> Any:
@@ -548,6 +556,18 @@ def _read_log(args: argparse.Namespace) -> Any:
     return data.read_table(args.source, schema)
 
 
+def _log_source(args: argparse.Namespace) -> Any:
+    from recrl import data
+    from recrl.data.partition import LogSource
+
+    schema = None
+    if args.source_kind == "table":
+        schema = data.TableSchema.from_dict(_load_yaml(args.schema))
+    return LogSource(
+        args.source_kind, args.source, logs=getattr(args, "logs", "standard"), schema=schema
+    )
+
+
 def _load_yaml(path: Path) -> Any:
     """Parse a YAML file, turning syntax errors into a message that names the file."""
     import yaml
@@ -595,8 +615,20 @@ def _run(args: argparse.Namespace, settings: dict[str, Any], argv: Sequence[str]
         record = runs.start_run(
             args.out, command="prepare", config=settings, seed=args.seed, argv=argv, write=False
         )
-        log = _read_log(args)
-        dataset = data.prepare(log, args.out, _prepare_options(args), overwrite=args.overwrite)
+        dataset: data.PreparedDataset
+        if args.shards is not None:
+            from recrl.data.shards import prepare_sharded
+
+            dataset = prepare_sharded(
+                _log_source(args),
+                args.out,
+                args.shards,
+                _prepare_options(args),
+                overwrite=args.overwrite,
+            )
+        else:
+            log = _read_log(args)
+            dataset = data.prepare(log, args.out, _prepare_options(args), overwrite=args.overwrite)
         runs.write_run_file(record)
         summary = {"rows": dataset.manifest["rows"], "episodes": dataset.manifest["episodes"]}
         runs.finish_run(record, data=args.source, metrics=summary)

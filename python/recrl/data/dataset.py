@@ -52,7 +52,7 @@ from recrl.data.log import InteractionLog
 from recrl.errors import InvalidArgumentError, InvalidDataError, RecrlIOError, ShapeError
 from recrl.progress import progress_bar
 
-__all__ = ["PrepareOptions", "PreparedDataset", "load_prepared", "prepare"]
+__all__ = ["PrepareOptions", "PreparedDataset", "SharedStatistics", "load_prepared", "prepare"]
 
 logger = logging.getLogger(__name__)
 
@@ -123,6 +123,34 @@ class PrepareOptions:
             raise InvalidArgumentError(f"seed: expected a non-negative integer, got {self.seed}")
 
 
+@dataclass(frozen=True)
+class SharedStatistics:
+    """Statistics of a whole log that each of its shards is prepared with.
+
+    Preparing a shard with the statistics of the whole log gives every shard the same dense
+    indices and the same normalisation as one unsharded dataset of that log.
+
+    Attributes:
+        split_cuts_ms: first timestamps of the validation and test parts of a time split, None
+            where a part is empty; ignored for a user split.
+        window_end_ms: last timestamp of the log, the end of its data window.
+        user_vocabulary: int64 [U] sorted distinct user ids of the training split.
+        item_vocabulary: int64 [I] sorted distinct item ids of the training split.
+        row_numeric: (mean, std) of each per-row numeric feature over the training split.
+        row_categorical: int64 sorted distinct training codes of each per-row categorical feature.
+        side_counts: for ``user`` and ``item`` side tables, int64 [M + 1] training and all row
+            counts per table row in sorted id order (index 0: rows without features).
+    """
+
+    split_cuts_ms: tuple[int | None, int | None]
+    window_end_ms: int
+    user_vocabulary: npt.NDArray[np.int64]
+    item_vocabulary: npt.NDArray[np.int64]
+    row_numeric: dict[str, tuple[float, float]]
+    row_categorical: dict[str, npt.NDArray[np.int64]]
+    side_counts: dict[str, tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]]
+
+
 def _first_invalid(values: npt.NDArray[np.floating], max_abs: float) -> npt.NDArray[np.bool_]:
     invalid: npt.NDArray[np.bool_] = ~np.isfinite(values) | (
         np.abs(np.nan_to_num(values, nan=0.0)) > max_abs
@@ -164,17 +192,21 @@ def _split_labels(
     log_sorted_times: npt.NDArray[np.int64],
     users: npt.NDArray[np.int64],
     options: PrepareOptions,
+    fixed_cuts: tuple[int | None, int | None] | None = None,
 ) -> tuple[npt.NDArray[np.uint8], dict[str, Any]]:
     train, validation, _ = options.split_fractions
     if options.split == "time":
-        ordered = np.sort(log_sorted_times, kind="stable")
-        n = len(ordered)
+        ordered = np.sort(log_sorted_times, kind="stable") if fixed_cuts is None else None
         labels = np.zeros(len(users), dtype=np.uint8)
         cuts: list[int | None] = []
-        for code, fraction in ((1, train), (2, train + validation)):
+        for part, (code, fraction) in enumerate(((1, train), (2, train + validation))):
             # Rows from the cut time on go to the later split; a cut past the end leaves it empty.
-            index = int(round(fraction * n))
-            cut = int(ordered[index]) if index < n else None
+            if ordered is not None:
+                index = split_cut_index(fraction, len(ordered))
+                cut = int(ordered[index]) if index < len(ordered) else None
+            else:
+                assert fixed_cuts is not None
+                cut = fixed_cuts[part]
             if cut is not None:
                 labels[log_sorted_times >= cut] = code
             cuts.append(cut)
@@ -194,6 +226,11 @@ def _split_labels(
     return labels.astype(np.uint8), info
 
 
+def split_cut_index(fraction: float, rows: int) -> int:
+    """Return the position, in time order, of the first row after a cut at ``fraction``."""
+    return int(round(fraction * rows))
+
+
 def _splitmix64(values: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
     with np.errstate(over="ignore"):
         z = values + np.uint64(0x9E3779B97F4A7C15)
@@ -207,17 +244,19 @@ def _normalise(
     train_mask: npt.NDArray[np.bool_],
     name: str,
     log_transform: bool,
+    fixed: tuple[float, float] | None = None,
 ) -> tuple[npt.NDArray[np.float32], dict[str, Any]]:
-    """Standardise with training statistics; missing values become 0 (the training mean)."""
+    """Standardise with training statistics; missing values become 0 (the training mean).
+
+    ``fixed`` gives the (mean, std) to use instead of those of ``values[train_mask]``.
+    """
     x = values.astype(np.float64)
     if log_transform:
         x = np.sign(x) * np.log1p(np.abs(x))
-    train_values = x[train_mask]
-    train_values = train_values[np.isfinite(train_values)]
-    mean = float(train_values.mean()) if len(train_values) else 0.0
-    std = float(train_values.std()) if len(train_values) else 1.0
-    if not std > 0:
-        std = 1.0
+    if fixed is None:
+        mean, std = training_moments(x[train_mask])
+    else:
+        mean, std = fixed
     normalised = np.where(np.isfinite(x), (x - mean) / std, 0.0).astype(np.float32)
     stats = {
         "name": name,
@@ -227,6 +266,16 @@ def _normalise(
         "missing": int((~np.isfinite(x)).sum()),
     }
     return normalised, stats
+
+
+def training_moments(values: npt.NDArray[np.float64]) -> tuple[float, float]:
+    """Return the mean and standard deviation of the finite ``values`` (0 and 1 if none)."""
+    finite = values[np.isfinite(values)]
+    mean = float(finite.mean()) if len(finite) else 0.0
+    std = float(finite.std()) if len(finite) else 1.0
+    if not std > 0:
+        std = 1.0
+    return mean, std
 
 
 def _weighted_statistics(
@@ -267,8 +316,13 @@ def _side_table(
     train_mask: npt.NDArray[np.bool_],
     options: PrepareOptions,
     kind: str,
+    counts: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]] | None = None,
 ) -> tuple[dict[str, npt.NDArray[np.generic]], dict[str, Any]]:
-    """Look up side features for each row and build normalised, compact tables."""
+    """Look up side features for each row and build normalised, compact tables.
+
+    ``counts`` gives the training and all row counts per table row (see
+    :func:`side_table_counts`) to use instead of those of ``entity_ids``.
+    """
     if table is None:
         rows = np.zeros(len(entity_ids), dtype=np.int64)
         arrays: dict[str, npt.NDArray[np.generic]] = {
@@ -281,7 +335,10 @@ def _side_table(
     # Row codes over the table's ids: 0 where the log's id has no features.
     table_codes, table_vocabulary = _core.encode_ids(table.ids, entity_ids)
     position_of = np.argsort(table.ids, kind="stable")  # vocabulary is the sorted ids
-    used = np.flatnonzero(np.bincount(table_codes, minlength=len(table_vocabulary) + 1)[1:]) + 1
+    table_train_counts, table_all_counts = counts or _table_code_counts(
+        table_codes, train_mask, len(table_vocabulary)
+    )
+    used = np.flatnonzero(table_all_counts[1:]) + 1
     compact = np.zeros(len(table_vocabulary) + 1, dtype=np.int64)
     compact[used] = np.arange(1, len(used) + 1)
     rows = compact[table_codes]
@@ -289,8 +346,9 @@ def _side_table(
 
     # Statistics over training rows, as if each row carried its entity's value: every table row
     # is weighted by how many (training) rows of the log point at it.
-    train_counts = np.bincount(rows[train_mask], minlength=len(used) + 1)
-    all_counts = np.bincount(rows, minlength=len(used) + 1)
+    kept = np.concatenate([[0], used])
+    train_counts = table_train_counts[kept]
+    all_counts = table_all_counts[kept]
     numeric_columns = []
     numeric_stats = []
     for name, values in table.numeric.items():
@@ -333,6 +391,26 @@ def _side_table(
     return arrays, info
 
 
+def _table_code_counts(
+    table_codes: npt.NDArray[np.int64], train_mask: npt.NDArray[np.bool_], size: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    train = np.bincount(table_codes[train_mask], minlength=size + 1).astype(np.int64)
+    every = np.bincount(table_codes, minlength=size + 1).astype(np.int64)
+    return train, every
+
+
+def side_table_counts(
+    table: Any, entity_ids: npt.NDArray[np.int64], train_mask: npt.NDArray[np.bool_]
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Count the training rows and all rows of ``entity_ids`` that point at each table row.
+
+    Returns int64 [M + 1] arrays over the table's ids in sorted order, index 0 counting the rows
+    whose id has no features. Counts of parts of a log add up to those of the whole log.
+    """
+    table_codes, table_vocabulary = _core.encode_ids(table.ids, entity_ids)
+    return _table_code_counts(table_codes, train_mask, len(table_vocabulary))
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
@@ -342,13 +420,18 @@ def _sha256(path: Path) -> str:
 
 
 def build_arrays(
-    log: InteractionLog, options: PrepareOptions, emit: Callable[[str, np.ndarray], None]
+    log: InteractionLog,
+    options: PrepareOptions,
+    emit: Callable[[str, np.ndarray], None],
+    shared: SharedStatistics | None = None,
 ) -> dict[str, Any]:
     """Compute every array of a prepared dataset, hand each to ``emit`` and return the manifest.
 
     Each array is passed to ``emit`` as soon as it is complete and not kept afterwards, so peak
     memory stays near the input log plus the largest array. Values are validated before the
-    first array is emitted.
+    first array is emitted. With ``shared``, ``log`` is one shard of a larger log: the split,
+    vocabularies and normalisation come from ``shared`` instead of ``log``, and an empty
+    training split is allowed.
     """
     counts = dict(log.counts)
     counts["source_rows"] = len(log)
@@ -364,9 +447,11 @@ def build_arrays(
     assert log.source_rows is not None
     source_rows = _core.take_int64(log.source_rows, order)
 
-    split, split_info = _split_labels(timestamps, user_ids, options)
+    split, split_info = _split_labels(
+        timestamps, user_ids, options, None if shared is None else shared.split_cuts_ms
+    )
     train = split == 0
-    if not train.any():
+    if shared is None and not train.any():
         raise InvalidDataError(
             "the training split is empty; check split_fractions or use a larger log"
         )
@@ -383,11 +468,14 @@ def build_arrays(
         segments=split,
         episode_ends=episode_ends,
         session_gap_ms=session_gap,
+        window_end_ms=None if shared is None else shared.window_end_ms,
         active_within_ms=active_ms,
     )
 
-    users, user_vocabulary = _core.encode_ids(user_ids[train], user_ids)
-    items, item_vocabulary = _core.encode_ids(item_ids[train], item_ids)
+    user_source = user_ids[train] if shared is None else shared.user_vocabulary
+    item_source = item_ids[train] if shared is None else shared.item_vocabulary
+    users, user_vocabulary = _core.encode_ids(user_source, user_ids)
+    items, item_vocabulary = _core.encode_ids(item_source, item_ids)
     history = _core.history_windows(user_ids, items, options.history_length)
 
     rewards = np.stack([log.responses[name][order] for name in log.response_names], axis=1)
@@ -423,7 +511,8 @@ def build_arrays(
     row_numeric_stats = []
     row_numeric = []
     for name, values in log.numeric_features.items():
-        normalised, stats = _normalise(values[order], train, name, log_transform=False)
+        fixed = None if shared is None else shared.row_numeric[name]
+        normalised, stats = _normalise(values[order], train, name, False, fixed)
         if options.on_invalid == "impute":
             stats["imputed"] = counts.get(f"invalid_{name}", 0)
         row_numeric.append(normalised)
@@ -437,7 +526,8 @@ def build_arrays(
     row_categorical = []
     for name, codes in log.categorical_features.items():
         sorted_codes = codes[order].astype(np.int64)
-        encoded, vocabulary = _core.encode_ids(sorted_codes[train], sorted_codes)
+        code_source = sorted_codes[train] if shared is None else shared.row_categorical[name]
+        encoded, vocabulary = _core.encode_ids(code_source, sorted_codes)
         row_categorical.append(encoded)
         row_categorical_info.append({"name": name, "cardinality": len(vocabulary) + 1})
     emit(
@@ -448,8 +538,13 @@ def build_arrays(
     )
     del row_categorical
 
-    user_arrays, user_info = _side_table(log.user_features, user_ids, train, options, "user")
-    item_arrays, item_info = _side_table(log.item_features, item_ids, train, options, "item")
+    side_counts = {} if shared is None else shared.side_counts
+    user_arrays, user_info = _side_table(
+        log.user_features, user_ids, train, options, "user", side_counts.get("user")
+    )
+    item_arrays, item_info = _side_table(
+        log.item_features, item_ids, train, options, "item", side_counts.get("item")
+    )
     for name, array in (*user_arrays.items(), *item_arrays.items()):
         emit(name, array)
     del user_arrays, item_arrays
@@ -708,12 +803,14 @@ class PreparedDataset:
 
 
 def load_prepared(path: str | Path) -> PreparedDataset:
-    """Open the prepared dataset in folder ``path``.
+    """Open the prepared dataset in folder ``path``, sharded (:mod:`recrl.data.shards`) or not.
 
     A replacing ``prepare`` killed between moving the old dataset aside and moving the new one
     into place leaves ``path`` missing and the old dataset complete in ``.<name>.old``. That
     folder is then moved back first.
     """
+    from recrl.data import shards
+
     path = Path(path)
     retired = path.with_name(f".{path.name}.old")
     if not path.exists() and (retired / "manifest.json").is_file():
@@ -722,4 +819,6 @@ def load_prepared(path: str | Path) -> PreparedDataset:
         )
         retired.rename(path)
         _files.sync_directory(path.parent)
+    if shards.is_sharded(path):
+        return shards.ShardedDataset(path)
     return PreparedDataset(path)

@@ -6,6 +6,7 @@ pub mod csv_writer;
 pub mod error;
 mod memory;
 pub mod metrics;
+pub mod partition;
 pub mod replay;
 pub mod returns;
 

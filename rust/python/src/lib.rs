@@ -7,6 +7,7 @@
 mod errors;
 mod io;
 mod metrics;
+mod partition;
 mod replay;
 mod returns;
 mod scoring;
@@ -23,5 +24,6 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     replay::register(module)?;
     metrics::register(module)?;
     scoring::register(module)?;
+    partition::register(module)?;
     Ok(())
 }
