@@ -67,6 +67,18 @@ def test_drop_counts_dropped_rows(tmp_path: Path) -> None:
     assert 17 not in dataset["source_rows"].tolist()
 
 
+@pytest.mark.parametrize("value", [-1, 4_102_444_800_000, 1_700_000_000_000_000])
+def test_timestamp_outside_1970_to_2100_is_named(tmp_path: Path, value: int) -> None:
+    log = make_log()
+    log.timestamps[9] = value
+    with pytest.raises(InvalidDataError, match=r"timestamps, row 9 .*unit"):
+        prepare(log, tmp_path / "prepared", PrepareOptions(on_invalid="impute"))
+    dataset = prepare(log, tmp_path / "prepared", PrepareOptions(on_invalid="drop"))
+    assert len(dataset) == 39
+    assert dataset.manifest["counts"]["invalid_timestamps"] == 1
+    assert 9 not in dataset["source_rows"].tolist()
+
+
 def test_impute_counts_and_uses_training_mean(tmp_path: Path) -> None:
     log = make_log()
     log.numeric_features["f2"][17] = np.nan

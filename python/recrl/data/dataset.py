@@ -158,10 +158,18 @@ def _first_invalid(values: npt.NDArray[np.floating], max_abs: float) -> npt.NDAr
     return invalid
 
 
+#: 2100-01-01T00:00:00Z in milliseconds: later timestamps are taken for a unit error.
+LATEST_TIMESTAMP_MS = 4_102_444_800_000
+
+
 def _check_row_values(
     log: InteractionLog, options: PrepareOptions, counts: dict[str, int]
 ) -> InteractionLog:
-    """Apply ``on_invalid`` to responses and per-row numeric features."""
+    """Apply ``on_invalid`` to responses, per-row numeric features and timestamps.
+
+    Timestamps before 1970 or from 2100 on are invalid: they come from a wrong unit (such as
+    microseconds) or a corrupt row. They can be dropped, not imputed.
+    """
     columns = {**log.responses, **log.numeric_features}
     invalid_any = np.zeros(len(log), dtype=bool)
     for name, values in columns.items():
@@ -181,6 +189,21 @@ def _check_row_values(
                 + (" (responses cannot be imputed, only dropped)" if name in log.responses else "")
             )
         counts[f"invalid_{name}"] = int(invalid.sum())
+        invalid_any |= invalid
+    invalid = (log.timestamps < 0) | (log.timestamps >= LATEST_TIMESTAMP_MS)
+    if invalid.any():
+        row = int(np.flatnonzero(invalid)[0])
+        source_row = int(log.source_rows[row]) if log.source_rows is not None else row
+        if options.on_invalid != "drop":
+            raise InvalidDataError(
+                f"timestamps, row {source_row} (data rows counted from 0): "
+                f"{int(log.timestamps[row])} ms since the Unix epoch is outside 1970 to 2100 "
+                f"({int(invalid.sum())} such rows in "
+                f"{', '.join(map(str, log.sources)) or 'the log'}); check the time column's "
+                "unit, or prepare with on_invalid='drop' (--on-invalid drop); timestamps "
+                "cannot be imputed"
+            )
+        counts["invalid_timestamps"] = int(invalid.sum())
         invalid_any |= invalid
     if options.on_invalid == "drop" and invalid_any.any():
         counts["dropped_rows"] = int(invalid_any.sum())
