@@ -51,13 +51,11 @@ def best_of(repeat: int, function: Callable[[], Any]) -> tuple[float, Any]:
 
 
 def episodes_recrl(users: np.ndarray, times: np.ndarray) -> dict[str, np.ndarray]:
-    order = _core.stable_order(users, times)
-    sorted_users = _core.take_int64(users, order)
-    sorted_times = _core.take_int64(times, order)
-    episodes = _core.build_episodes(
-        sorted_users, sorted_times, session_gap_ms=GAP_MS, active_within_ms=GAP_MS
-    )
-    return {"order": order, **episodes}
+    # One call sorts, gathers users and times, and cuts; the sorted users and times are
+    # computed (prepare needs them) but only the arrays the others also return are compared.
+    result = _core.sort_episodes(users, times, session_gap_ms=GAP_MS, active_within_ms=GAP_MS)
+    del result["users"], result["times"]
+    return result
 
 
 def flags_from_cuts(

@@ -39,6 +39,7 @@ import logging
 import math
 import shutil
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -160,22 +161,25 @@ def _check_row_values(
 
 
 def _split_labels(
-    log_sorted_times: npt.NDArray[np.int64],
+    times: npt.NDArray[np.int64],
     users: npt.NDArray[np.int64],
     options: PrepareOptions,
 ) -> tuple[npt.NDArray[np.uint8], dict[str, Any]]:
     train, validation, _ = options.split_fractions
     if options.split == "time":
-        ordered = np.sort(log_sorted_times, kind="stable")
-        n = len(ordered)
+        n = len(times)
+        # Cut k is the time at position round(fraction * n) of the sorted times; a partial sort
+        # (selection) puts exactly those values in place.
+        indices = [int(round(fraction * n)) for fraction in (train, train + validation)]
+        inside = sorted({index for index in indices if index < n})
+        selected = np.partition(times, inside) if inside else times
         labels = np.zeros(len(users), dtype=np.uint8)
         cuts: list[int | None] = []
-        for code, fraction in ((1, train), (2, train + validation)):
+        for code, index in zip((1, 2), indices):
             # Rows from the cut time on go to the later split; a cut past the end leaves it empty.
-            index = int(round(fraction * n))
-            cut = int(ordered[index]) if index < n else None
+            cut = int(selected[index]) if index < n else None
             if cut is not None:
-                labels[log_sorted_times >= cut] = code
+                labels[times >= cut] = code
             cuts.append(cut)
         first_cut, second_cut = cuts
         info = {
@@ -191,6 +195,15 @@ def _split_labels(
     labels = np.where(position < train, 0, np.where(position < train + validation, 1, 2))
     info = {"kind": "user", "fractions": list(options.split_fractions), "seed": options.seed}
     return labels.astype(np.uint8), info
+
+
+def _take(values: npt.NDArray[Any], order: npt.NDArray[np.int64]) -> npt.NDArray[Any]:
+    """Return ``values[order]``, gathered in parallel for the common dtypes."""
+    if values.dtype == np.int64:
+        return _core.take_int64(values, order)
+    if values.dtype == np.float32:
+        return _core.take_columns_float32([values], order)[:, 0]
+    return np.ascontiguousarray(values[order])
 
 
 def _splitmix64(values: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
@@ -355,41 +368,46 @@ def build_arrays(
     if len(log) == 0:
         raise InvalidDataError("the log has no rows left to prepare")
 
-    # Sort by (user, time, source row) and gather every per-row column in that order.
-    order = _core.stable_order(log.user_ids, log.timestamps)
-    user_ids = _core.take_int64(log.user_ids, order)
-    item_ids = _core.take_int64(log.item_ids, order)
-    timestamps = _core.take_int64(log.timestamps, order)
-    assert log.source_rows is not None
-    source_rows = _core.take_int64(log.source_rows, order)
-
-    split, split_info = _split_labels(timestamps, user_ids, options)
-    train = split == 0
-    if not train.any():
+    # Split labels depend on a row's time (or user) alone, so they are computed before sorting.
+    split_by_row, split_info = _split_labels(log.timestamps, log.user_ids, options)
+    if not (split_by_row == 0).any():
         raise InvalidDataError(
             "the training split is empty; check split_fractions or use a larger log"
         )
 
-    # Episodes, cut at split boundaries too (the earlier part is truncated there).
+    # Sort by (user, time, source row) and cut episodes in one pass, cutting at split boundaries
+    # too (the earlier part is truncated there); then gather the other per-row columns.
     gap_ms = int(options.session_gap_minutes * 60_000)
     active_minutes = options.active_within_minutes
     active_ms = gap_ms if active_minutes is None else int(active_minutes * 60_000)
-    episode_ends = None if log.episode_ends is None else log.episode_ends[order]
+    episode_ends = log.episode_ends
     session_gap = gap_ms if options.episodes == "session" and episode_ends is None else None
-    episodes = _core.build_episodes(
-        user_ids,
-        timestamps,
-        segments=split,
-        episode_ends=episode_ends,
+    sorted_log = _core.sort_episodes(
+        log.user_ids,
+        log.timestamps,
+        segments=split_by_row,
+        episode_ends=None if episode_ends is None else episode_ends.astype(np.uint8, copy=False),
         session_gap_ms=session_gap,
         active_within_ms=active_ms,
     )
+    del split_by_row
+    order = sorted_log.pop("order")
+    user_ids = sorted_log.pop("users")
+    timestamps = sorted_log.pop("times")
+    split = sorted_log.pop("segments").astype(np.uint8, copy=False)
+    episodes = sorted_log
+    item_ids = _core.take_int64(log.item_ids, order)
+    assert log.source_rows is not None
+    source_rows = _core.take_int64(log.source_rows, order)
+    train = split == 0
 
     users, user_vocabulary = _core.encode_ids(user_ids[train], user_ids)
     items, item_vocabulary = _core.encode_ids(item_ids[train], item_ids)
     history = _core.history_windows(user_ids, items, options.history_length)
 
-    rewards = np.stack([log.responses[name][order] for name in log.response_names], axis=1)
+    rewards = _core.take_columns_float32(
+        [np.asarray(log.responses[name], dtype=np.float32) for name in log.response_names], order
+    )
     reward_means = {name: float(rewards[:, k].mean()) for k, name in enumerate(log.response_names)}
     episode_lengths = np.diff(episodes["episode_starts"])
     episode_statistics = {
@@ -398,7 +416,11 @@ def build_arrays(
         "mean_length": float(episode_lengths.mean()) if len(episode_lengths) else 0.0,
         "max_length": int(episode_lengths.max()) if len(episode_lengths) else 0,
     }
-    distinct = {"users": _core.count_distinct(user_ids), "items": _core.count_distinct(item_ids)}
+    # Every id of the training vocabulary occurs in the log, so only unknown ids need counting.
+    distinct = {
+        "users": len(user_vocabulary) + _core.count_distinct(user_ids[users == 0]),
+        "items": len(item_vocabulary) + _core.count_distinct(item_ids[items == 0]),
+    }
     vocabulary_sizes = {"users": len(user_vocabulary) + 1, "items": len(item_vocabulary) + 1}
     split_rows = {name: int((split == code).sum()) for code, name in enumerate(SPLIT_NAMES)}
     outputs: list[tuple[str, np.ndarray]] = [
@@ -422,7 +444,7 @@ def build_arrays(
     row_numeric_stats = []
     row_numeric = []
     for name, values in log.numeric_features.items():
-        normalised, stats = _normalise(values[order], train, name, log_transform=False)
+        normalised, stats = _normalise(_take(values, order), train, name, log_transform=False)
         if options.on_invalid == "impute":
             stats["imputed"] = counts.get(f"invalid_{name}", 0)
         row_numeric.append(normalised)
@@ -435,7 +457,7 @@ def build_arrays(
     row_categorical_info = []
     row_categorical = []
     for name, codes in log.categorical_features.items():
-        sorted_codes = codes[order].astype(np.int64)
+        sorted_codes = _take(codes.astype(np.int64, copy=False), order)
         encoded, vocabulary = _core.encode_ids(sorted_codes[train], sorted_codes)
         row_categorical.append(encoded)
         row_categorical_info.append({"name": name, "cardinality": len(vocabulary) + 1})
@@ -453,7 +475,7 @@ def build_arrays(
         emit(name, array)
     del user_arrays, item_arrays
     for name, context_values in log.context.items():
-        emit(f"context_{name}", np.ascontiguousarray(context_values[order]))
+        emit(f"context_{name}", _take(context_values, order))
     emit("user_ids", user_ids)
     emit("item_ids", item_ids)
 
@@ -516,12 +538,16 @@ def prepare(
             f"{out}: exists and is not a prepared dataset (no manifest.json); choose another "
             "output folder, since overwriting would delete what it contains"
         )
-    with _Staging(out) as staging:
+    # The source files are hashed on a second thread while the arrays are built: hashlib
+    # releases the GIL, and much of the building runs on one core.
+    files = [Path(path) for path in log.sources if Path(path).is_file()]
+    with _Staging(out) as staging, ThreadPoolExecutor(max_workers=1) as hasher:
+        digests = {path: hasher.submit(_sha256, path) for path in files}
         manifest = build_arrays(log, options, staging.put)
         manifest["sources"] = [
-            {**source, "sha256": _sha256(Path(source["path"]))}
+            {**source, "sha256": digests[Path(source["path"])].result()}
             for source in manifest["sources"]
-            if Path(source["path"]).is_file()
+            if Path(source["path"]) in digests
         ]
         staging.commit(manifest)
     logger.info(
