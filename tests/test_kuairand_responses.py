@@ -49,6 +49,4 @@ def test_watch_responses_long_input_matches_reference() -> None:
 
 def test_watch_responses_length_mismatch() -> None:
     with pytest.raises(ShapeError, match="duration_ms"):
-        _core.kuairand_watch_responses(
-            np.zeros(2, dtype=np.int64), np.zeros(1, dtype=np.int64)
-        )
+        _core.kuairand_watch_responses(np.zeros(2, dtype=np.int64), np.zeros(1, dtype=np.int64))

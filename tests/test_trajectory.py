@@ -220,9 +220,7 @@ def test_sort_episodes_matches_reference(
     users, times, flags = log
     segments = [time // 20 for time in times] if use_segments else None
     ends = [flag % 2 for flag in flags] if use_flags else None
-    expected = reference.sort_episodes(
-        users, times, segments, ends, gap, window_end, active_within
-    )
+    expected = reference.sort_episodes(users, times, segments, ends, gap, window_end, active_within)
     actual = _core.sort_episodes(
         int64(users),
         int64(times),
@@ -276,9 +274,7 @@ def test_sort_episodes_long_logs_match_numpy(
         lambda width: st.integers(0, 30).flatmap(
             lambda rows: st.tuples(
                 st.lists(
-                    st.lists(
-                        st.floats(allow_nan=True, width=32), min_size=rows, max_size=rows
-                    ),
+                    st.lists(st.floats(allow_nan=True, width=32), min_size=rows, max_size=rows),
                     min_size=width,
                     max_size=width,
                 ),

@@ -391,10 +391,11 @@ def build_arrays(
         active_within_ms=active_ms,
     )
     del split_by_row
-    order = sorted_log.pop("order")
-    user_ids = sorted_log.pop("users")
-    timestamps = sorted_log.pop("times")
-    split = sorted_log.pop("segments").astype(np.uint8, copy=False)
+    # The arrays already have these dtypes; asarray only narrows the static type.
+    order = np.asarray(sorted_log.pop("order"), dtype=np.int64)
+    user_ids = np.asarray(sorted_log.pop("users"), dtype=np.int64)
+    timestamps = np.asarray(sorted_log.pop("times"), dtype=np.int64)
+    split = np.asarray(sorted_log.pop("segments"), dtype=np.uint8)
     episodes = sorted_log
     item_ids = _core.take_int64(log.item_ids, order)
     assert log.source_rows is not None
