@@ -119,8 +119,9 @@ impl<'a> Partial<'a> {
     }
 }
 
-/// Where a piece writes one column: its own run of the output column's unfilled slots for
-/// numbers, or piece-local codes for categories (merged in file order afterwards).
+/// Destination of one column's values in a piece. A numeric column gets the piece's own run of
+/// unfilled output slots, and a category column gets piece-local codes, merged in file order
+/// afterwards.
 enum Target<'a, 'o> {
     Int64(&'o mut [MaybeUninit<i64>]),
     Float32(&'o mut [MaybeUninit<f32>]),
@@ -232,8 +233,8 @@ impl Builder {
         }
     }
 
-    /// A target of `piece_rows[k]` rows for each piece k: consecutive unfilled slots after the
-    /// values already stored, in piece order, or a fresh piece-local category column.
+    /// Create one target per piece k with room for `piece_rows[k]` rows. Numeric targets are
+    /// consecutive runs of the unfilled slots after the stored values, in piece order.
     fn targets<'a, 'o>(
         &'o mut self,
         kind: ColumnKind,
@@ -324,8 +325,8 @@ fn trim(field: &[u8]) -> &[u8] {
     &field[start..end]
 }
 
-/// Parse a plain integer of at most 18 digits, which cannot overflow; `None` for anything else
-/// (whitespace, a plus sign, more digits, other characters), which [`parse_int`] then handles.
+/// Parse a plain integer of at most 18 digits, which cannot overflow. Anything else (whitespace,
+/// a plus sign, more digits, other characters) gives `None`, and [`parse_int`] handles it.
 #[inline]
 fn parse_short_int(field: &[u8]) -> Option<i64> {
     let (negative, digits) = match field.first()? {
@@ -425,7 +426,8 @@ struct Layout<'a> {
 /// A failure inside a piece: the line within the piece (from 0), the column and the message.
 type PieceError = (u64, Option<usize>, String);
 
-/// The complete lines of `piece` without their line ends (`\n` or `\r\n`), empty lines included.
+/// Iterate over the lines of `piece` without their line ends (`\n` or `\r\n`), empty lines
+/// included.
 fn lines_of(piece: &[u8]) -> impl Iterator<Item = &[u8]> {
     let mut start = 0;
     let ends = memchr::memchr_iter(b'\n', piece).chain(
@@ -473,7 +475,7 @@ impl Layout<'_> {
     }
 
     /// Parse the lines of `piece` into `outputs`, one target per column with room for exactly
-    /// the piece's rows; returns the number of lines seen, empty ones included.
+    /// the piece's rows. Returns the number of lines seen, empty ones included.
     fn parse_piece<'a>(
         &self,
         piece: &'a [u8],
@@ -625,6 +627,13 @@ fn read_csv_sized<R: Read>(
     let mut targets = vec![None; header.len()];
     for (column, spec) in columns.iter().enumerate() {
         match header.iter().position(|name| *name == spec.name) {
+            // Each column needs exactly one field: every output slot is written once per row.
+            Some(position) if targets[position].is_some() => {
+                return Err(Error::invalid(
+                    "columns",
+                    format!("column {:?} is requested twice; request it once", spec.name),
+                ))
+            }
             Some(position) => targets[position] = Some(column),
             None => {
                 return Err(Error::ColumnNotFound {
@@ -970,6 +979,13 @@ mod tests {
             error.contains("line 150018") && error.contains("column x"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn duplicate_column_is_rejected() {
+        let columns = [spec("a", ColumnKind::Int64), spec("a", ColumnKind::Float64)];
+        let error = read("a,b\n1,2\n", b',', &columns).unwrap_err();
+        assert!(error.to_string().contains("requested twice"), "{error}");
     }
 
     #[test]

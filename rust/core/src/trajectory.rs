@@ -414,7 +414,7 @@ fn check_episode_inputs(
     Ok(())
 }
 
-/// How a sorted row relates to the next one.
+/// Outcome of a sorted row: its episode goes on to the next row, or ends there.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum StepEnd {
     /// The next row continues the episode.
