@@ -59,9 +59,21 @@ fn sort_rows(users: &[i64], times: &[i64], parts: usize) -> SortedRows {
     let part_rows = n.div_ceil(parts).max(1);
 
     // Distinct users, sorted: a user's position in `distinct` is its rank.
+    // Logs often hold runs of one user (a session), so a row equal to the one before skips the
+    // hash table, here and in the rank lookup below.
     let seen = users
         .par_chunks(CHUNK_ROWS)
-        .map(|chunk| chunk.iter().copied().collect::<FxHashSet<i64>>())
+        .map(|chunk| {
+            let mut seen = FxHashSet::default();
+            let mut previous = None;
+            for &user in chunk {
+                if previous != Some(user) {
+                    seen.insert(user);
+                    previous = Some(user);
+                }
+            }
+            seen
+        })
         .reduce(FxHashSet::default, |mut left, mut right| {
             if left.len() < right.len() {
                 std::mem::swap(&mut left, &mut right);
@@ -82,8 +94,16 @@ fn sort_rows(users: &[i64], times: &[i64], parts: usize) -> SortedRows {
         .par_chunks_mut(CHUNK_ROWS)
         .zip(users.par_chunks(CHUNK_ROWS))
         .for_each(|(ranks, users)| {
-            for (rank, user) in ranks.iter_mut().zip(users) {
-                *rank = rank_of[user];
+            let mut previous: Option<(i64, u32)> = None;
+            for (rank, &user) in ranks.iter_mut().zip(users) {
+                *rank = match previous {
+                    Some((previous_user, previous_rank)) if previous_user == user => previous_rank,
+                    _ => {
+                        let found = rank_of[&user];
+                        previous = Some((user, found));
+                        found
+                    }
+                };
             }
         });
 
