@@ -200,9 +200,9 @@ def _split_labels(
 def _take(values: npt.NDArray[Any], order: npt.NDArray[np.int64]) -> npt.NDArray[Any]:
     """Return ``values[order]``, gathered in parallel for the common dtypes."""
     if values.dtype == np.int64:
-        return _core.take_int64(values, order)
+        return _core.take_int64(np.ascontiguousarray(values), order)
     if values.dtype == np.float32:
-        return _core.take_columns_float32([values], order)[:, 0]
+        return _core.take_columns_float32([np.ascontiguousarray(values)], order)[:, 0]
     return np.ascontiguousarray(values[order])
 
 
@@ -386,7 +386,7 @@ def build_arrays(
         log.user_ids,
         log.timestamps,
         segments=split_by_row,
-        episode_ends=None if episode_ends is None else episode_ends.astype(np.uint8, copy=False),
+        episode_ends=None if episode_ends is None else np.ascontiguousarray(episode_ends, np.uint8),
         session_gap_ms=session_gap,
         active_within_ms=active_ms,
     )
@@ -397,9 +397,9 @@ def build_arrays(
     timestamps = np.asarray(sorted_log.pop("times"), dtype=np.int64)
     split = np.asarray(sorted_log.pop("segments"), dtype=np.uint8)
     episodes = sorted_log
-    item_ids = _core.take_int64(log.item_ids, order)
+    item_ids = _take(log.item_ids, order)
     assert log.source_rows is not None
-    source_rows = _core.take_int64(log.source_rows, order)
+    source_rows = _take(log.source_rows, order)
     train = split == 0
 
     users, user_vocabulary = _core.encode_ids(user_ids[train], user_ids)
@@ -407,7 +407,11 @@ def build_arrays(
     history = _core.history_windows(user_ids, items, options.history_length)
 
     rewards = _core.take_columns_float32(
-        [np.asarray(log.responses[name], dtype=np.float32) for name in log.response_names], order
+        [
+            np.ascontiguousarray(log.responses[name], dtype=np.float32)
+            for name in log.response_names
+        ],
+        order,
     )
     reward_means = {name: float(rewards[:, k].mean()) for k, name in enumerate(log.response_names)}
     episode_lengths = np.diff(episodes["episode_starts"])
