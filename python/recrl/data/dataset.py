@@ -375,8 +375,8 @@ def build_arrays(
             "the training split is empty; check split_fractions or use a larger log"
         )
 
-    # Sort by (user, time, source row) and cut episodes in one pass, cutting at split boundaries
-    # too (the earlier part is truncated there); then gather the other per-row columns.
+    # Sort by (user, time, source row) and cut episodes in one call. Split boundaries cut too,
+    # and the earlier part is truncated there. The other per-row columns are gathered after.
     gap_ms = int(options.session_gap_minutes * 60_000)
     active_minutes = options.active_within_minutes
     active_ms = gap_ms if active_minutes is None else int(active_minutes * 60_000)
