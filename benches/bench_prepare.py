@@ -60,8 +60,8 @@ def best_of(repeat: int, function: Callable[[], Any], name: str = "") -> tuple[f
 
 
 def episodes_recrl(users: np.ndarray, times: np.ndarray) -> dict[str, np.ndarray]:
-    # One call sorts, gathers users and times, and cuts; the sorted users and times are
-    # computed (prepare needs them) but only the arrays the others also return are compared.
+    # One call sorts, gathers users and times, and cuts. It computes the sorted users and times
+    # because prepare needs them, but only the arrays the others also return are compared.
     result = _core.sort_episodes(users, times, session_gap_ms=GAP_MS, active_within_ms=GAP_MS)
     del result["users"], result["times"]
     return result

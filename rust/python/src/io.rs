@@ -104,7 +104,8 @@ fn write_csv<'py>(
     run_detached(py, || csv_writer::write_csv(&path, delimiter, &borrowed))
 }
 
-/// KuaiRand watch time (s), watch ratio and zero-duration flags from play and video durations.
+/// Derive KuaiRand watch time (s), watch ratio and zero-duration flags from play and video
+/// durations.
 ///
 /// Returns a dict with `watch_time` and `watch_ratio` (float32), `duration_zero` (uint8), and
 /// the counts `negative_play_rows` and `zero_duration_rows`.
