@@ -180,3 +180,122 @@ def test_encode_ids_matches_reference(source: list[int], values: list[int]) -> N
     assert codes.tolist() == expected_codes
     assert vocabulary.tolist() == expected_vocabulary
     assert _core.count_distinct(int64(values)) == len(set(values))
+
+
+# Larger logs than above, so that the parallel chunks of the Rust passes (65,536 rows each) and
+# several scatter parts are used; runs of one user and shuffled times make ties and unsorted
+# groups common.
+@st.composite
+def long_logs(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    n = draw(st.sampled_from([0, 1, 2, 70_000, 140_001]))
+    seed = draw(st.integers(0, 2**32 - 1))
+    users_count = draw(st.sampled_from([1, 3, 1000, 100_000]))
+    rng = np.random.default_rng(seed)
+    pool = rng.integers(-(2**63), 2**63 - 1, size=users_count, dtype=np.int64, endpoint=True)
+    users = pool[rng.integers(0, users_count, size=n)]
+    times = np.sort(rng.integers(0, 5_000, size=n)).astype(np.int64)
+    if draw(st.booleans()):
+        times = rng.permutation(times)
+    flags = (rng.random(n) < 0.05).astype(np.uint8)
+    return users, times, flags
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    logs,
+    st.one_of(st.none(), st.integers(0, 20)),
+    st.booleans(),
+    st.booleans(),
+    st.integers(0, 30),
+    st.one_of(st.none(), st.integers(0, 100)),
+)
+def test_sort_episodes_matches_reference(
+    log: tuple[list[int], list[int], list[int]],
+    gap: int | None,
+    use_segments: bool,
+    use_flags: bool,
+    active_within: int,
+    window_end: int | None,
+) -> None:
+    users, times, flags = log
+    segments = [time // 20 for time in times] if use_segments else None
+    ends = [flag % 2 for flag in flags] if use_flags else None
+    expected = reference.sort_episodes(users, times, segments, ends, gap, window_end, active_within)
+    actual = _core.sort_episodes(
+        int64(users),
+        int64(times),
+        segments=None if segments is None else np.asarray(segments, dtype=np.uint8),
+        episode_ends=None if ends is None else np.asarray(ends, dtype=np.uint8),
+        session_gap_ms=gap,
+        window_end_ms=window_end,
+        active_within_ms=active_within,
+    )
+    assert sorted(actual) == sorted(expected)
+    for name, values in expected.items():
+        assert actual[name].tolist() == values, name
+
+
+@settings(max_examples=15, deadline=None)
+@given(long_logs(), st.one_of(st.none(), st.integers(0, 50)), st.booleans())
+def test_sort_episodes_long_logs_match_numpy(
+    log: tuple[np.ndarray, np.ndarray, np.ndarray], gap: int | None, use_flags: bool
+) -> None:
+    users, times, flags = log
+    segments = (times // 2_000).astype(np.uint8)
+    actual = _core.sort_episodes(
+        users,
+        times,
+        segments=segments,
+        episode_ends=flags if use_flags else None,
+        session_gap_ms=gap,
+        active_within_ms=25,
+    )
+    order = np.lexsort((np.arange(len(users)), times, users))
+    np.testing.assert_array_equal(actual["order"], order)
+    np.testing.assert_array_equal(actual["users"], users[order])
+    np.testing.assert_array_equal(actual["times"], times[order])
+    np.testing.assert_array_equal(actual["segments"], segments[order])
+    expected = reference.build_episodes_vectorised(
+        users[order],
+        times[order],
+        segments[order],
+        flags[order] if use_flags else None,
+        gap,
+        None,
+        25,
+    )
+    for name, values in expected.items():
+        np.testing.assert_array_equal(actual[name], values, err_msg=name)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.integers(0, 4).flatmap(
+        lambda width: st.integers(0, 30).flatmap(
+            lambda rows: st.tuples(
+                st.lists(
+                    st.lists(st.floats(allow_nan=True, width=32), min_size=rows, max_size=rows),
+                    min_size=width,
+                    max_size=width,
+                ),
+                st.lists(st.integers(0, max(rows - 1, 0)), max_size=40 if rows and width else 0),
+            )
+        )
+    )
+)
+def test_take_columns_matches_reference(case: tuple[list[list[float]], list[int]]) -> None:
+    columns, order = case
+    arrays = [np.asarray(column, dtype=np.float32) for column in columns]
+    actual = _core.take_columns_float32(arrays, int64(order))
+    expected = reference.take_columns(columns, order)
+    assert actual.shape == (len(order), len(columns))
+    np.testing.assert_array_equal(actual, expected)
+
+
+def test_take_columns_rejects_out_of_range() -> None:
+    with pytest.raises(InvalidArgumentError, match="order"):
+        _core.take_columns_float32([np.zeros(3, dtype=np.float32)], int64([3]))
+    with pytest.raises(ShapeError, match=r"columns\[1\]"):
+        _core.take_columns_float32(
+            [np.zeros(3, dtype=np.float32), np.zeros(2, dtype=np.float32)], int64([0])
+        )

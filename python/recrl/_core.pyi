@@ -35,6 +35,24 @@ def build_episodes(
     Returns ``episode_starts`` [E + 1], ``terminals`` [N], ``truncations`` [N], ``next_index`` [N].
     """
 
+def sort_episodes(
+    users: npt.NDArray[np.int64],
+    times: npt.NDArray[np.int64],
+    *,
+    segments: npt.NDArray[np.uint8] | None = None,
+    episode_ends: npt.NDArray[np.uint8] | None = None,
+    session_gap_ms: int | None = None,
+    window_end_ms: int | None = None,
+    active_within_ms: int = 0,
+) -> dict[str, npt.NDArray[np.int64] | npt.NDArray[np.uint8]]:
+    """Sort rows by (user, time, row) and cut them into episodes in one call.
+
+    ``segments`` and ``episode_ends`` are in input row order. Returns ``order`` [N] (the
+    permutation of :func:`stable_order`), ``users`` and ``times`` [N] in sorted order,
+    ``segments`` [N] sorted (only when given), and the arrays of :func:`build_episodes` for the
+    sorted rows.
+    """
+
 def history_windows(
     users: npt.NDArray[np.int64], items: npt.NDArray[np.int64], length: int
 ) -> npt.NDArray[np.int64]:
@@ -49,6 +67,11 @@ def take_int64(
     values: npt.NDArray[np.int64], order: npt.NDArray[np.int64]
 ) -> npt.NDArray[np.int64]:
     """Return ``values[order]``, gathered in parallel."""
+
+def take_columns_float32(
+    columns: list[npt.NDArray[np.float32]], order: npt.NDArray[np.int64]
+) -> npt.NDArray[np.float32]:
+    """Return the [N, K] array whose column k is ``columns[k][order]``, gathered in parallel."""
 
 def count_distinct(values: npt.NDArray[np.int64]) -> int:
     """Return the number of distinct values."""
@@ -71,6 +94,17 @@ def write_csv(
     delimiter: str = ",",
 ) -> None:
     """Write int64 and float64 columns with a header line, atomically (NaN as an empty field)."""
+
+def kuairand_watch_responses(
+    play_ms: npt.NDArray[np.int64], duration_ms: npt.NDArray[np.int64]
+) -> dict[str, Any]:
+    """Derive KuaiRand watch time (s) and watch ratio from play and video durations (ms).
+
+    Negative play times are clipped to 0, and rows whose duration is 0 or negative get ratio 0
+    and ``duration_zero`` 1. Returns ``watch_time`` and ``watch_ratio`` float32 [N],
+    ``duration_zero`` uint8 [N], and the counts ``negative_play_rows`` and
+    ``zero_duration_rows``.
+    """
 
 # Returns. Arrays of one response may be (N,) or (N, 1); results are (N,) when ``gammas`` is a
 # float and K = 1, and (N, K) otherwise.

@@ -76,3 +76,77 @@ def encode_ids(source: list[int], values: list[int]) -> tuple[list[int], list[in
     vocabulary = sorted(set(source))
     code_of = {value: code + 1 for code, value in enumerate(vocabulary)}
     return [code_of.get(value, 0) for value in values], vocabulary
+
+
+def sort_episodes(
+    users: list[int],
+    times: list[int],
+    segments: list[int] | None,
+    episode_ends: list[int] | None,
+    session_gap_ms: int | None,
+    window_end_ms: int | None,
+    active_within_ms: int,
+) -> dict[str, list[int]]:
+    order = stable_order(users, times)
+    sorted_users = [users[row] for row in order]
+    sorted_times = [times[row] for row in order]
+    sorted_segments = None if segments is None else [segments[row] for row in order]
+    sorted_ends = None if episode_ends is None else [episode_ends[row] for row in order]
+    result = {"order": order, "users": sorted_users, "times": sorted_times}
+    if sorted_segments is not None:
+        result["segments"] = sorted_segments
+    episodes = build_episodes(
+        sorted_users,
+        sorted_times,
+        sorted_segments,
+        sorted_ends,
+        session_gap_ms,
+        window_end_ms,
+        active_within_ms,
+    )
+    return {**result, **episodes}
+
+
+def take_columns(columns: list[list[float]], order: list[int]) -> np.ndarray:
+    matrix = np.zeros((len(order), len(columns)), dtype=np.float32)
+    for i, row in enumerate(order):
+        for k, column in enumerate(columns):
+            matrix[i, k] = column[row]
+    return matrix
+
+
+def build_episodes_vectorised(
+    users: np.ndarray,
+    times: np.ndarray,
+    segments: np.ndarray | None,
+    episode_ends: np.ndarray | None,
+    session_gap_ms: int | None,
+    window_end_ms: int | None,
+    active_within_ms: int,
+) -> dict[str, np.ndarray]:
+    """:func:`build_episodes` in whole-array NumPy steps, for logs too long for the loop."""
+    n = len(users)
+    window_end = window_end_ms if window_end_ms is not None else int(times.max(initial=0))
+    last_of_user = np.ones(n, dtype=bool)
+    last_of_user[:-1] = users[1:] != users[:-1]
+    same_user_next = ~last_of_user[:-1]
+    flagged = np.zeros(n, dtype=bool) if episode_ends is None else episode_ends != 0
+    session_end = np.zeros(n, dtype=bool)
+    if session_gap_ms is not None:
+        session_end[:-1] = same_user_next & (np.diff(times) > session_gap_ms)
+    segment_change = np.zeros(n, dtype=bool)
+    if segments is not None:
+        segment_change[:-1] = same_user_next & (segments[1:] != segments[:-1])
+    terminal = flagged | session_end
+    truncated = ~terminal & segment_change
+    user_end = ~terminal & ~segment_change & last_of_user
+    may_still_be_active = window_end - times < active_within_ms
+    truncated |= user_end & may_still_be_active
+    terminal |= user_end & ~may_still_be_active
+    ends = terminal | truncated
+    return {
+        "episode_starts": np.concatenate([[0], np.flatnonzero(ends) + 1]).astype(np.int64),
+        "terminals": terminal.astype(np.uint8),
+        "truncations": truncated.astype(np.uint8),
+        "next_index": np.where(ends, -1, np.arange(1, n + 1)).astype(np.int64),
+    }

@@ -39,6 +39,7 @@ import logging
 import math
 import shutil
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -212,26 +213,29 @@ def _check_row_values(
 
 
 def _split_labels(
-    log_sorted_times: npt.NDArray[np.int64],
+    times: npt.NDArray[np.int64],
     users: npt.NDArray[np.int64],
     options: PrepareOptions,
     fixed_cuts: tuple[int | None, int | None] | None = None,
 ) -> tuple[npt.NDArray[np.uint8], dict[str, Any]]:
     train, validation, _ = options.split_fractions
     if options.split == "time":
-        ordered = np.sort(log_sorted_times, kind="stable") if fixed_cuts is None else None
+        n = len(times)
+        if fixed_cuts is None:
+            # Cut k is the time at position round(fraction * n) of the sorted times; a partial
+            # sort (selection) puts exactly those values in place.
+            indices = [split_cut_index(fraction, n) for fraction in (train, train + validation)]
+            inside = sorted({index for index in indices if index < n})
+            selected = np.partition(times, inside) if inside else times
+            chosen = [int(selected[index]) if index < n else None for index in indices]
+        else:
+            chosen = list(fixed_cuts)
         labels = np.zeros(len(users), dtype=np.uint8)
         cuts: list[int | None] = []
-        for part, (code, fraction) in enumerate(((1, train), (2, train + validation))):
+        for code, cut in zip((1, 2), chosen):
             # Rows from the cut time on go to the later split; a cut past the end leaves it empty.
-            if ordered is not None:
-                index = split_cut_index(fraction, len(ordered))
-                cut = int(ordered[index]) if index < len(ordered) else None
-            else:
-                assert fixed_cuts is not None
-                cut = fixed_cuts[part]
             if cut is not None:
-                labels[log_sorted_times >= cut] = code
+                labels[times >= cut] = code
             cuts.append(cut)
         first_cut, second_cut = cuts
         info = {
@@ -252,6 +256,15 @@ def _split_labels(
 def split_cut_index(fraction: float, rows: int) -> int:
     """Return the position, in time order, of the first row after a cut at ``fraction``."""
     return int(round(fraction * rows))
+
+
+def _take(values: npt.NDArray[Any], order: npt.NDArray[np.int64]) -> npt.NDArray[Any]:
+    """Return ``values[order]``, gathered in parallel for the common dtypes."""
+    if values.dtype == np.int64:
+        return _core.take_int64(np.ascontiguousarray(values), order)
+    if values.dtype == np.float32:
+        return _core.take_columns_float32([np.ascontiguousarray(values)], order)[:, 0]
+    return np.ascontiguousarray(values[order])
 
 
 def _splitmix64(values: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
@@ -462,38 +475,42 @@ def build_arrays(
     if len(log) == 0:
         raise InvalidDataError("the log has no rows left to prepare")
 
-    # Sort by (user, time, source row) and gather every per-row column in that order.
-    order = _core.stable_order(log.user_ids, log.timestamps)
-    user_ids = _core.take_int64(log.user_ids, order)
-    item_ids = _core.take_int64(log.item_ids, order)
-    timestamps = _core.take_int64(log.timestamps, order)
-    assert log.source_rows is not None
-    source_rows = _core.take_int64(log.source_rows, order)
-
-    split, split_info = _split_labels(
-        timestamps, user_ids, options, None if shared is None else shared.split_cuts_ms
+    # Split labels depend on a row's time (or user) alone, so they are computed before sorting.
+    split_by_row, split_info = _split_labels(
+        log.timestamps, log.user_ids, options, None if shared is None else shared.split_cuts_ms
     )
-    train = split == 0
-    if shared is None and not train.any():
+    if shared is None and not (split_by_row == 0).any():
         raise InvalidDataError(
             "the training split is empty; check split_fractions or use a larger log"
         )
 
-    # Episodes, cut at split boundaries too (the earlier part is truncated there).
+    # Sort by (user, time, source row) and cut episodes in one call. Split boundaries cut too,
+    # and the earlier part is truncated there. The other per-row columns are gathered after.
     gap_ms = int(options.session_gap_minutes * 60_000)
     active_minutes = options.active_within_minutes
     active_ms = gap_ms if active_minutes is None else int(active_minutes * 60_000)
-    episode_ends = None if log.episode_ends is None else log.episode_ends[order]
+    episode_ends = log.episode_ends
     session_gap = gap_ms if options.episodes == "session" and episode_ends is None else None
-    episodes = _core.build_episodes(
-        user_ids,
-        timestamps,
-        segments=split,
-        episode_ends=episode_ends,
+    sorted_log = _core.sort_episodes(
+        log.user_ids,
+        log.timestamps,
+        segments=split_by_row,
+        episode_ends=None if episode_ends is None else np.ascontiguousarray(episode_ends, np.uint8),
         session_gap_ms=session_gap,
         window_end_ms=None if shared is None else shared.window_end_ms,
         active_within_ms=active_ms,
     )
+    del split_by_row
+    # The arrays already have these dtypes; asarray only narrows the static type.
+    order = np.asarray(sorted_log.pop("order"), dtype=np.int64)
+    user_ids = np.asarray(sorted_log.pop("users"), dtype=np.int64)
+    timestamps = np.asarray(sorted_log.pop("times"), dtype=np.int64)
+    split = np.asarray(sorted_log.pop("segments"), dtype=np.uint8)
+    episodes = sorted_log
+    item_ids = _take(log.item_ids, order)
+    assert log.source_rows is not None
+    source_rows = _take(log.source_rows, order)
+    train = split == 0
 
     user_source = user_ids[train] if shared is None else shared.user_vocabulary
     item_source = item_ids[train] if shared is None else shared.item_vocabulary
@@ -501,7 +518,13 @@ def build_arrays(
     items, item_vocabulary = _core.encode_ids(item_source, item_ids)
     history = _core.history_windows(user_ids, items, options.history_length)
 
-    rewards = np.stack([log.responses[name][order] for name in log.response_names], axis=1)
+    rewards = _core.take_columns_float32(
+        [
+            np.ascontiguousarray(log.responses[name], dtype=np.float32)
+            for name in log.response_names
+        ],
+        order,
+    )
     reward_means = {name: float(rewards[:, k].mean()) for k, name in enumerate(log.response_names)}
     episode_lengths = np.diff(episodes["episode_starts"])
     episode_statistics = {
@@ -510,7 +533,18 @@ def build_arrays(
         "mean_length": float(episode_lengths.mean()) if len(episode_lengths) else 0.0,
         "max_length": int(episode_lengths.max()) if len(episode_lengths) else 0,
     }
-    distinct = {"users": _core.count_distinct(user_ids), "items": _core.count_distinct(item_ids)}
+    # Every id of the log's own training vocabulary occurs in the log, so only unknown ids need
+    # counting; a shard's vocabulary is the whole log's, so a shard counts its ids directly.
+    if shared is None:
+        distinct = {
+            "users": len(user_vocabulary) + _core.count_distinct(user_ids[users == 0]),
+            "items": len(item_vocabulary) + _core.count_distinct(item_ids[items == 0]),
+        }
+    else:
+        distinct = {
+            "users": _core.count_distinct(user_ids),
+            "items": _core.count_distinct(item_ids),
+        }
     vocabulary_sizes = {"users": len(user_vocabulary) + 1, "items": len(item_vocabulary) + 1}
     split_rows = {name: int((split == code).sum()) for code, name in enumerate(SPLIT_NAMES)}
     outputs: list[tuple[str, np.ndarray]] = [
@@ -535,7 +569,7 @@ def build_arrays(
     row_numeric = []
     for name, values in log.numeric_features.items():
         fixed = None if shared is None else shared.row_numeric[name]
-        normalised, stats = _normalise(values[order], train, name, False, fixed)
+        normalised, stats = _normalise(_take(values, order), train, name, False, fixed)
         if options.on_invalid == "impute":
             stats["imputed"] = counts.get(f"invalid_{name}", 0)
         row_numeric.append(normalised)
@@ -548,7 +582,7 @@ def build_arrays(
     row_categorical_info = []
     row_categorical = []
     for name, codes in log.categorical_features.items():
-        sorted_codes = codes[order].astype(np.int64)
+        sorted_codes = _take(codes.astype(np.int64, copy=False), order)
         code_source = sorted_codes[train] if shared is None else shared.row_categorical[name]
         encoded, vocabulary = _core.encode_ids(code_source, sorted_codes)
         row_categorical.append(encoded)
@@ -572,7 +606,7 @@ def build_arrays(
         emit(name, array)
     del user_arrays, item_arrays
     for name, context_values in log.context.items():
-        emit(f"context_{name}", np.ascontiguousarray(context_values[order]))
+        emit(f"context_{name}", _take(context_values, order))
     emit("user_ids", user_ids)
     emit("item_ids", item_ids)
 
@@ -635,17 +669,22 @@ def prepare(
             f"{out}: exists and is not a prepared dataset (no manifest.json); choose another "
             "output folder, since overwriting would delete what it contains"
         )
-    with _Staging(out) as staging, progress_bar(description="prepare", unit="array") as bar:
+    # The source files are hashed on a second thread while the arrays are built: hashlib
+    # releases the GIL, and much of the building runs on one core.
+    files = [Path(path) for path in log.sources if Path(path).is_file()]
+    with _Staging(out) as staging, ThreadPoolExecutor(max_workers=1) as hasher:
+        digests = {path: hasher.submit(_sha256, path) for path in files}
+        with progress_bar(description="prepare", unit="array") as bar:
 
-        def put(name: str, array: np.ndarray) -> None:
-            staging.put(name, array)
-            bar.update()
+            def put(name: str, array: np.ndarray) -> None:
+                staging.put(name, array)
+                bar.update()
 
-        manifest = build_arrays(log, options, put)
+            manifest = build_arrays(log, options, put)
         manifest["sources"] = [
-            {**source, "sha256": _sha256(Path(source["path"]))}
+            {**source, "sha256": digests[Path(source["path"])].result()}
             for source in manifest["sources"]
-            if Path(source["path"]).is_file()
+            if Path(source["path"]) in digests
         ]
         staging.commit(manifest)
     logger.info(

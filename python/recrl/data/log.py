@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from recrl import _core
 from recrl.errors import InvalidDataError, ShapeError
 
 __all__ = ["FeatureTable", "InteractionLog"]
@@ -39,8 +40,7 @@ class FeatureTable:
         for name, values in {**self.numeric, **self.categorical}.items():
             if values.shape != (size,):
                 raise ShapeError(f"feature {name}: expected shape ({size},), got {values.shape}")
-        unique = np.unique(self.ids)
-        if len(unique) != size:
+        if _core.count_distinct(np.ascontiguousarray(self.ids, dtype=np.int64)) != size:
             sorted_ids = np.sort(self.ids)
             duplicate = sorted_ids[1:][sorted_ids[1:] == sorted_ids[:-1]][0]
             raise InvalidDataError(

@@ -100,29 +100,22 @@ def _kuairand_responses(
     data: dict[str, Any], counts: dict[str, int]
 ) -> tuple[dict[str, npt.NDArray[np.float32]], dict[str, npt.NDArray[np.generic]]]:
     """Build KuaiRand rewards and context columns, counting the repairs they need."""
-    play_ms = data["play_time_ms"]
     duration_ms = data["duration_ms"]
-    negative_play = play_ms < 0
-    counts["play_time_negative_clipped"] = counts.get("play_time_negative_clipped", 0) + int(
-        negative_play.sum()
-    )
-    play_ms = np.where(negative_play, 0, play_ms)
-    zero_duration = duration_ms <= 0
-    counts["duration_zero"] = counts.get("duration_zero", 0) + int(zero_duration.sum())
-    safe_duration = np.where(zero_duration, 1, duration_ms)
     # Watch ratio is undefined without a duration: those rows get 0 and the flag duration_zero.
-    watch_ratio = np.where(zero_duration, 0.0, play_ms / safe_duration).astype(np.float32)
+    watch = _core.kuairand_watch_responses(data["play_time_ms"], duration_ms)
+    counts["play_time_negative_clipped"] = (
+        counts.get("play_time_negative_clipped", 0) + watch["negative_play_rows"]
+    )
+    counts["duration_zero"] = counts.get("duration_zero", 0) + watch["zero_duration_rows"]
 
-    responses: dict[str, npt.NDArray[np.float32]] = {
-        "watch_time": (play_ms / 1000.0).astype(np.float32),
-    }
+    responses: dict[str, npt.NDArray[np.float32]] = {"watch_time": watch["watch_time"]}
     for name in KUAIRAND_INTERACTIONS:
         responses[name] = data[name].astype(np.float32)
     context: dict[str, npt.NDArray[np.generic]] = {
-        "watch_ratio": watch_ratio,
-        "duration_zero": zero_duration.astype(np.uint8),
+        "watch_ratio": watch["watch_ratio"],
+        "duration_zero": watch["duration_zero"],
         "long_view": data["long_view"].astype(np.uint8),
-        "duration_ms": duration_ms.astype(np.int64),
+        "duration_ms": duration_ms.astype(np.int64, copy=False),
     }
     if "is_rand" in data:
         context["is_rand"] = data["is_rand"].astype(np.uint8)

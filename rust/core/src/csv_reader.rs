@@ -6,14 +6,16 @@
 //! which handles quoted fields. Either way memory holds the output columns and one block, whatever
 //! the file size, and every failure names the file, the line and the column.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Cursor, Read};
+use std::mem::MaybeUninit;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
+use rustc_hash::FxHashMap;
 
 use crate::error::{Error, Result};
+use crate::memory;
 
 /// Bytes read per block. Memory use beyond the output columns is about twice this.
 pub const BLOCK_BYTES: usize = 32 << 20;
@@ -63,20 +65,21 @@ pub enum ColumnData {
     },
 }
 
-/// Values parsed from one piece of a block, appended to the output in file order.
-enum Partial {
+/// Values parsed from one piece of a block, appended to the output in file order. Category
+/// labels borrow their text from the block, which outlives the piece.
+enum Partial<'a> {
     Int64(Vec<i64>),
     Float32(Vec<f32>),
     Float64(Vec<f64>),
     /// Codes local to the piece (0 = missing) and the text of each local code.
     Category {
         codes: Vec<i64>,
-        labels: Vec<Vec<u8>>,
-        lookup: HashMap<Vec<u8>, i64>,
+        labels: Vec<&'a [u8]>,
+        lookup: FxHashMap<&'a [u8], i64>,
     },
 }
 
-impl Partial {
+impl<'a> Partial<'a> {
     fn new(kind: ColumnKind, capacity: usize) -> Self {
         match kind {
             ColumnKind::Int64 => Partial::Int64(Vec::with_capacity(capacity)),
@@ -85,12 +88,12 @@ impl Partial {
             ColumnKind::Category => Partial::Category {
                 codes: Vec::with_capacity(capacity),
                 labels: Vec::new(),
-                lookup: HashMap::new(),
+                lookup: FxHashMap::default(),
             },
         }
     }
 
-    fn push(&mut self, field: &[u8]) -> std::result::Result<(), String> {
+    fn push(&mut self, field: &'a [u8]) -> std::result::Result<(), String> {
         match self {
             Partial::Int64(values) => values.push(parse_int(field)?),
             Partial::Float32(values) => values.push(parse_float(field)? as f32),
@@ -105,12 +108,42 @@ impl Partial {
                 } else if let Some(&code) = lookup.get(field) {
                     codes.push(code);
                 } else {
-                    labels.push(field.to_vec());
+                    labels.push(field);
                     let code = labels.len() as i64;
-                    lookup.insert(field.to_vec(), code);
+                    lookup.insert(field, code);
                     codes.push(code);
                 }
             }
+        }
+        Ok(())
+    }
+}
+
+/// Destination of one column's values in a piece. A numeric column gets the piece's own run of
+/// unfilled output slots, and a category column gets piece-local codes, merged in file order
+/// afterwards.
+enum Target<'a, 'o> {
+    Int64(&'o mut [MaybeUninit<i64>]),
+    Float32(&'o mut [MaybeUninit<f32>]),
+    Float64(&'o mut [MaybeUninit<f64>]),
+    Category(Partial<'a>),
+}
+
+impl<'a> Target<'a, '_> {
+    /// Store the value of `field` for the piece's row `row`.
+    #[inline]
+    fn put(&mut self, row: usize, field: &'a [u8]) -> std::result::Result<(), String> {
+        match self {
+            Target::Int64(slots) => {
+                slots[row].write(parse_int(field)?);
+            }
+            Target::Float32(slots) => {
+                slots[row].write(parse_float(field)? as f32);
+            }
+            Target::Float64(slots) => {
+                slots[row].write(parse_float(field)?);
+            }
+            Target::Category(partial) => partial.push(field)?,
         }
         Ok(())
     }
@@ -124,7 +157,7 @@ enum Builder {
     Category {
         codes: Vec<i64>,
         labels: Vec<String>,
-        lookup: HashMap<Vec<u8>, i64>,
+        lookup: FxHashMap<Vec<u8>, i64>,
     },
 }
 
@@ -137,12 +170,12 @@ impl Builder {
             ColumnKind::Category => Builder::Category {
                 codes: Vec::new(),
                 labels: Vec::new(),
-                lookup: HashMap::new(),
+                lookup: FxHashMap::default(),
             },
         }
     }
 
-    fn code_of(labels: &mut Vec<String>, lookup: &mut HashMap<Vec<u8>, i64>, text: &[u8]) -> i64 {
+    fn code_of(labels: &mut Vec<String>, lookup: &mut FxHashMap<Vec<u8>, i64>, text: &[u8]) -> i64 {
         if let Some(&code) = lookup.get(text) {
             return code;
         }
@@ -191,12 +224,82 @@ impl Builder {
             ) => {
                 let mut global = Vec::with_capacity(local_labels.len() + 1);
                 global.push(0);
-                for text in &local_labels {
+                for text in local_labels {
                     global.push(Self::code_of(labels, lookup, text));
                 }
                 codes.extend(local_codes.iter().map(|&code| global[code as usize]));
             }
             _ => unreachable!("a piece is always built with its column's kind"),
+        }
+    }
+
+    /// Create one target per piece k with room for `piece_rows[k]` rows. Numeric targets are
+    /// consecutive runs of the unfilled slots after the stored values, in piece order.
+    fn targets<'a, 'o>(
+        &'o mut self,
+        kind: ColumnKind,
+        piece_rows: &[usize],
+    ) -> Vec<Target<'a, 'o>> {
+        fn split<'o, T>(
+            values: &'o mut Vec<T>,
+            piece_rows: &[usize],
+        ) -> Vec<&'o mut [MaybeUninit<T>]> {
+            let total = piece_rows.iter().sum();
+            values.reserve(total);
+            let mut rest = &mut values.spare_capacity_mut()[..total];
+            let mut runs = Vec::with_capacity(piece_rows.len());
+            for &rows in piece_rows {
+                let (run, tail) = std::mem::take(&mut rest).split_at_mut(rows);
+                runs.push(run);
+                rest = tail;
+            }
+            runs
+        }
+        match self {
+            Builder::Int64(values) => split(values, piece_rows)
+                .into_iter()
+                .map(Target::Int64)
+                .collect(),
+            Builder::Float32(values) => split(values, piece_rows)
+                .into_iter()
+                .map(Target::Float32)
+                .collect(),
+            Builder::Float64(values) => split(values, piece_rows)
+                .into_iter()
+                .map(Target::Float64)
+                .collect(),
+            Builder::Category { .. } => piece_rows
+                .iter()
+                .map(|&rows| Target::Category(Partial::new(kind, rows)))
+                .collect(),
+        }
+    }
+
+    /// Mark `rows` more slots as filled after every piece wrote its run (numbers only).
+    ///
+    /// # Safety
+    /// The `rows` slots after the current length must all have been written.
+    unsafe fn commit(&mut self, rows: usize) {
+        match self {
+            Builder::Int64(values) => values.set_len(values.len() + rows),
+            Builder::Float32(values) => values.set_len(values.len() + rows),
+            Builder::Float64(values) => values.set_len(values.len() + rows),
+            Builder::Category { .. } => {}
+        }
+    }
+
+    fn reserve(&mut self, rows: usize) {
+        // A failed reservation is not an error here: the vectors grow as they fill instead.
+        fn reserve_huge<T>(values: &mut Vec<T>, rows: usize) {
+            if values.try_reserve_exact(rows).is_ok() {
+                memory::advise_huge_pages(values.spare_capacity_mut());
+            }
+        }
+        match self {
+            Builder::Int64(values) => reserve_huge(values, rows),
+            Builder::Float32(values) => reserve_huge(values, rows),
+            Builder::Float64(values) => reserve_huge(values, rows),
+            Builder::Category { codes, .. } => reserve_huge(codes, rows),
         }
     }
 
@@ -222,7 +325,32 @@ fn trim(field: &[u8]) -> &[u8] {
     &field[start..end]
 }
 
+/// Parse a plain integer of at most 18 digits, which cannot overflow. Anything else (whitespace,
+/// a plus sign, more digits, other characters) gives `None`, and [`parse_int`] handles it.
+#[inline]
+fn parse_short_int(field: &[u8]) -> Option<i64> {
+    let (negative, digits) = match field.first()? {
+        b'-' => (true, &field[1..]),
+        _ => (false, field),
+    };
+    if digits.is_empty() || digits.len() > 18 {
+        return None;
+    }
+    let mut value: i64 = 0;
+    for &byte in digits {
+        let digit = byte.wrapping_sub(b'0');
+        if digit > 9 {
+            return None;
+        }
+        value = value * 10 + i64::from(digit);
+    }
+    Some(if negative { -value } else { value })
+}
+
 fn parse_int(field: &[u8]) -> std::result::Result<i64, String> {
+    if let Some(value) = parse_short_int(field) {
+        return Ok(value);
+    }
     let text = trim(field);
     let invalid = || {
         format!(
@@ -298,18 +426,39 @@ struct Layout<'a> {
 /// A failure inside a piece: the line within the piece (from 0), the column and the message.
 type PieceError = (u64, Option<usize>, String);
 
+/// Iterate over the lines of `piece` without their line ends (`\n` or `\r\n`), empty lines
+/// included.
+fn lines_of(piece: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut start = 0;
+    let ends = memchr::memchr_iter(b'\n', piece).chain(
+        // A last line without a line end.
+        (piece.last().is_some_and(|&b| b != b'\n')).then_some(piece.len()),
+    );
+    ends.map(move |end| {
+        let line = &piece[start..end];
+        start = end + 1;
+        line.strip_suffix(b"\r").unwrap_or(line)
+    })
+}
+
+/// Rows (non-empty lines) of `piece`, as [`Layout::parse_piece`] counts them.
+fn count_rows(piece: &[u8]) -> usize {
+    lines_of(piece).filter(|line| !line.is_empty()).count()
+}
+
 impl Layout<'_> {
-    fn parse_line(
+    fn parse_line<'a>(
         &self,
-        line: &[u8],
-        outputs: &mut [Partial],
+        line: &'a [u8],
+        row: usize,
+        outputs: &mut [Target<'a, '_>],
     ) -> std::result::Result<(), (Option<usize>, String)> {
         let mut count = 0usize;
         for (position, field) in line.split(|&b| b == self.delimiter).enumerate() {
             count += 1;
             if let Some(Some(column)) = self.targets.get(position) {
                 outputs[*column]
-                    .push(field)
+                    .put(row, field)
                     .map_err(|message| (Some(*column), message))?;
             }
         }
@@ -325,30 +474,24 @@ impl Layout<'_> {
         Ok(())
     }
 
-    /// Parse the complete lines of `piece`; returns the values and the number of lines seen.
-    fn parse_piece(
+    /// Parse the lines of `piece` into `outputs`, one target per column with room for exactly
+    /// the piece's rows. Returns the number of lines seen, empty ones included.
+    fn parse_piece<'a>(
         &self,
-        piece: &[u8],
-    ) -> std::result::Result<(Vec<Partial>, u64, u64), PieceError> {
-        let estimate = piece.len() / (self.fields * 4).max(1);
-        let mut outputs: Vec<Partial> = self
-            .columns
-            .iter()
-            .map(|spec| Partial::new(spec.kind, estimate))
-            .collect();
+        piece: &'a [u8],
+        outputs: &mut [Target<'a, '_>],
+    ) -> std::result::Result<u64, PieceError> {
         let mut lines = 0u64;
-        let mut rows = 0u64;
-        for raw in piece.split_inclusive(|&b| b == b'\n') {
-            let mut line = raw.strip_suffix(b"\n").unwrap_or(raw);
-            line = line.strip_suffix(b"\r").unwrap_or(line);
+        let mut row = 0usize;
+        for line in lines_of(piece) {
             if !line.is_empty() {
-                self.parse_line(line, &mut outputs)
+                self.parse_line(line, row, outputs)
                     .map_err(|(column, message)| (lines, column, message))?;
-                rows += 1;
+                row += 1;
             }
             lines += 1;
         }
-        Ok((outputs, lines, rows))
+        Ok(lines)
     }
 }
 
@@ -389,15 +532,28 @@ pub fn read_csv(
         path: path.to_path_buf(),
         source,
     })?;
-    read_csv_from(file, path, options, columns)
+    let size = file.metadata().ok().map(|metadata| metadata.len());
+    read_csv_sized(file, path, options, columns, size)
 }
 
 /// [`read_csv`] over any reader; `path` only names the source in errors.
 pub fn read_csv_from<R: Read>(
+    reader: R,
+    path: &Path,
+    options: &CsvOptions,
+    columns: &[ColumnSpec],
+) -> Result<Vec<ColumnData>> {
+    read_csv_sized(reader, path, options, columns, None)
+}
+
+/// [`read_csv_from`] with the total size of the input in bytes, when known, used to size the
+/// output columns once instead of growing them block after block.
+fn read_csv_sized<R: Read>(
     mut reader: R,
     path: &Path,
     options: &CsvOptions,
     columns: &[ColumnSpec],
+    total_bytes: Option<u64>,
 ) -> Result<Vec<ColumnData>> {
     let parse_error = |line: u64, column: Option<&str>, message: String| Error::Parse {
         path: PathBuf::from(path),
@@ -471,6 +627,13 @@ pub fn read_csv_from<R: Read>(
     let mut targets = vec![None; header.len()];
     for (column, spec) in columns.iter().enumerate() {
         match header.iter().position(|name| *name == spec.name) {
+            // Each column needs exactly one field: every output slot is written once per row.
+            Some(position) if targets[position].is_some() => {
+                return Err(Error::invalid(
+                    "columns",
+                    format!("column {:?} is requested twice; request it once", spec.name),
+                ))
+            }
             Some(position) => targets[position] = Some(column),
             None => {
                 return Err(Error::ColumnNotFound {
@@ -489,6 +652,19 @@ pub fn read_csv_from<R: Read>(
     };
 
     let mut builders: Vec<Builder> = columns.iter().map(|spec| Builder::new(spec.kind)).collect();
+    if let Some(total) = total_bytes {
+        // Rows estimated from the line length of the first block, with a margin; a wrong guess
+        // only costs a reallocation.
+        let sample = &block[consumed..];
+        let sample_lines = sample.iter().filter(|&&b| b == b'\n').count();
+        if sample_lines > 0 {
+            let bytes_per_line = sample.len() as f64 / sample_lines as f64;
+            let estimate = (total as f64 / bytes_per_line * 1.02) as usize + 16;
+            for builder in &mut builders {
+                builder.reserve(estimate);
+            }
+        }
+    }
     let mut rows = 0u64;
     loop {
         // Parse the complete lines of the block; keep a trailing partial line for the next one.
@@ -516,25 +692,56 @@ pub fn read_csv_from<R: Read>(
         }
         let threads = rayon::current_num_threads();
         let pieces = split_at_lines(lines, threads * 4);
+        let piece_rows: Vec<usize> = pieces.par_iter().map(|piece| count_rows(piece)).collect();
+        let block_rows: usize = piece_rows.iter().sum();
+
+        // Each piece parses straight into its own run of every numeric output column.
+        let mut per_piece: Vec<Vec<Target<'_, '_>>> = pieces
+            .iter()
+            .map(|_| Vec::with_capacity(builders.len()))
+            .collect();
+        for (builder, spec) in builders.iter_mut().zip(columns) {
+            for (piece, target) in per_piece
+                .iter_mut()
+                .zip(builder.targets(spec.kind, &piece_rows))
+            {
+                piece.push(target);
+            }
+        }
         let results: Vec<_> = pieces
             .par_iter()
-            .map(|piece| layout.parse_piece(piece))
+            .zip(per_piece.par_iter_mut())
+            .map(|(piece, outputs)| layout.parse_piece(piece, outputs))
             .collect();
-        for result in results {
+        // Category codes of each column, piece by piece in file order.
+        let mut categories: Vec<Vec<Partial<'_>>> = columns.iter().map(|_| Vec::new()).collect();
+        for (outputs, result) in per_piece.into_iter().zip(results) {
             match result {
-                Ok((partials, piece_lines, piece_rows)) => {
-                    for (builder, partial) in builders.iter_mut().zip(partials) {
-                        builder.append(partial);
-                    }
-                    next_line += piece_lines;
-                    rows += piece_rows;
-                }
+                Ok(piece_lines) => next_line += piece_lines,
                 Err((line, column, message)) => {
                     let column = column.map(|c| columns[c].name.as_str());
                     return Err(parse_error(next_line + line, column, message));
                 }
             }
+            for (column, target) in categories.iter_mut().zip(outputs) {
+                if let Target::Category(partial) = target {
+                    column.push(partial);
+                }
+            }
         }
+        rows += block_rows as u64;
+        builders
+            .par_iter_mut()
+            .zip(categories)
+            .for_each(|(builder, partials)| {
+                // SAFETY: every piece succeeded, and a piece that parses without an error writes
+                // each numeric column once per row (a row with a missing field is an error),
+                // so all `block_rows` slots handed out above are written.
+                unsafe { builder.commit(block_rows) };
+                for partial in partials {
+                    builder.append(partial);
+                }
+            });
         if at_end {
             break;
         }
@@ -734,6 +941,51 @@ mod tests {
         text.push_str("oops,l1\n");
         let error = read(&text, b',', &columns).unwrap_err();
         assert!(error.to_string().contains("line 200002"), "{error}");
+    }
+
+    #[test]
+    fn blank_lines_are_skipped_but_counted() {
+        // Blank lines, with and without a carriage return, spread over many pieces.
+        let mut text = String::from("id,x,label\n");
+        for row in 0..150_000 {
+            text.push_str(&format!("{row},{}.5,c{}\n", row % 3, row % 5));
+            if row % 9_999 == 0 {
+                text.push_str(if row % 2 == 0 { "\n" } else { "\r\n" });
+            }
+        }
+        let columns = [
+            spec("id", ColumnKind::Int64),
+            spec("x", ColumnKind::Float64),
+            spec("label", ColumnKind::Category),
+        ];
+        let data = read(&text, b',', &columns).unwrap();
+        match (&data[0], &data[1], &data[2]) {
+            (
+                ColumnData::Int64(ids),
+                ColumnData::Float64(x),
+                ColumnData::Category { codes, .. },
+            ) => {
+                assert_eq!(ids.len(), 150_000);
+                assert!(ids.iter().enumerate().all(|(i, &id)| id == i as i64));
+                assert_eq!(x[149_999], 2.5);
+                assert_eq!(codes[7], 3);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        // 150,000 rows and 16 blank lines after the header: the bad row is on line 150,018.
+        text.push_str("1,bad,c1\n");
+        let error = read(&text, b',', &columns).unwrap_err().to_string();
+        assert!(
+            error.contains("line 150018") && error.contains("column x"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn duplicate_column_is_rejected() {
+        let columns = [spec("a", ColumnKind::Int64), spec("a", ColumnKind::Float64)];
+        let error = read("a,b\n1,2\n", b',', &columns).unwrap_err();
+        assert!(error.to_string().contains("requested twice"), "{error}");
     }
 
     #[test]

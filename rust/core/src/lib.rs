@@ -4,6 +4,7 @@
 pub mod csv_reader;
 pub mod csv_writer;
 pub mod error;
+pub mod kuairand;
 mod memory;
 pub mod metrics;
 pub mod partition;

@@ -8,74 +8,279 @@ use rayon::prelude::*;
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::error::{check_len, Error, Result};
+use crate::memory;
+
+/// Rows per chunk in the parallel passes over rows.
+const CHUNK_ROWS: usize = 1 << 16;
 
 /// Return the permutation that sorts rows by (user, time), ties kept in original row order.
 ///
 /// The sort is stable: rows with equal (user, time) keep their file order. KuaiRand logs put
 /// most consecutive exposures of a user in the same second, so this tie-break decides the order
 /// of most steps and must be reproducible.
-///
-/// Rows are first grouped by user with a counting sort over the distinct users (found with a
-/// hash map, then ranked), which keeps file order inside each group. Each group is then sorted
-/// by time with a stable sort, in parallel across users. Logs are usually written in time order,
-/// so the per-user sorts mostly find runs that are already sorted.
 pub fn stable_order(users: &[i64], times: &[i64]) -> Result<Vec<i64>> {
     check_len("times", times, users.len())?;
-    let n = users.len();
-    let already_sorted = (1..n)
-        .into_par_iter()
-        .all(|i| (users[i - 1], times[i - 1]) <= (users[i], times[i]));
-    if already_sorted {
-        return Ok((0..n as i64).collect());
-    }
+    Ok(sort_rows(users, times, scatter_parts(users.len())).order)
+}
 
-    // Dense user codes in order of first appearance, then their rank in sorted user order.
-    let mut code_of: FxHashMap<i64, u32> = FxHashMap::default();
-    let mut distinct: Vec<i64> = Vec::new();
-    let codes: Vec<u32> = users
+/// A permutation by (user, time, row) with the times gathered in that order.
+struct SortedRows {
+    order: Vec<i64>,
+    times: Vec<i64>,
+    /// Distinct users in sorted order and the start of each one's rows: length U + 1.
+    distinct: Vec<i64>,
+    group_starts: Vec<usize>,
+}
+
+/// Number of parts the counting sort scatters in parallel. Each part keeps one counter per
+/// distinct user, so logs with very many users use fewer parts.
+fn scatter_parts(rows: usize) -> usize {
+    (rayon::current_num_threads() * 4).min(rows / CHUNK_ROWS + 1)
+}
+
+/// A raw pointer that parallel tasks write through at disjoint positions.
+#[derive(Clone, Copy)]
+struct SharedOutput<T>(*mut T);
+
+// SAFETY: the pointer is only written at positions that no other task writes (see `sort_rows`),
+// and the buffer outlives every task.
+unsafe impl<T: Send> Send for SharedOutput<T> {}
+unsafe impl<T: Send> Sync for SharedOutput<T> {}
+
+/// Counting sort of the rows by user rank, then a stable sort by time inside each user.
+///
+/// The rows are cut into `parts` ranges. Each range counts its rows per user, and those counts
+/// give every (range, user) pair its own run of output slots, so the ranges scatter their rows
+/// in parallel and file order survives inside each user. Logs are usually written in time
+/// order, so the per-user time sorts mostly find their runs already sorted.
+fn sort_rows(users: &[i64], times: &[i64], parts: usize) -> SortedRows {
+    let n = users.len();
+    let parts = parts.clamp(1, n.max(1));
+    let part_rows = n.div_ceil(parts).max(1);
+
+    // Distinct users, sorted: a user's position in `distinct` is its rank.
+    // Logs often hold runs of one user (a session), so a row equal to the one before skips the
+    // hash table, here and in the rank lookup below.
+    let seen = users
+        .par_chunks(CHUNK_ROWS)
+        .map(|chunk| {
+            let mut seen = FxHashSet::default();
+            let mut previous = None;
+            for &user in chunk {
+                if previous != Some(user) {
+                    seen.insert(user);
+                    previous = Some(user);
+                }
+            }
+            seen
+        })
+        .reduce(FxHashSet::default, |mut left, mut right| {
+            if left.len() < right.len() {
+                std::mem::swap(&mut left, &mut right);
+            }
+            left.extend(right);
+            left
+        });
+    let mut distinct: Vec<i64> = seen.into_iter().collect();
+    distinct.par_sort_unstable();
+    let rank_of: FxHashMap<i64, u32> = distinct
         .iter()
-        .map(|&user| {
-            *code_of.entry(user).or_insert_with(|| {
-                distinct.push(user);
-                (distinct.len() - 1) as u32
-            })
+        .enumerate()
+        .map(|(rank, &user)| (user, rank as u32))
+        .collect();
+    let mut ranks: Vec<u32> = vec![0; n];
+    memory::advise_huge_pages(&mut ranks);
+    ranks
+        .par_chunks_mut(CHUNK_ROWS)
+        .zip(users.par_chunks(CHUNK_ROWS))
+        .for_each(|(ranks, users)| {
+            let mut previous: Option<(i64, u32)> = None;
+            for (rank, &user) in ranks.iter_mut().zip(users) {
+                *rank = match previous {
+                    Some((previous_user, previous_rank)) if previous_user == user => previous_rank,
+                    _ => {
+                        let found = rank_of[&user];
+                        previous = Some((user, found));
+                        found
+                    }
+                };
+            }
+        });
+
+    // Rows per (part, user), then the first output slot of each (part, user) run.
+    let users_count = distinct.len();
+    let mut cursors: Vec<Vec<usize>> = ranks
+        .par_chunks(part_rows)
+        .map(|part| {
+            let mut counts = vec![0usize; users_count];
+            for &rank in part {
+                counts[rank as usize] += 1;
+            }
+            counts
         })
         .collect();
-    let mut by_user: Vec<u32> = (0..distinct.len() as u32).collect();
-    by_user.par_sort_unstable_by_key(|&code| distinct[code as usize]);
-    let mut rank = vec![0u32; distinct.len()];
-    for (position, &code) in by_user.iter().enumerate() {
-        rank[code as usize] = position as u32;
+    let mut group_starts = vec![0usize; users_count + 1];
+    let mut next_slot = 0usize;
+    for rank in 0..users_count {
+        group_starts[rank] = next_slot;
+        for counts in cursors.iter_mut() {
+            let count = counts[rank];
+            counts[rank] = next_slot;
+            next_slot += count;
+        }
     }
+    group_starts[users_count] = next_slot;
 
-    // Counting sort by rank: group starts, then rows scattered in file order.
-    let mut starts = vec![0usize; distinct.len() + 1];
-    for &code in &codes {
-        starts[rank[code as usize] as usize + 1] += 1;
-    }
-    for group in 1..starts.len() {
-        starts[group] += starts[group - 1];
-    }
-    let mut cursor = starts.clone();
-    let mut order = vec![0i64; n];
-    for (row, &code) in codes.iter().enumerate() {
-        let slot = &mut cursor[rank[code as usize] as usize];
-        order[*slot] = row as i64;
-        *slot += 1;
-    }
+    let mut order: Vec<i64> = vec![0; n];
+    let mut sorted_times: Vec<i64> = vec![0; n];
+    memory::advise_huge_pages(&mut order);
+    memory::advise_huge_pages(&mut sorted_times);
+    let order_out = SharedOutput(order.as_mut_ptr());
+    let times_out = SharedOutput(sorted_times.as_mut_ptr());
+    ranks
+        .par_chunks(part_rows)
+        .zip(cursors.par_iter_mut())
+        .enumerate()
+        .for_each(|(part, (ranks, cursor))| {
+            let (order_out, times_out) = (order_out, times_out);
+            let first_row = part * part_rows;
+            for (offset, &rank) in ranks.iter().enumerate() {
+                let row = first_row + offset;
+                let slot = &mut cursor[rank as usize];
+                // SAFETY: slot < n, and the runs of slots of different (part, user) pairs are
+                // disjoint, so every slot is written by exactly one task, exactly once.
+                unsafe {
+                    *order_out.0.add(*slot) = row as i64;
+                    *times_out.0.add(*slot) = times[row];
+                }
+                *slot += 1;
+            }
+        });
+    drop(ranks);
 
     // Sort each user's rows by time; the stable sort keeps file order for equal times.
-    let mut groups = Vec::with_capacity(distinct.len());
-    let mut rest = order.as_mut_slice();
-    for window in starts.windows(2) {
+    let mut order_groups = Vec::with_capacity(users_count);
+    let mut time_groups = Vec::with_capacity(users_count);
+    let (mut order_rest, mut times_rest) = (order.as_mut_slice(), sorted_times.as_mut_slice());
+    for window in group_starts.windows(2) {
+        let size = window[1] - window[0];
+        let (group, tail) = order_rest.split_at_mut(size);
+        order_groups.push(group);
+        order_rest = tail;
+        let (group, tail) = times_rest.split_at_mut(size);
+        time_groups.push(group);
+        times_rest = tail;
+    }
+    order_groups
+        .into_par_iter()
+        .zip(time_groups)
+        .for_each(|(rows, group_times)| {
+            if group_times.windows(2).all(|pair| pair[0] <= pair[1]) {
+                return;
+            }
+            rows.sort_by_key(|&row| times[row as usize]);
+            for (time, &row) in group_times.iter_mut().zip(rows.iter()) {
+                *time = times[row as usize];
+            }
+        });
+    SortedRows {
+        order,
+        times: sorted_times,
+        distinct,
+        group_starts,
+    }
+}
+
+/// A log sorted by (user, time, row) and cut into episodes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SortedEpisodes {
+    /// The sorting permutation: row `order[i]` of the input is row i of the output.
+    pub order: Vec<i64>,
+    /// Users in sorted order.
+    pub users: Vec<i64>,
+    /// Times in sorted order.
+    pub times: Vec<i64>,
+    /// The segments in sorted order, when segments were given.
+    pub segments: Option<Vec<u8>>,
+    /// The episodes of the sorted rows, as [`build_episodes`] returns them.
+    pub episodes: Episodes,
+}
+
+/// Sort rows by (user, time, row) and cut them into episodes in one call.
+///
+/// The result equals [`stable_order`], the gathered users, times and segments, and
+/// [`build_episodes`] on the sorted rows. `segments` and `episode_ends` are given in input row
+/// order. Fusing the steps lets the sort gather times while it scatters rows and fill users
+/// per group instead of gathering them row by row.
+pub fn sort_episodes(
+    users: &[i64],
+    times: &[i64],
+    segments: Option<&[u8]>,
+    episode_ends: Option<&[u8]>,
+    options: &EpisodeOptions,
+) -> Result<SortedEpisodes> {
+    let n = users.len();
+    check_episode_inputs(n, times, segments, episode_ends, options)?;
+    sort_episodes_in_parts(
+        users,
+        times,
+        segments,
+        episode_ends,
+        options,
+        scatter_parts(n),
+        CHUNK_ROWS,
+    )
+}
+
+fn sort_episodes_in_parts(
+    users: &[i64],
+    times: &[i64],
+    segments: Option<&[u8]>,
+    episode_ends: Option<&[u8]>,
+    options: &EpisodeOptions,
+    parts: usize,
+    chunk_rows: usize,
+) -> Result<SortedEpisodes> {
+    let n = users.len();
+    let sorted = sort_rows(users, times, parts);
+    let mut sorted_users: Vec<i64> = vec![0; n];
+    memory::advise_huge_pages(&mut sorted_users);
+    let mut user_groups = Vec::with_capacity(sorted.distinct.len());
+    let mut rest = sorted_users.as_mut_slice();
+    for window in sorted.group_starts.windows(2) {
         let (group, tail) = rest.split_at_mut(window[1] - window[0]);
-        groups.push(group);
+        user_groups.push(group);
         rest = tail;
     }
-    groups
+    user_groups
         .into_par_iter()
-        .for_each(|group| group.sort_by_key(|&row| times[row as usize]));
-    Ok(order)
+        .zip(sorted.distinct.par_iter())
+        .for_each(|(group, &user)| group.fill(user));
+
+    let gather = |values: &[u8]| -> Vec<u8> {
+        sorted
+            .order
+            .par_iter()
+            .map(|&row| values[row as usize])
+            .collect()
+    };
+    let sorted_segments = segments.map(gather);
+    let sorted_ends = episode_ends.map(gather);
+    let episodes = cut_sorted(
+        &sorted_users,
+        &sorted.times,
+        sorted_segments.as_deref(),
+        sorted_ends.as_deref(),
+        options,
+        chunk_rows,
+    );
+    Ok(SortedEpisodes {
+        order: sorted.order,
+        users: sorted_users,
+        times: sorted.times,
+        segments: sorted_segments,
+        episodes,
+    })
 }
 
 /// Gather `values[order[i]]` for every i, in parallel.
@@ -88,6 +293,43 @@ pub fn take<T: Copy + Send + Sync>(values: &[T], order: &[i64]) -> Result<Vec<T>
         ));
     }
     Ok(order.par_iter().map(|&row| values[row as usize]).collect())
+}
+
+/// Gather rows `order` of the columns into a row-major [N, K] matrix (K = number of columns),
+/// in parallel: element (i, k) is `columns[k][order[i]]`.
+pub fn take_columns<T: Copy + Send + Sync>(columns: &[&[T]], order: &[i64]) -> Result<Vec<T>> {
+    let rows = columns.first().map_or(0, |column| column.len());
+    for (position, column) in columns.iter().enumerate() {
+        check_len(&format!("columns[{position}]"), column, rows)?;
+    }
+    let limit = rows as i64;
+    if let Some(bad) = order.par_iter().find_any(|&&row| row < 0 || row >= limit) {
+        return Err(Error::invalid(
+            "order",
+            format!("index {bad} is out of range for {rows} rows"),
+        ));
+    }
+    let width = columns.len();
+    let size = order.len() * width;
+    let mut matrix: Vec<T> = Vec::with_capacity(size);
+    if width == 0 {
+        return Ok(matrix);
+    }
+    let slots = &mut matrix.spare_capacity_mut()[..size];
+    memory::advise_huge_pages(slots);
+    slots
+        .par_chunks_mut(width * 4096)
+        .zip(order.par_chunks(4096))
+        .for_each(|(slots, order)| {
+            for (row_slots, &row) in slots.chunks_mut(width).zip(order) {
+                for (slot, column) in row_slots.iter_mut().zip(columns) {
+                    slot.write(column[row as usize]);
+                }
+            }
+        });
+    // SAFETY: the capacity is `size`, and the loop wrote `width` slots for each of the rows.
+    unsafe { matrix.set_len(size) };
+    Ok(matrix)
 }
 
 /// Options for cutting episodes and flagging their ends.
@@ -134,6 +376,40 @@ pub fn build_episodes(
     options: &EpisodeOptions,
 ) -> Result<Episodes> {
     let n = users.len();
+    check_episode_inputs(n, times, segments, episode_ends, options)?;
+    let unsorted = (1..n)
+        .into_par_iter()
+        .find_first(|&i| (users[i - 1], times[i - 1]) > (users[i], times[i]));
+    if let Some(row) = unsorted {
+        return Err(Error::invalid(
+            "users, times",
+            format!(
+                "rows must be sorted by (user, time), but row {row} (user {}, time {}) comes after \
+                 (user {}, time {}); sort with stable_order first",
+                users[row],
+                times[row],
+                users[row - 1],
+                times[row - 1]
+            ),
+        ));
+    }
+    Ok(cut_sorted(
+        users,
+        times,
+        segments,
+        episode_ends,
+        options,
+        CHUNK_ROWS,
+    ))
+}
+
+fn check_episode_inputs(
+    n: usize,
+    times: &[i64],
+    segments: Option<&[u8]>,
+    episode_ends: Option<&[u8]>,
+    options: &EpisodeOptions,
+) -> Result<()> {
     check_len("times", times, n)?;
     if let Some(segments) = segments {
         check_len("segments", segments, n)?;
@@ -155,34 +431,36 @@ pub fn build_episodes(
             format!("must be non-negative, got {}", options.active_within_ms),
         ));
     }
-    if let Some(row) = (1..n).find(|&i| (users[i - 1], times[i - 1]) > (users[i], times[i])) {
-        return Err(Error::invalid(
-            "users, times",
-            format!(
-                "rows must be sorted by (user, time), but row {row} (user {}, time {}) comes after \
-                 (user {}, time {}); sort with stable_order first",
-                users[row],
-                times[row],
-                users[row - 1],
-                times[row - 1]
-            ),
-        ));
-    }
+    Ok(())
+}
 
+/// Outcome of a sorted row: its episode goes on to the next row, or ends there.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum StepEnd {
+    /// The next row continues the episode.
+    Continues,
+    Terminated,
+    Truncated,
+}
+
+/// Cut rows already sorted by (user, time) into episodes, in parallel chunks of `chunk_rows`.
+///
+/// Whether row i ends an episode depends on rows i and i + 1 only, so every chunk flags its
+/// rows alone. A chunk's first row starts an episode when the row before it ends one.
+fn cut_sorted(
+    users: &[i64],
+    times: &[i64],
+    segments: Option<&[u8]>,
+    episode_ends: Option<&[u8]>,
+    options: &EpisodeOptions,
+    chunk_rows: usize,
+) -> Episodes {
+    let n = users.len();
+    let chunk_rows = chunk_rows.max(1);
     let window_end = options
         .window_end_ms
-        .unwrap_or_else(|| times.iter().copied().max().unwrap_or(0));
-    let mut episodes = Episodes {
-        episode_starts: Vec::with_capacity(n / 8 + 2),
-        terminals: vec![0; n],
-        truncations: vec![0; n],
-        next_index: vec![-1; n],
-    };
-
-    for i in 0..n {
-        if i == 0 || episodes.next_index[i - 1] == -1 {
-            episodes.episode_starts.push(i as i64);
-        }
+        .unwrap_or_else(|| times.par_iter().copied().max().unwrap_or(0));
+    let step_end = |i: usize| -> StepEnd {
         let last_of_user = i + 1 == n || users[i + 1] != users[i];
         let flagged_end = episode_ends.is_some_and(|ends| ends[i] != 0);
         let segment_change =
@@ -191,24 +469,71 @@ pub fn build_episodes(
             && options
                 .session_gap_ms
                 .is_some_and(|gap| times[i + 1] - times[i] > gap);
-
         if flagged_end || session_end {
-            episodes.terminals[i] = 1;
+            StepEnd::Terminated
         } else if segment_change {
-            episodes.truncations[i] = 1;
+            StepEnd::Truncated
         } else if last_of_user {
             let may_still_be_active = window_end - times[i] < options.active_within_ms;
             if may_still_be_active {
-                episodes.truncations[i] = 1;
+                StepEnd::Truncated
             } else {
-                episodes.terminals[i] = 1;
+                StepEnd::Terminated
             }
         } else {
-            episodes.next_index[i] = i as i64 + 1;
+            StepEnd::Continues
         }
+    };
+
+    let mut terminals: Vec<u8> = vec![0; n];
+    let mut truncations: Vec<u8> = vec![0; n];
+    let mut next_index: Vec<i64> = vec![0; n];
+    memory::advise_huge_pages(&mut terminals);
+    memory::advise_huge_pages(&mut truncations);
+    memory::advise_huge_pages(&mut next_index);
+    let chunk_starts: Vec<Vec<i64>> = next_index
+        .par_chunks_mut(chunk_rows)
+        .zip(terminals.par_chunks_mut(chunk_rows))
+        .zip(truncations.par_chunks_mut(chunk_rows))
+        .enumerate()
+        .map(|(chunk, ((next, terminal), truncated))| {
+            let first = chunk * chunk_rows;
+            let mut starts = Vec::new();
+            let mut episode_open = first > 0 && step_end(first - 1) == StepEnd::Continues;
+            for offset in 0..next.len() {
+                let i = first + offset;
+                if !episode_open {
+                    starts.push(i as i64);
+                }
+                let end = step_end(i);
+                episode_open = end == StepEnd::Continues;
+                match end {
+                    StepEnd::Continues => next[offset] = i as i64 + 1,
+                    StepEnd::Terminated => {
+                        next[offset] = -1;
+                        terminal[offset] = 1;
+                    }
+                    StepEnd::Truncated => {
+                        next[offset] = -1;
+                        truncated[offset] = 1;
+                    }
+                }
+            }
+            starts
+        })
+        .collect();
+    let mut episode_starts =
+        Vec::with_capacity(chunk_starts.iter().map(Vec::len).sum::<usize>() + 1);
+    for starts in chunk_starts {
+        episode_starts.extend_from_slice(&starts);
     }
-    episodes.episode_starts.push(n as i64);
-    Ok(episodes)
+    episode_starts.push(n as i64);
+    Episodes {
+        episode_starts,
+        terminals,
+        truncations,
+        next_index,
+    }
 }
 
 /// Fill, for each row, the items of the `length` previous rows of the same user, most recent
@@ -228,28 +553,29 @@ pub fn history_windows(users: &[i64], items: &[i64], length: usize) -> Result<Ve
     let size = n.checked_mul(length).ok_or_else(too_large)?;
     let mut windows: Vec<i64> = Vec::new();
     windows.try_reserve_exact(size).map_err(|_| too_large())?;
-    windows.resize(size, 0);
     if length == 0 || n == 0 {
+        windows.resize(size, 0);
         return Ok(windows);
     }
 
-    let mut user_start = vec![0usize; n];
-    for i in 1..n {
-        user_start[i] = if users[i] == users[i - 1] {
-            user_start[i - 1]
-        } else {
-            i
-        };
-    }
-    windows
+    // Every slot is written below, padding included, so the buffer is never zero-filled first.
+    let slots = &mut windows.spare_capacity_mut()[..size];
+    memory::advise_huge_pages(slots);
+    slots
         .par_chunks_mut(length)
         .enumerate()
         .for_each(|(row, window)| {
-            let first = user_start[row];
-            for (slot, previous) in window.iter_mut().zip((first..row).rev()) {
-                *slot = items[previous];
+            let user = users[row];
+            let mut previous_rows = (0..row)
+                .rev()
+                .take_while(|&previous| users[previous] == user);
+            for slot in window.iter_mut() {
+                slot.write(previous_rows.next().map_or(0, |previous| items[previous]));
             }
         });
+    // SAFETY: the capacity is at least `size` (reserved above) and the loop initialised all
+    // `size` slots, `length` per row for each of the n rows.
+    unsafe { windows.set_len(size) };
     Ok(windows)
 }
 
@@ -260,12 +586,14 @@ pub fn encode_ids(vocabulary_source: &[i64], values: &[i64]) -> (Vec<i64>, Vec<i
     let mut vocabulary = vocabulary_source.to_vec();
     vocabulary.par_sort_unstable();
     vocabulary.dedup();
+    let code_of: FxHashMap<i64, i64> = vocabulary
+        .iter()
+        .enumerate()
+        .map(|(position, &id)| (id, position as i64 + 1))
+        .collect();
     let codes = values
         .par_iter()
-        .map(|value| match vocabulary.binary_search(value) {
-            Ok(position) => position as i64 + 1,
-            Err(_) => 0,
-        })
+        .map(|value| code_of.get(value).copied().unwrap_or(0))
         .collect();
     (codes, vocabulary)
 }
@@ -362,6 +690,109 @@ mod tests {
     fn count_distinct_counts_each_value_once() {
         assert_eq!(count_distinct(&[3, i64::MIN, 3, i64::MAX]), 3);
         assert_eq!(count_distinct(&[]), 0);
+    }
+
+    /// Random rows from a fixed linear congruential generator: few users and times, so that
+    /// ties and one-row users are common, and a few extreme ids.
+    fn random_log(seed: u64, n: usize) -> (Vec<i64>, Vec<i64>, Vec<u8>) {
+        let mut state = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let mut next = || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            state >> 33
+        };
+        let mut users = Vec::with_capacity(n);
+        let mut times = Vec::with_capacity(n);
+        let mut flags = Vec::with_capacity(n);
+        for _ in 0..n {
+            users.push(match next() % 10 {
+                0 => i64::MIN,
+                1 => i64::MAX,
+                value => value as i64 - 5,
+            });
+            times.push((next() % 40) as i64);
+            flags.push((next() % 3 == 0) as u8);
+        }
+        (users, times, flags)
+    }
+
+    #[test]
+    fn sort_episodes_matches_separate_steps() {
+        for seed in 0..200 {
+            let n = (seed as usize * 7) % 90;
+            let (users, times, flags) = random_log(seed, n);
+            let segments: Vec<u8> = times.iter().map(|&t| (t / 15) as u8).collect();
+            let mut expected_order: Vec<i64> = (0..n as i64).collect();
+            expected_order.sort_by_key(|&row| (users[row as usize], times[row as usize]));
+            let gather = |values: &[i64]| -> Vec<i64> {
+                expected_order.iter().map(|&r| values[r as usize]).collect()
+            };
+            let sorted_users = gather(&users);
+            let sorted_times = gather(&times);
+            let sorted_segments: Vec<u8> = expected_order
+                .iter()
+                .map(|&r| segments[r as usize])
+                .collect();
+            let sorted_flags: Vec<u8> = expected_order.iter().map(|&r| flags[r as usize]).collect();
+            let mut opts = options(if seed % 2 == 0 { Some(5) } else { None });
+            opts.active_within_ms = (seed % 4) as i64 * 5;
+            let use_flags = seed % 3 == 0;
+            let expected = build_episodes(
+                &sorted_users,
+                &sorted_times,
+                Some(&sorted_segments),
+                use_flags.then_some(sorted_flags.as_slice()),
+                &opts,
+            )
+            .unwrap();
+            for (parts, chunk_rows) in [(1, 1000), (3, 1), (4, 7), (50, 2)] {
+                let actual = sort_episodes_in_parts(
+                    &users,
+                    &times,
+                    Some(&segments),
+                    use_flags.then_some(flags.as_slice()),
+                    &opts,
+                    parts,
+                    chunk_rows,
+                )
+                .unwrap();
+                assert_eq!(actual.order, expected_order, "seed {seed}, parts {parts}");
+                assert_eq!(actual.users, sorted_users, "seed {seed}");
+                assert_eq!(actual.times, sorted_times, "seed {seed}");
+                assert_eq!(actual.segments.as_ref(), Some(&sorted_segments));
+                assert_eq!(actual.episodes, expected, "seed {seed}, chunk {chunk_rows}");
+                let cut = cut_sorted(
+                    &sorted_users,
+                    &sorted_times,
+                    Some(&sorted_segments),
+                    use_flags.then_some(sorted_flags.as_slice()),
+                    &opts,
+                    chunk_rows,
+                );
+                assert_eq!(cut, expected, "seed {seed}, chunk {chunk_rows}");
+            }
+        }
+    }
+
+    #[test]
+    fn sort_episodes_empty_input() {
+        let sorted = sort_episodes(&[], &[], None, None, &options(None)).unwrap();
+        assert!(sorted.order.is_empty());
+        assert_eq!(sorted.episodes.episode_starts, vec![0]);
+        assert_eq!(sorted.segments, None);
+    }
+
+    #[test]
+    fn take_columns_is_row_major() {
+        let first = [1.0f32, 2.0, 3.0];
+        let second = [10.0f32, 20.0, 30.0];
+        let matrix = take_columns(&[&first[..], &second[..]], &[2, 0]).unwrap();
+        assert_eq!(matrix, vec![3.0, 30.0, 1.0, 10.0]);
+        assert!(take_columns(&[&first[..]], &[3]).is_err());
+        assert!(take_columns(&[&first[..], &second[..2]], &[0]).is_err());
     }
 
     #[test]

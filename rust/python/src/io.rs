@@ -8,6 +8,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use recrl_core::csv_reader::{self, ColumnData, ColumnKind, ColumnSpec, CsvOptions};
 use recrl_core::csv_writer::{self, ColumnValues};
+use recrl_core::kuairand;
 
 use crate::errors::run_detached;
 
@@ -103,6 +104,29 @@ fn write_csv<'py>(
     run_detached(py, || csv_writer::write_csv(&path, delimiter, &borrowed))
 }
 
+/// Derive KuaiRand watch time (s), watch ratio and zero-duration flags from play and video
+/// durations.
+///
+/// Returns a dict with `watch_time` and `watch_ratio` (float32), `duration_zero` (uint8), and
+/// the counts `negative_play_rows` and `zero_duration_rows`.
+#[pyfunction]
+fn kuairand_watch_responses<'py>(
+    py: Python<'py>,
+    play_ms: PyReadonlyArray1<'py, i64>,
+    duration_ms: PyReadonlyArray1<'py, i64>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let play = play_ms.as_slice()?;
+    let duration = duration_ms.as_slice()?;
+    let responses = run_detached(py, || kuairand::watch_responses(play, duration))?;
+    let result = PyDict::new(py);
+    result.set_item("watch_time", responses.watch_time.into_pyarray(py))?;
+    result.set_item("watch_ratio", responses.watch_ratio.into_pyarray(py))?;
+    result.set_item("duration_zero", responses.duration_zero.into_pyarray(py))?;
+    result.set_item("negative_play_rows", responses.negative_play_rows)?;
+    result.set_item("zero_duration_rows", responses.zero_duration_rows)?;
+    Ok(result)
+}
+
 fn single_byte(delimiter: &str) -> PyResult<u8> {
     match delimiter.as_bytes() {
         [byte] => Ok(*byte),
@@ -115,5 +139,6 @@ fn single_byte(delimiter: &str) -> PyResult<u8> {
 pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(read_csv, module)?)?;
     module.add_function(wrap_pyfunction!(write_csv, module)?)?;
+    module.add_function(wrap_pyfunction!(kuairand_watch_responses, module)?)?;
     Ok(())
 }

@@ -57,6 +57,48 @@ fn build_episodes<'py>(
     Ok(result)
 }
 
+/// Sort rows by (user, time, row) and cut them into episodes; returns a dict of arrays.
+#[pyfunction]
+#[pyo3(signature = (users, times, *, segments=None, episode_ends=None, session_gap_ms=None, window_end_ms=None, active_within_ms=0))]
+#[allow(clippy::too_many_arguments)]
+fn sort_episodes<'py>(
+    py: Python<'py>,
+    users: PyReadonlyArray1<'py, i64>,
+    times: PyReadonlyArray1<'py, i64>,
+    segments: Option<PyReadonlyArray1<'py, u8>>,
+    episode_ends: Option<PyReadonlyArray1<'py, u8>>,
+    session_gap_ms: Option<i64>,
+    window_end_ms: Option<i64>,
+    active_within_ms: i64,
+) -> PyResult<Bound<'py, PyDict>> {
+    let users = users.as_slice()?;
+    let times = times.as_slice()?;
+    let segments = segments.as_ref().map(|a| a.as_slice()).transpose()?;
+    let episode_ends = episode_ends.as_ref().map(|a| a.as_slice()).transpose()?;
+    let options = EpisodeOptions {
+        session_gap_ms,
+        window_end_ms,
+        active_within_ms,
+    };
+    let sorted = run_detached(py, || {
+        trajectory::sort_episodes(users, times, segments, episode_ends, &options)
+    })?;
+
+    let result = PyDict::new(py);
+    result.set_item("order", sorted.order.into_pyarray(py))?;
+    result.set_item("users", sorted.users.into_pyarray(py))?;
+    result.set_item("times", sorted.times.into_pyarray(py))?;
+    if let Some(segments) = sorted.segments {
+        result.set_item("segments", segments.into_pyarray(py))?;
+    }
+    let episodes = sorted.episodes;
+    result.set_item("episode_starts", episodes.episode_starts.into_pyarray(py))?;
+    result.set_item("terminals", episodes.terminals.into_pyarray(py))?;
+    result.set_item("truncations", episodes.truncations.into_pyarray(py))?;
+    result.set_item("next_index", episodes.next_index.into_pyarray(py))?;
+    Ok(result)
+}
+
 /// Items of the `length` previous rows of the same user for each row, most recent first.
 #[pyfunction]
 fn history_windows<'py>(
@@ -103,6 +145,25 @@ fn take_int64<'py>(
     Ok(taken.into_pyarray(py))
 }
 
+/// Gather rows `order` of K float32 columns into a [N, K] array, in parallel.
+#[pyfunction]
+fn take_columns_float32<'py>(
+    py: Python<'py>,
+    columns: Vec<PyReadonlyArray1<'py, f32>>,
+    order: PyReadonlyArray1<'py, i64>,
+) -> PyResult<Bound<'py, PyArray2<f32>>> {
+    let slices = columns
+        .iter()
+        .map(|column| column.as_slice())
+        .collect::<Result<Vec<_>, _>>()?;
+    let order = order.as_slice()?;
+    let rows = order.len();
+    let matrix = run_detached(py, || trajectory::take_columns(&slices, order))?;
+    let matrix = Array2::from_shape_vec((rows, slices.len()), matrix)
+        .map_err(|e| PyValueError::new_err(format!("gathered columns: {e}")))?;
+    Ok(matrix.into_pyarray(py))
+}
+
 /// Count the distinct values of an int64 array.
 #[pyfunction]
 fn count_distinct<'py>(py: Python<'py>, values: PyReadonlyArray1<'py, i64>) -> PyResult<usize> {
@@ -113,9 +174,11 @@ fn count_distinct<'py>(py: Python<'py>, values: PyReadonlyArray1<'py, i64>) -> P
 pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(stable_order, module)?)?;
     module.add_function(wrap_pyfunction!(build_episodes, module)?)?;
+    module.add_function(wrap_pyfunction!(sort_episodes, module)?)?;
     module.add_function(wrap_pyfunction!(history_windows, module)?)?;
     module.add_function(wrap_pyfunction!(encode_ids, module)?)?;
     module.add_function(wrap_pyfunction!(take_int64, module)?)?;
+    module.add_function(wrap_pyfunction!(take_columns_float32, module)?)?;
     module.add_function(wrap_pyfunction!(count_distinct, module)?)?;
     Ok(())
 }
