@@ -255,3 +255,17 @@ def test_otto_bad_line_is_named(tmp_path: Path) -> None:
     path.write_text('{"session": 1, "events": []}\n{"session": 2, "events": [{"aid": 1}]}\n')
     with pytest.raises(DataFormatError, match="line 2"):
         read_otto(path)
+
+
+def test_otto_repeated_session_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "otto.jsonl"
+    event = '{"aid": 5, "ts": 10, "type": "clicks"}'
+    path.write_text(
+        f'{{"session": 7, "events": [{event}]}}\n'
+        f'{{"session": 8, "events": [{event}]}}\n'
+        f'{{"session": 7, "events": [{event}]}}\n'
+    )
+    with pytest.raises(
+        DataFormatError, match=r"otto.jsonl, line 3: session 7 already appeared on line 1; each"
+    ):
+        read_otto(path)

@@ -386,6 +386,7 @@ def read_otto(path: str | Path) -> InteractionLog:
     times: list[int] = []
     kinds: list[int] = []
     kind_codes = {"clicks": 0, "carts": 1, "orders": 2}
+    first_lines: dict[int, int] = {}
     with path.open(encoding="utf-8") as handle:
         for line_number, line in enumerate(handle, start=1):
             if not line.strip():
@@ -405,6 +406,12 @@ def read_otto(path: str | Path) -> InteractionLog:
                     '{"session": int, "events": [{"aid": int, "ts": int, "type": '
                     f'"clicks"|"carts"|"orders"}}]}}, failed with {error!r}'
                 ) from error
+            if first_lines.setdefault(session, line_number) != line_number:
+                raise DataFormatError(
+                    f"{path}, line {line_number}: session {session} already appeared on line "
+                    f"{first_lines[session]}; each session must be one line with all its events, "
+                    "so merge the two lines"
+                )
     if not sessions:
         raise DataFormatError(f"{path}: the file has no sessions")
     session_array = np.asarray(sessions, dtype=np.int64)
