@@ -119,8 +119,13 @@ impl Storage {
     }
 }
 
+/// Values below which [`gather_rows`] copies in the calling thread. Handing a task to the
+/// rayon pool from a Python thread wakes a worker and waits for it, which costs more than
+/// copying a few thousand values (actions and rewards of a batch of 512).
+const SERIAL_GATHER_VALUES: usize = 1 << 15;
+
 // Copy row `(slot + offset) % capacity` of `source` for each slot into consecutive rows of
-// `target`, several rows per rayon task.
+// `target`: in the calling thread for small batches, otherwise several rows per rayon task.
 fn gather_rows<T: Copy + Send + Sync>(
     source: &[T],
     width: usize,
@@ -130,6 +135,13 @@ fn gather_rows<T: Copy + Send + Sync>(
     target: &mut [T],
 ) {
     if width == 0 {
+        return;
+    }
+    if slots.len() * width <= SERIAL_GATHER_VALUES {
+        for (row, &slot) in target.chunks_exact_mut(width).zip(slots) {
+            let slot = (slot + offset) % capacity;
+            row.copy_from_slice(&source[slot * width..(slot + 1) * width]);
+        }
         return;
     }
     let min_rows = (4096 / width).max(1);
