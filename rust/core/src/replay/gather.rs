@@ -61,9 +61,9 @@ impl Storage {
                 .zip(out.next_observations.par_chunks_mut(block * width))
                 .zip(slots.par_chunks(block))
                 .for_each(|((observations, next_observations), slots)| {
-                    // No software prefetch: issuing one per cache line of the rows ahead
-                    // stalled on the CPU's miss buffers and made the gather about 10 % slower
-                    // than leaving the rows to the hardware prefetcher.
+                    // No software prefetch. Issuing one per cache line of the rows ahead made
+                    // the gather about 10 % slower than leaving the rows to the hardware
+                    // prefetcher (see docs/decisions.md).
                     for ((row, next_row), &slot) in observations
                         .chunks_exact_mut(width)
                         .zip(next_observations.chunks_exact_mut(width))
@@ -119,7 +119,7 @@ impl Storage {
     }
 }
 
-/// Values below which [`gather_rows`] copies in the calling thread. Handing a task to the
+/// Most values that [`gather_rows`] copies in the calling thread. Handing a task to the
 /// rayon pool from a Python thread wakes a worker and waits for it, which costs more than
 /// copying a few thousand values (actions and rewards of a batch of 512).
 const SERIAL_GATHER_VALUES: usize = 1 << 15;

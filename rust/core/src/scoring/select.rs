@@ -108,8 +108,8 @@ pub fn fuse(
         ));
     }
     // Fast path for the weighted sum. A NaN or infinite prediction always makes its row's sum
-    // non-finite (p * w is NaN or infinite for any finite w, and adding finite terms keeps it
-    // so), so finite scores prove finite inputs and the predictions need no scan of their own.
+    // non-finite, because p * w is NaN or infinite for any finite w and adding finite terms
+    // keeps it so. Finite scores thus prove finite inputs, and the predictions need no scan.
     if mode == FusionMode::WeightedSum {
         let scores = all_weighted_sums(predictions, weights);
         if all_finite(&scores) {
@@ -363,7 +363,8 @@ thread_local! {
     static KEYS: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Largest key buffer kept between calls, in keys (8 MiB); larger ones are freed after use.
+/// Largest key buffer kept between calls, in keys (8 MiB); a larger one is shrunk to the k keys
+/// it returns.
 const KEPT_KEYS: usize = 1 << 20;
 
 /// Leave the `k` best keys of `scores`, sorted, in `buffer` and return them (1 <= k <= C).
