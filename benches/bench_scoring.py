@@ -5,19 +5,23 @@ Cases:
   mlp-1:  MLP 1044 -> 32 -> 1 (ReLU) for one state.
   mlp-512: the same MLP for a batch of 512 states.
 
-Usage: python benches/bench_scoring.py [--calls 2000] [--rounds 3]
+Usage: python benches/bench_scoring.py [--calls 2000] [--rounds 3] [--baseline-core PATH]
 Each round times every alternative `--calls` times, call by call. The table shows, per
 alternative, p50 and p99 of the round with the lowest p50 and the ratio of its p50 to recrl's.
+`--baseline-core` loads a second compiled `_core` extension (for example one built from an
+earlier commit) and times its `Scorer` on the same files as one more alternative.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import torch
@@ -39,11 +43,22 @@ def percentiles(function: Callable[[], object], calls: int) -> tuple[float, floa
     return float(p50), float(p99)
 
 
-def fusion_case(folder: Path) -> dict[str, Callable[[], object]]:
+def load_core(path: str) -> ModuleType:
+    """Load a compiled ``_core`` extension from `path` beside the installed one."""
+    spec = importlib.util.spec_from_file_location("_core", path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"--baseline-core: {path} is not a loadable extension module")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def fusion_case(folder: Path, baseline: ModuleType | None) -> dict[str, Callable[[], object]]:
     rng = np.random.default_rng(0)
     predictions = rng.random((1000, 8), dtype=np.float32)
     weights = rng.random(8, dtype=np.float32)
-    scorer = Scorer.load(export_fusion(folder / "fusion.safetensors", Fusion(weights.tolist())))
+    path = export_fusion(folder / "fusion.safetensors", Fusion(weights.tolist()))
+    scorer = Scorer.load(path)
     predictions_t = torch.from_numpy(predictions)
     weights_t = torch.from_numpy(weights)
 
@@ -55,17 +70,24 @@ def fusion_case(folder: Path) -> dict[str, Callable[[], object]]:
     def torch_top_k() -> object:
         return torch.topk(predictions_t @ weights_t, 50)
 
-    return {
+    cases: dict[str, Callable[[], object]] = {
         "recrl Scorer.top_k": lambda: scorer.top_k(None, predictions, 50),
         "numpy matmul+argpartition": numpy_top_k,
         "torch matmul+topk": torch_top_k,
     }
+    if baseline is not None:
+        old = baseline.Scorer.load(str(path))
+        cases["baseline core Scorer.top_k"] = lambda: old.top_k(None, predictions, 50)
+    return cases
 
 
-def mlp_case(folder: Path, batch: int | None) -> dict[str, Callable[[], object]]:
+def mlp_case(
+    folder: Path, batch: int | None, baseline: ModuleType | None
+) -> dict[str, Callable[[], object]]:
     torch.manual_seed(0)
     mlp = MLP(1044, [32], 1).eval()
-    scorer = Scorer.load(export_mlp(mlp, folder / "mlp.safetensors"))
+    path = export_mlp(mlp, folder / "mlp.safetensors")
+    scorer = Scorer.load(path)
     rng = np.random.default_rng(1)
     inputs = rng.normal(size=(batch or 1, 1044)).astype(np.float32)
     if batch is None:
@@ -92,6 +114,9 @@ def mlp_case(folder: Path, batch: int | None) -> dict[str, Callable[[], object]]
     cases = {"recrl Scorer.forward": lambda: scorer.forward(inputs)}
     if batch:
         cases["recrl Scorer.forward threads=2"] = lambda: scorer.forward(inputs, threads=2)
+    if baseline is not None:
+        old = baseline.Scorer.load(str(path))
+        cases["baseline core Scorer.forward"] = lambda: old.forward(inputs)
     cases.update(
         {"numpy": numpy_forward, "torch eager": torch_forward, "torchscript": script_forward}
     )
@@ -102,7 +127,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=2000, help="timed calls per round")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of every alternative")
+    parser.add_argument(
+        "--baseline-core",
+        help="path of another compiled recrl _core extension to time beside the installed one",
+    )
     args = parser.parse_args()
+    baseline = load_core(args.baseline_core) if args.baseline_core else None
     print(
         f"torch {torch.__version__} ({torch.get_num_threads()} threads), numpy {np.__version__}, "
         f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}"
@@ -110,9 +140,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
         cases = {
-            "fusion 1000x8 + top-50": fusion_case(folder),
-            "MLP 1044-32-1, one state": mlp_case(folder, None),
-            "MLP 1044-32-1, batch 512": mlp_case(folder, 512),
+            "fusion 1000x8 + top-50": fusion_case(folder, baseline),
+            "MLP 1044-32-1, one state": mlp_case(folder, None, baseline),
+            "MLP 1044-32-1, batch 512": mlp_case(folder, 512, baseline),
         }
         for title, alternatives in cases.items():
             best: dict[str, tuple[float, float]] = {}

@@ -61,15 +61,14 @@ impl Storage {
                 .zip(out.next_observations.par_chunks_mut(block * width))
                 .zip(slots.par_chunks(block))
                 .for_each(|((observations, next_observations), slots)| {
-                    for (position, ((row, next_row), &slot)) in observations
+                    // No software prefetch. Issuing one per cache line of the rows ahead made
+                    // the gather about 10 % slower than leaving the rows to the hardware
+                    // prefetcher (see docs/decisions.md).
+                    for ((row, next_row), &slot) in observations
                         .chunks_exact_mut(width)
                         .zip(next_observations.chunks_exact_mut(width))
                         .zip(slots)
-                        .enumerate()
                     {
-                        if let Some(&ahead) = slots.get(position + PREFETCH_DISTANCE) {
-                            prefetch_rows(&self.observations, width, ahead, capacity);
-                        }
                         let next = if slot + 1 == capacity { 0 } else { slot + 1 };
                         row.copy_from_slice(&self.observations[slot * width..(slot + 1) * width]);
                         next_row
@@ -120,32 +119,13 @@ impl Storage {
     }
 }
 
-/// Rows ahead of the one being copied whose memory is requested early: random rows of a large
-/// store miss every cache, and issuing the loads early overlaps their latency with the copy.
-const PREFETCH_DISTANCE: usize = 2;
-
-// Ask the CPU to start loading the observation rows of `slot` and of the slot after it.
-fn prefetch_rows(observations: &[f32], width: usize, slot: usize, capacity: usize) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        let next = if slot + 1 == capacity { 0 } else { slot + 1 };
-        for row in [slot, next] {
-            let values = &observations[row * width..(row + 1) * width];
-            // One request per 64-byte cache line (16 floats).
-            for line in values.chunks(16) {
-                // SAFETY: SSE is part of the x86_64 baseline, and a prefetch never faults or
-                // changes memory; the pointer is inside `observations` anyway.
-                unsafe { _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast()) };
-            }
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (observations, width, slot, capacity);
-}
+/// Most values that [`gather_rows`] copies in the calling thread. Handing a task to the
+/// rayon pool from a Python thread wakes a worker and waits for it, which costs more than
+/// copying a few thousand values (actions and rewards of a batch of 512).
+const SERIAL_GATHER_VALUES: usize = 1 << 15;
 
 // Copy row `(slot + offset) % capacity` of `source` for each slot into consecutive rows of
-// `target`, several rows per rayon task.
+// `target`: in the calling thread for small batches, otherwise several rows per rayon task.
 fn gather_rows<T: Copy + Send + Sync>(
     source: &[T],
     width: usize,
@@ -155,6 +135,13 @@ fn gather_rows<T: Copy + Send + Sync>(
     target: &mut [T],
 ) {
     if width == 0 {
+        return;
+    }
+    if slots.len() * width <= SERIAL_GATHER_VALUES {
+        for (row, &slot) in target.chunks_exact_mut(width).zip(slots) {
+            let slot = (slot + offset) % capacity;
+            row.copy_from_slice(&source[slot * width..(slot + 1) * width]);
+        }
         return;
     }
     let min_rows = (4096 / width).max(1);

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use super::kernels::{add_matmul_transposed, all_finite, dot};
 use super::mlp::broadcast_rows;
 use super::policy::{Candidates, Model, Policy, Requests};
-use super::select::{fuse, non_finite_candidate, top_k, NonFinite};
+use super::select::{all_weighted_sums, fuse, non_finite_candidate, top_k, FusionMode, NonFinite};
 use crate::error::{Error, Result};
 
 /// Reject the first non-finite value of `values` [rows, width], naming request and position.
@@ -338,6 +338,19 @@ impl Policy {
     ) -> Result<Vec<f32>> {
         let total = requests.rows * count;
         let width = self.candidate_width();
+
+        // A weighted-sum fusion whose scores are all finite had finite inputs (see `fuse`), so
+        // the scan of the inputs below is only needed when some score is not.
+        if let Model::Fusion {
+            mode: FusionMode::WeightedSum,
+            weights,
+        } = &self.model
+        {
+            let scores = all_weighted_sums(values, weights);
+            if all_finite(&scores) {
+                return Ok(scores);
+            }
+        }
 
         // Candidates with NaN or infinite inputs: rejected, or scored NaN at the end.
         let mut ranked_last = Vec::new();
