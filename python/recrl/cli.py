@@ -254,6 +254,12 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def _add_resume_options(parser: argparse.ArgumentParser, unit: str) -> None:
     parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run in --out when it holds one (without this, such a folder is an "
+        "error, so a finished run is never lost by mistake)",
+    )
+    parser.add_argument(
         "--resume",
         action="store_true",
         help="continue the run in --out from its checkpoints: finished stages are loaded, the "
@@ -295,7 +301,8 @@ def _add_device_options(parser: argparse.ArgumentParser) -> None:
 def _torch_device(args: argparse.Namespace) -> str:
     import torch
 
-    torch.set_num_threads(max(1, args.threads))
+    _check_threads(args.threads)
+    torch.set_num_threads(args.threads)
     if args.device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -313,6 +320,7 @@ def _run_tscac(
     argv: Sequence[str],
     resume: bool = False,
     checkpoint_every: int = 0,
+    overwrite: bool = False,
 ) -> None:
     from recrl import data
     from recrl.tscac.io import config_to_dict
@@ -320,6 +328,7 @@ def _run_tscac(
 
     if checkpoint_every < 0:
         raise InvalidArgumentError(f"--checkpoint-every: expected N >= 0, got {checkpoint_every}")
+    _check_run_folder(out, resume, overwrite)
     started = time.perf_counter()
     device = _join_process_group(device)
     dataset = data.load_prepared(dataset_path)
@@ -356,6 +365,27 @@ def _run_tscac(
         print(f"tscac run written to {out} in {time.perf_counter() - started:.1f} s")
 
 
+def _check_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to resume where no run started, or to replace a run without ``--overwrite``."""
+    started = (out / "run.json").is_file() or (out / "metrics.csv").is_file()
+    if resume and overwrite:
+        raise InvalidArgumentError("--resume and --overwrite: pass one of them, not both")
+    if resume and not (out / "metrics.csv").is_file():
+        raise RecrlIOError(
+            f"{out / 'metrics.csv'}: not found; --resume continues a run started in that folder"
+        )
+    if not resume and started and not overwrite:
+        raise RecrlIOError(
+            f"{out}: holds a run already; pass --resume to continue it, --overwrite to replace "
+            "it, or choose another --out"
+        )
+
+
+def _check_threads(threads: int | None) -> None:
+    if threads is not None and threads < 1:
+        raise InvalidArgumentError(f"--threads: expected a count >= 1, got {threads}")
+
+
 def _metrics_writer(out: Path, resume: bool) -> Any:
     """Return the run's metrics writer as a context manager, holding None on ranks other than 0.
 
@@ -369,10 +399,6 @@ def _metrics_writer(out: Path, resume: bool) -> Any:
 
     if not _is_main():
         return contextlib.nullcontext(None)
-    if resume and not (out / "metrics.csv").is_file():
-        raise RecrlIOError(
-            f"{out / 'metrics.csv'}: not found; --resume continues a run started in that folder"
-        )
     keep_rows = metrics_rows_at_checkpoint(out / "checkpoints") if resume else None
     return MetricsWriter(out, keep_rows=keep_rows)
 
@@ -480,11 +506,22 @@ def _run_rmtl_command(
     from recrl.errors import InvalidArgumentError
     from recrl.rmtl import RMTLConfig, RunPlan, run_rmtl
 
+    _check_threads(args.threads)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        kind = torch.device(device).type
+    except RuntimeError as error:
+        raise InvalidArgumentError(
+            f"--device: expected cpu, cuda, cuda:N or auto, got {device!r}"
+        ) from error
+    if kind not in ("cpu", "cuda"):
+        raise InvalidArgumentError(f"--device: expected cpu, cuda, cuda:N or auto, got {device!r}")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise RecrlError(f"--device {device}: no CUDA device is available; use cpu or auto")
     config = RMTLConfig.from_dict({key: settings[key] for key in RMTL_SECTIONS})
     transfers = []
     for pair in args.transfer:
@@ -506,6 +543,7 @@ def _run_rmtl_command(
         raise InvalidArgumentError(
             f"--checkpoint-every: expected N >= 0, got {args.checkpoint_every}"
         )
+    _check_run_folder(args.out, args.resume, args.overwrite)
     started = time.perf_counter()
     device = _join_process_group(device)
     _seed(args.seed[0], args.deterministic)
@@ -662,6 +700,7 @@ def _run(args: argparse.Namespace, settings: dict[str, Any], argv: Sequence[str]
             argv,
             resume=args.resume,
             checkpoint_every=args.checkpoint_every,
+            overwrite=args.overwrite,
         )
         return 0
     if args.command == "demo":
@@ -737,6 +776,7 @@ def _demo(args: argparse.Namespace, settings: dict[str, Any], argv: Sequence[str
                 _torch_device(args),
                 tscac_settings,
                 argv,
+                overwrite=True,
             )
         if args.rmtl:
             _demo_rmtl(root / "prepared", root / "rmtl", args.seed, argv)
