@@ -89,3 +89,12 @@ def test_tiny_log_prepares(tmp_path: Path) -> None:
 def test_invalid_size_is_rejected() -> None:
     with pytest.raises(InvalidArgumentError, match="rows: expected a positive integer, got 0"):
         SyntheticConfig(rows=0)
+    with pytest.raises(InvalidArgumentError, match=r"users: expected at most rows \(10\)"):
+        SyntheticConfig(rows=10, users=100)
+
+
+def test_fewer_rows_than_default_users(tmp_path: Path) -> None:
+    folder = synthesise(SyntheticConfig(rows=5, seed=0), tmp_path / "five")
+    log = read_kuairand(folder)
+    assert len(log) == 5
+    assert len(set(log.user_ids.tolist())) == 5

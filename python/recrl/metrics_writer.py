@@ -3,7 +3,7 @@
 ``metrics.csv`` is in long format, one row per value::
 
     time,phase,step,name,value
-    1733353200.125,tscac/stage_one/seed0,500,loss/critic,0.0412
+    1733353200.125,seed0/tscac/stage_one,500,loss/critic,0.0412
 
 ``time`` is the wall-clock time in seconds since the Unix epoch. ``phase`` names a training
 loop, such as a method's stage or an RMTL stage of one backbone and seed. ``step`` counts that
@@ -104,7 +104,7 @@ class MetricsWriter:
         """Append one row per value of ``values`` at ``step`` of ``phase`` and flush the file.
 
         Args:
-            phase: name of the training loop, such as ``tscac/stage_one/seed0``.
+            phase: name of the training loop, such as ``seed0/tscac/stage_one``.
             step: step or epoch of that loop, an integer >= 0.
             values: metric name -> value; every value must convert to float (NaN allowed).
 

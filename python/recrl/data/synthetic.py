@@ -56,7 +56,7 @@ class SyntheticConfig:
 
     Attributes:
         rows: number of exposures.
-        users: number of users; defaults to one per 2,000 rows (at least 10).
+        users: number of users; defaults to one per 2,000 rows (at least 10, at most ``rows``).
         videos: number of videos; defaults to one per 10 rows (at least 100).
         seed: seed of every random draw; the same seed gives byte-identical files.
         like_rate, follow_rate, comment_rate, forward_rate, hate_rate: mean probability of each
@@ -84,6 +84,11 @@ class SyntheticConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise InvalidArgumentError(f"{name}: expected a positive integer, got {value}")
+        if self.users is not None and self.users > self.rows:
+            raise InvalidArgumentError(
+                f"users: expected at most rows ({self.rows}), since every user has at least one "
+                f"row; got {self.users}"
+            )
 
 
 def _zipf_exponent(videos: int) -> float:
@@ -112,17 +117,13 @@ def write_synthetic_kuairand(config: SyntheticConfig, out: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(config.seed)
     rows = config.rows
-    users = config.users or max(10, rows // 2000)
+    users = config.users or min(rows, max(10, rows // 2000))
     videos = config.videos or max(100, rows // 10)
 
     # Exposures per user: log-normal spread with the published p90 / p50 ratio, at least 1 each.
     sigma = np.log(24587.4 / 8594.0) / 1.2816
     weights = rng.lognormal(0.0, sigma, users)
-    per_user = (
-        1 + rng.multinomial(rows - users, weights / weights.sum())
-        if rows >= users
-        else (np.bincount(rng.integers(0, users, rows), minlength=users))
-    )
+    per_user = 1 + rng.multinomial(rows - users, weights / weights.sum())
     user_of_row = np.repeat(np.arange(users, dtype=np.int64), per_user)
 
     # Times: each user starts somewhere in the first week; gaps drawn from the published bins.

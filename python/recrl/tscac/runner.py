@@ -44,6 +44,7 @@ from recrl.tscac.config import (
     BehaviourCloningConfig,
     CommonConfig,
     InteractionActorCriticConfig,
+    TscacConfig,
     config_from_dict,
 )
 from recrl.tscac.data import ProblemSpec, Transitions
@@ -422,6 +423,7 @@ def run(
     out = Path(out)
     device = torch.device(device)
     run_config, configs = load_run_configuration(configuration)
+    _warn_if_lambdas_replaced(run_config, configs)
     for name, config in configs.items():
         distributed.check_batch_size(f"{name} batch_size", config.batch_size)
     candidates = {config.candidates for config in configs.values()}
@@ -545,6 +547,22 @@ def _check_resumable(path: Path, resolved: dict[str, Any]) -> None:
         raise InvalidArgumentError(
             f"--resume: the configuration differs from the one stored in {path} at "
             f"{', '.join(differing)}; use the original settings or start a new run folder"
+        )
+
+
+def _warn_if_lambdas_replaced(run_config: RunConfig, configs: dict[str, CommonConfig]) -> None:
+    """Warn when configured TSCAC lambdas will give way to the lambda sweep's choice."""
+    tscac = configs.get("tscac")
+    if not isinstance(tscac, TscacConfig) or not (
+        run_config.select_lambda and run_config.lambda_sweep
+    ):
+        return
+    if tscac.lambdas != TscacConfig().lambdas:
+        logger.warning(
+            "methods.tscac.lambdas is %s, but run.select_lambda is true: the final stage two "
+            "uses the lambda of best validation score from run.lambda_sweep instead; set "
+            "run.select_lambda=false to train with the configured lambdas",
+            tscac.lambdas,
         )
 
 
