@@ -577,3 +577,29 @@ def test_categorical_scores_match_reference(numeric_actor_file, candidates, stat
     assert scores.shape == (len(ids),)
     np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-6)
     assert scorer.unknown_candidates - before == unknown
+
+
+@pytest.mark.parametrize(
+    ("field", "values", "message"),
+    [
+        ("candidates", [1.5, 2.7], r"candidates\[0\]: expected an integer id, got 1.5"),
+        ("candidates", [1, "x"], r"candidates\[1\]: expected an integer id, got 'x'"),
+        ("history", [True], r"history\[0\]: expected an integer id, got True"),
+    ],
+)
+def test_score_file_refuses_ids_that_are_not_integers(
+    actor_file, tmp_path: Path, field: str, values: list, message: str
+) -> None:
+    from recrl.errors import DataFormatError
+    from recrl.serving.offline import score_file
+
+    _, path, _ = actor_file
+    ids = item_vocabulary()[:3].tolist()
+    request = {"state": [0.5] * NUMERIC, "candidates": ids, "categorical": [1, 0, 2]}
+    request[field] = values
+    requests = tmp_path / "requests.jsonl"
+    requests.write_text(json.dumps(request) + "\n")
+    with pytest.raises(DataFormatError, match=r"line 1: " + message):
+        score_file(path, requests, tmp_path / "out.jsonl", progress=False)
+    with pytest.raises(RecrlIOError, match="requests file not found"):
+        score_file(path, tmp_path / "missing.jsonl", tmp_path / "out.jsonl", progress=False)

@@ -22,7 +22,7 @@ import numpy.typing as npt
 
 from recrl import _files
 from recrl._core import Scorer
-from recrl.errors import DataFormatError, RecrlError
+from recrl.errors import DataFormatError, RecrlError, RecrlIOError
 from recrl.progress import progress_bar
 
 __all__ = ["score_file"]
@@ -48,13 +48,28 @@ def _requests(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             yield line_number, request
 
 
+def _integer_ids(values: Any, field: str) -> npt.NDArray[np.int64]:
+    """Return the JSON list ``values`` as int64 ids, refusing fractions, text and booleans."""
+    if not isinstance(values, list):
+        raise DataFormatError(f"{field}: expected a list of integer ids, got {values!r}")
+    for position, value in enumerate(values):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise DataFormatError(
+                f"{field}[{position}]: expected an integer id, got {value!r}; ids are never rounded"
+            )
+    try:
+        return np.asarray(values, dtype=np.int64).reshape(len(values))
+    except OverflowError as error:
+        raise DataFormatError(f"{field}: an id does not fit in int64: {error}") from error
+
+
 def _score_request(scorer: Scorer, request: dict[str, Any], k: int, invalid: str) -> dict[str, Any]:
     categorical_policy = scorer.kind == "categorical"
     state = request.get("state")
     # No reshaping: a row of the wrong width must fail with the expected shape.
     candidates: npt.NDArray[np.int64] | npt.NDArray[np.float32]
     if categorical_policy:
-        candidates = np.asarray(request["candidates"], dtype=np.int64)
+        candidates = _integer_ids(request["candidates"], "candidates")
     else:
         candidates = np.asarray(request["candidates"], dtype=np.float32)
     codes = request.get("categorical")
@@ -63,8 +78,8 @@ def _score_request(scorer: Scorer, request: dict[str, Any], k: int, invalid: str
         None if state is None else np.asarray(state, dtype=np.float32),
         candidates,
         k,
-        categorical=None if codes is None else np.asarray(codes, dtype=np.int64),
-        history=None if history is None else np.asarray(history, dtype=np.int64),
+        categorical=None if codes is None else _integer_ids(codes, "categorical"),
+        history=None if history is None else _integer_ids(history, "history"),
         invalid=invalid,
     )
     result: dict[str, Any] = {}
@@ -103,6 +118,8 @@ def score_file(
     """
     scorer = Scorer.load(policy)
     requests, out = Path(requests), Path(out)
+    if not requests.is_file():
+        raise RecrlIOError(f"{requests}: requests file not found")
     count = 0
     with _files.atomic_open(out, "w", encoding="utf-8") as handle:
         lines = _requests(requests)
