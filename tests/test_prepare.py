@@ -243,3 +243,17 @@ def test_observations_assemble_states(tmp_path: Path) -> None:
 def test_invalid_options_are_rejected(field: str, value: object) -> None:
     with pytest.raises(InvalidArgumentError, match=field):
         PrepareOptions(**{field: value})  # type: ignore[arg-type]
+
+
+def test_timestamps_in_1970_are_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    log = make_log()
+    with caplog.at_level("WARNING", logger="recrl.data.dataset"):
+        prepare(log, tmp_path / "seconds")
+    assert "most timestamps fall before 1990" in caplog.text
+    caplog.clear()
+    log.timestamps += 1_700_000_000_000
+    with caplog.at_level("WARNING", logger="recrl.data.dataset"):
+        prepare(log, tmp_path / "milliseconds")
+    assert "before 1990" not in caplog.text

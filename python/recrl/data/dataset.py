@@ -161,6 +161,9 @@ def _first_invalid(values: npt.NDArray[np.floating], max_abs: float) -> npt.NDAr
 
 #: 2100-01-01T00:00:00Z in milliseconds: later timestamps are taken for a unit error.
 LATEST_TIMESTAMP_MS = 4_102_444_800_000
+#: 1990-01-01T00:00:00Z in milliseconds: a log whose median time is earlier is warned about,
+#: since seconds read as milliseconds land in January 1970.
+EARLIEST_PLAUSIBLE_MS = 631_152_000_000
 
 
 def _check_row_values(
@@ -206,6 +209,13 @@ def _check_row_values(
             )
         counts["invalid_timestamps"] = int(invalid.sum())
         invalid_any |= invalid
+    if len(log) and np.median(log.timestamps) < EARLIEST_PLAUSIBLE_MS:
+        logger.warning(
+            "most timestamps fall before 1990 (median %d ms since the Unix epoch): if the log "
+            "holds seconds, declare time_unit: s in the schema, or the sessions and splits "
+            "will be wrong",
+            int(np.median(log.timestamps)),
+        )
     if options.on_invalid == "drop" and invalid_any.any():
         counts["dropped_rows"] = int(invalid_any.sum())
         log = log.select(~invalid_any)
