@@ -134,6 +134,13 @@ class Method(nn.Module):
             return 0
         return count if bool((candidates[:, :count] == self.candidate_items).all()) else 0
 
+    def evaluates(self, stage: str) -> bool:
+        """Return whether ``stage`` changes the final policy, so that evaluating it tells something.
+
+        TSCAC's stage one trains the interaction policies only.
+        """
+        return True
+
     def set_stage(self, stage: str) -> None:
         """Switch to training stage ``stage`` (one of ``stages``)."""
         if stage not in self.stages:
@@ -306,6 +313,10 @@ class Tscac(_CriticMethod):
     action_vectors: torch.Tensor
     actor: CategoricalActor | GaussianActor
     stage_one_actors: CategoricalActorEnsemble | GaussianActorEnsemble
+
+    def evaluates(self, stage: str) -> bool:
+        """Stage one leaves the stage-two actor, the final policy, untouched."""
+        return stage != "stage_one"
 
     def __init__(self, spec: ProblemSpec, config: TscacConfig) -> None:
         self.gaussian = config.policy == "gaussian"
@@ -545,6 +556,10 @@ class InteractionActorCritic(Tscac):
 
     name = "interaction_ac"
     stages = ("stage_one",)
+
+    def evaluates(self, stage: str) -> bool:
+        """Interaction-AC's policy is a stage-one policy, so stage one is evaluated."""
+        return True
 
     def __init__(self, spec: ProblemSpec, config: InteractionActorCriticConfig) -> None:
         super().__init__(spec, config)

@@ -253,6 +253,23 @@ class _Trainer:
                 if phase.due(step):
                     self._save_phase(phase, step, best_score, best_state, sums, phase_curve)
                 continue
+            count = (
+                config.evaluation_interval
+                if step % config.evaluation_interval == 0
+                else (step % config.evaluation_interval)
+            )
+            point: dict[str, Any] = {"stage": stage, "step": step}
+            if not method.evaluates(stage):
+                # The final policy does not change here: log the training diagnostics only.
+                point.update({k: v / count for k, v in sums.items()})
+                curve.append(point)
+                phase_curve.append(point)
+                if self.metrics is not None:
+                    self.metrics.log(phase_name, step, {k: point[k] for k in sums})
+                sums = {}
+                if phase.due(step) and step != steps:
+                    self._save_phase(phase, step, best_score, best_state, sums, phase_curve)
+                continue
             method.eval()
             estimates = self.estimate(method, "validation")
             method.train()
@@ -263,12 +280,7 @@ class _Trainer:
                 method.signs_by_response,
                 self.run_config.selection_penalty,
             )
-            count = (
-                config.evaluation_interval
-                if step % config.evaluation_interval == 0
-                else (step % config.evaluation_interval)
-            )
-            point = {"stage": stage, "step": step, "validation_score": score}
+            point["validation_score"] = score
             point.update({k: v / count for k, v in sums.items()})
             point.update(
                 {
