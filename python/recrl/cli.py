@@ -1,4 +1,4 @@
-"""The ``recrl`` command: prepare datasets, train TSCAC and RMTL, export and serve policies."""
+"""The recrl command: prepare datasets, train TSCAC and RMTL, export and serve policies."""
 
 from __future__ import annotations
 
@@ -237,7 +237,7 @@ def _build_parser() -> argparse.ArgumentParser:
         dest="rmtl",
         action="store_false",
         help="skip the short RMTL run (a small ESMM and its RMTL version, one epoch per stage, "
-        "about a minute per 100,000 rows on one free core)",
+        "a few seconds per 100,000 rows)",
     )
     demo.add_argument(
         "--tscac-steps",

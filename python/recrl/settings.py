@@ -118,7 +118,7 @@ def parse_set_options(assignments: Sequence[str]) -> dict[str, Any]:
         if not equals or not all(parts):
             raise InvalidArgumentError(
                 f"--set {assignment!r}: expected KEY=VALUE with a dotted KEY such as "
-                "run.cap=5 or seed=1"
+                "common.steps=200 or seed=1"
             )
         try:
             value = yaml.safe_load(text) if text.strip() else ""
@@ -437,7 +437,7 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
             default=[],
             metavar="KEY=VALUE",
             help="override one setting after --config and the options, repeatable; KEY is "
-            "dotted into nested sections (run.cap=5), VALUE is parsed as YAML (1e-3, true, "
+            "dotted into nested sections (common.steps=200), VALUE is parsed as YAML (1e-3, true, "
             "[32,32])",
         )
         # The global switch, accepted after the command name too. SUPPRESS keeps the value of

@@ -64,16 +64,19 @@ def write_tables(
     logged: np.ndarray,
     configs: dict[str, CommonConfig],
     notes: list[str] | None = None,
+    cap: float | None = None,
 ) -> None:
     """Write ``table.md`` (NCIS, the paper's layout) and ``table.csv`` (every estimator).
 
-    ``notes`` are appended to the Markdown table as lines of text.
+    ``notes`` are appended to the Markdown table as lines of text; ``cap`` is the importance
+    weight cap named in the heading.
     """
     summary = summarise(results, "ncis")
     seeds = len(results)
     header = ["method", *spec.reward_names, "constraints hold"]
     lines = [
-        f"Test split, normalised capped importance sampling (cap as configured), mean "
+        "Test split, normalised capped importance sampling "
+        f"({'cap as configured' if cap is None else f'cap {cap:g}'}), mean "
         f"{'± standard deviation ' if seeds > 1 else ''}over {seeds} seed(s); in brackets the "
         "change against the logged behaviour.",
         "",

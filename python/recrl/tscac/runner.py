@@ -534,7 +534,7 @@ def run(
     if own_metrics and metrics is not None:
         metrics.close()
     if distributed.is_main():
-        write_tables(out, spec, results, logged_test, configs, notes)
+        write_tables(out, spec, results, logged_test, configs, notes, cap=run_config.cap)
         plot_curves(out / "curves.png", curves)
     if sweep and distributed.is_main():
         plot_lambda_sweep(
