@@ -58,7 +58,8 @@ def locate_actor(source: str | os.PathLike[str]) -> tuple[Path, Path]:
         if not path.is_file():
             raise RecrlIOError(
                 f"{path}: not found; expected a run directory with {WEIGHTS_NAME} and "
-                f"{DESCRIPTION_NAME}, or those files"
+                f"{DESCRIPTION_NAME}, or those files (recrl tscac writes them for a categorical "
+                "TSCAC policy; a Gaussian one is not exported)"
             )
     return weights, description
 
