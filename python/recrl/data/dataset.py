@@ -166,6 +166,10 @@ LATEST_TIMESTAMP_MS = 4_102_444_800_000
 EARLIEST_PLAUSIBLE_MS = 631_152_000_000
 
 
+def _rows(count: int) -> str:
+    return f"{count} row" if count == 1 else f"{count} rows"
+
+
 def _check_row_values(
     log: InteractionLog, options: PrepareOptions, counts: dict[str, int]
 ) -> InteractionLog:
@@ -187,7 +191,7 @@ def _check_row_values(
             raise InvalidDataError(
                 f"column {name}, row {source_row} (data rows counted from 0): value "
                 f"{float(values[row])} is NaN, infinite or larger than "
-                f"{options.max_abs_value:g} in magnitude ({int(invalid.sum())} such rows in "
+                f"{options.max_abs_value:g} in magnitude ({_rows(int(invalid.sum()))} in total in "
                 f"{', '.join(map(str, log.sources)) or 'the log'}); fix the data, or prepare "
                 "with on_invalid='drop' or 'impute' (--on-invalid drop or impute)"
                 + (" (responses cannot be imputed, only dropped)" if name in log.responses else "")
@@ -202,7 +206,7 @@ def _check_row_values(
             raise InvalidDataError(
                 f"timestamps, row {source_row} (data rows counted from 0): "
                 f"{int(log.timestamps[row])} ms since the Unix epoch is outside 1970 to 2100 "
-                f"({int(invalid.sum())} such rows in "
+                f"({_rows(int(invalid.sum()))} in total in "
                 f"{', '.join(map(str, log.sources)) or 'the log'}); check the time column's "
                 "unit, or prepare with on_invalid='drop' (--on-invalid drop); timestamps "
                 "cannot be imputed"
@@ -671,7 +675,8 @@ def prepare(
     out = Path(out)
     if out.exists() and not overwrite:
         raise RecrlIOError(
-            f"{out}: already exists; pass overwrite=True (--overwrite) to replace it"
+            f"{out}: already exists; replace it with --overwrite (overwrite=True in Python) or "
+            "choose another output folder"
         )
     if out.exists() and not (out / "manifest.json").is_file():
         # Overwriting replaces the whole folder, so it must be a dataset, never other files.

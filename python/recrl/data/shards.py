@@ -105,7 +105,8 @@ def prepare_sharded(
         raise InvalidArgumentError(f"shards: expected an integer of at least 1, got {shards!r}")
     if out.exists() and not overwrite:
         raise RecrlIOError(
-            f"{out}: already exists; pass overwrite=True (--overwrite) to replace it"
+            f"{out}: already exists; replace it with --overwrite (overwrite=True in Python) or "
+            "choose another output folder"
         )
     if out.exists() and not (out / "manifest.json").is_file():
         raise RecrlIOError(
