@@ -49,7 +49,7 @@ def _requests(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 
 def _integer_ids(values: Any, field: str) -> npt.NDArray[np.int64]:
-    """Return the JSON list ``values`` as int64 ids, refusing fractions, text and booleans."""
+    """Return the JSON list ``values`` as int64 ids, rejecting fractions, text and booleans."""
     if not isinstance(values, list):
         raise DataFormatError(f"{field}: expected a list of integer ids, got {values!r}")
     for position, value in enumerate(values):
