@@ -177,7 +177,8 @@ def run_rmtl(
             other ranks write none).
 
     Raises:
-        InvalidArgumentError: ``resume`` with settings that differ from the stored ones.
+        InvalidArgumentError: ``config.backbone.tasks`` other than ``TASK_NAMES``, or
+            ``resume`` with settings that differ from the stored ones.
         RecrlIOError: ``resume`` without a ``config.json`` in ``out``.
 
     Returns:
@@ -185,6 +186,12 @@ def run_rmtl(
         ``test`` (``{task: {metric: value}}``).
     """
     out = Path(out)
+    if tuple(config.backbone.tasks) != TASK_NAMES:
+        # TaskData.load derives exactly these label columns from every prepared dataset.
+        raise InvalidArgumentError(
+            f"backbone.tasks: expected [{', '.join(TASK_NAMES)}], the task labels RMTL derives "
+            f"from the dataset in that order, got {list(config.backbone.tasks)}"
+        )
     for stage in ("pretrain", "critic", "finetune"):
         distributed.check_batch_size(f"{stage} batch_size", getattr(config, stage).batch_size)
     dataset = load_prepared(data_path)
