@@ -127,9 +127,7 @@ def check_value(key: str, annotation: Any, value: Any, allowed: Sequence[str] = 
             f"{key}: expected {describe_type(annotation)}, got {value!r}"
         ) from None
     if allowed and converted not in allowed:
-        raise InvalidArgumentError(
-            f"{key}: expected one of {', '.join(allowed)}, got {value!r}"
-        )
+        raise InvalidArgumentError(f"{key}: expected one of {', '.join(allowed)}, got {value!r}")
     return converted
 
 

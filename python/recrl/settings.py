@@ -505,7 +505,11 @@ def _rmtl_sections() -> ConfigSections:
     defaults = RMTLConfig().to_dict()
 
     def check(settings: Mapping[str, Any]) -> None:
-        RMTLConfig.from_dict({key: settings[key] for key in RMTL_SECTIONS if key in settings})
+        from recrl.rmtl.pipeline import check_tasks
+
+        check_tasks(
+            RMTLConfig.from_dict({key: settings[key] for key in RMTL_SECTIONS if key in settings})
+        )
 
     def keys(values: Any) -> Any:
         if isinstance(values, dict):

@@ -107,8 +107,7 @@ class CriticConfig(CommonConfig):
                 )
         if not 0.0 < self.target_update_rate <= 1.0:
             raise InvalidArgumentError(
-                "target_update_rate: expected a number in (0, 1], got "
-                f"{self.target_update_rate!r}"
+                f"target_update_rate: expected a number in (0, 1], got {self.target_update_rate!r}"
             )
 
     def discount(self, response: str) -> float:
