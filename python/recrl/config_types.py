@@ -73,6 +73,7 @@ def _convert(annotation: Any, value: Any) -> Any:
             except _Mismatch:
                 continue
         raise _Mismatch
+
     if origin is tuple:
         if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Sequence):
             raise _Mismatch
@@ -81,6 +82,7 @@ def _convert(annotation: Any, value: Any) -> Any:
         if not isinstance(value, Mapping) or not all(isinstance(key, str) for key in value):
             raise _Mismatch
         return {key: _convert(arguments[1], item) for key, item in value.items()}
+
     if annotation is bool:
         if not isinstance(value, bool):
             raise _Mismatch
@@ -99,6 +101,7 @@ def _convert(annotation: Any, value: Any) -> Any:
         if not isinstance(value, str):
             raise _Mismatch
         return value
+
     if annotation is type(None):
         if value is not None:
             raise _Mismatch

@@ -278,7 +278,7 @@ def config_from_dict(cls: type[CommonConfig], values: dict[str, Any], prefix: st
 
     Raises:
         InvalidArgumentError: an unknown field, a value of the wrong type, or one out of its
-            range; the message names the key, the expected values and the value received.
+            range. The message names the key, the expected values and the value received.
     """
     checked = check_fields(cls, values, prefix)
     try:
