@@ -7,6 +7,7 @@ architecture and reads and writes the nested dict form used by YAML config files
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
@@ -192,7 +193,7 @@ class RMTLConfig:
         built: dict[str, Any] = {}
         for name, kind in sections.items():
             section = values.get(name) or {}
-            if not isinstance(section, dict):
+            if not isinstance(section, Mapping):
                 raise InvalidArgumentError(
                     f"{name}: expected a mapping of its settings, got {section!r}"
                 )
