@@ -164,7 +164,11 @@ def test_config_file_must_be_mapping(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("assignment", "message"),
-    [("rows=2.5", "expected a int"), ("rows=true", "expected a int"), ("rows=[1,2]", "one value")],
+    [
+        ("rows=2.5", "expected an integer"),
+        ("rows=true", "expected an integer"),
+        ("rows=[1,2]", "one value"),
+    ],
 )
 def test_set_value_type_errors(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, assignment: str, message: str

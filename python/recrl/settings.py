@@ -23,7 +23,7 @@ import copy
 import dataclasses
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,10 +61,14 @@ class ConfigSections:
         schema: every valid key, nested like ``defaults``. A leaf is None for one value, or
             :func:`free_mapping` for a value that may also be a mapping with keys of the user's
             choice (such as per-response discounts).
+        check: called with the resolved settings before they are returned; it raises
+            ``InvalidArgumentError`` for a value of the wrong type or out of range, naming its
+            dotted key. None checks only the keys.
     """
 
     defaults: Mapping[str, Any]
     schema: Mapping[str, Any]
+    check: Callable[[Mapping[str, Any]], None] | None = None
 
 
 # -- reading the layers ------------------------------------------------------------------------
@@ -325,8 +329,9 @@ def _convert_one(action: argparse.Action, value: Any, source: str) -> Any:
             value = converter(value)
         except (TypeError, ValueError) as error:
             name = getattr(converter, "__name__", "value")
+            expected = {"int": "an integer", "float": "a number"}.get(name, f"a value of {name}")
             raise InvalidArgumentError(
-                f"{source}: {action.dest}: expected a {name}, got {value!r}"
+                f"{source}: {action.dest}: expected {expected}, got {value!r}"
             ) from error
     if action.choices is not None and value not in action.choices:
         raise InvalidArgumentError(
@@ -393,6 +398,8 @@ def resolve_settings(
                 f"file, or as --set {dest}=VALUE"
             )
         setattr(args, dest, resolved[dest])
+    if sections.check is not None:
+        sections.check(resolved)
     return resolved
 
 
@@ -473,7 +480,22 @@ def _tscac_sections() -> ConfigSections:
         common.update(fields_of(cls))
     methods = {name: fields_of(CONFIG_CLASSES[name]) for name in METHODS}
     schema = {"run": fields_of(RunConfig), "common": common, "methods": methods}
-    return ConfigSections(defaults={name: {} for name in TSCAC_SECTIONS}, schema=schema)
+    return ConfigSections(
+        defaults={name: {} for name in TSCAC_SECTIONS}, schema=schema, check=_check_tscac
+    )
+
+
+def _check_tscac(settings: Mapping[str, Any]) -> None:
+    """Check the tscac sections, and the response names in them against the dataset's."""
+    from recrl.data import load_prepared
+    from recrl.tscac.config import check_sections, config_from_dict
+    from recrl.tscac.runner import RunConfig
+
+    run_config = config_from_dict(RunConfig, dict(settings.get("run") or {}), "run")  # type: ignore[arg-type]
+    reward_names = None
+    if settings.get("data") is not None:
+        reward_names = load_prepared(settings["data"]).reward_names
+    check_sections(dict(settings), run_config.methods, reward_names)
 
 
 def _rmtl_sections() -> ConfigSections:
@@ -482,12 +504,19 @@ def _rmtl_sections() -> ConfigSections:
 
     defaults = RMTLConfig().to_dict()
 
+    def check(settings: Mapping[str, Any]) -> None:
+        from recrl.rmtl.pipeline import check_tasks
+
+        check_tasks(
+            RMTLConfig.from_dict({key: settings[key] for key in RMTL_SECTIONS if key in settings})
+        )
+
     def keys(values: Any) -> Any:
         if isinstance(values, dict):
             return {key: keys(value) for key, value in values.items()}
         return None
 
-    return ConfigSections(defaults=defaults, schema=keys(defaults))
+    return ConfigSections(defaults=defaults, schema=keys(defaults), check=check)
 
 
 def command_sections(command: str) -> ConfigSections | None:

@@ -125,7 +125,7 @@ class BackboneConfig:
         for name in ("embedding_dim", "experts", "shared_experts", "task_experts"):
             if getattr(self, name) < 1:
                 raise InvalidArgumentError(
-                    f"{name}: expected a positive integer, got {getattr(self, name)}"
+                    f"{name}: expected an integer >= 1, got {getattr(self, name)!r}"
                 )
 
     def to_dict(self) -> dict[str, Any]:

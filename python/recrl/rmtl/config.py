@@ -7,9 +7,11 @@ architecture and reads and writes the nested dict form used by YAML config files
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from recrl.config_types import check_fields, check_value, choices
 from recrl.errors import InvalidArgumentError
 from recrl.nets.mtl import BackboneConfig
 
@@ -28,7 +30,8 @@ def _check_positive(config: object, *names: str) -> None:
     for name in names:
         value = getattr(config, name)
         if not value > 0:
-            raise InvalidArgumentError(f"{name}: expected a positive number, got {value!r}")
+            expected = "an integer >= 1" if isinstance(value, int) else "a number > 0"
+            raise InvalidArgumentError(f"{name}: expected {expected}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -93,13 +96,17 @@ class CriticConfig:
     def __post_init__(self) -> None:
         _check_positive(self, "epochs", "batch_size", "learning_rate", "embedding_dim")
         if not 0.0 <= self.gamma < 1.0:
-            raise InvalidArgumentError(f"gamma: expected a value in [0, 1), got {self.gamma}")
+            raise InvalidArgumentError(f"gamma: expected a number in [0, 1), got {self.gamma!r}")
         if not 0.0 < self.tau <= 1.0:
-            raise InvalidArgumentError(f"tau: expected a value in (0, 1], got {self.tau}")
+            raise InvalidArgumentError(f"tau: expected a number in (0, 1], got {self.tau!r}")
         if self.action_noise < 0:
             raise InvalidArgumentError(
-                f"action_noise: expected a non-negative number, got {self.action_noise}"
+                f"action_noise: expected a number >= 0, got {self.action_noise!r}"
             )
+        for name in ("bottom_dims", "head_dims"):
+            widths = getattr(self, name)
+            if any(width < 1 for width in widths):
+                raise InvalidArgumentError(f"{name}: expected widths >= 1, got {list(widths)}")
 
 
 @dataclass(frozen=True)
@@ -125,7 +132,7 @@ class FinetuneConfig:
     weight_decay: float = 1e-6
     patience: int = 2
     weight_scale: float = 0.7
-    weighting: str = "rmtl"
+    weighting: str = field(default="rmtl", metadata=choices(*WEIGHTINGS))
 
     def __post_init__(self) -> None:
         _check_positive(self, "epochs", "batch_size", "learning_rate", "patience")
@@ -135,7 +142,7 @@ class FinetuneConfig:
             )
         if self.weight_scale < 0:
             raise InvalidArgumentError(
-                f"weight_scale: expected a non-negative number, got {self.weight_scale}"
+                f"weight_scale: expected a number >= 0, got {self.weight_scale!r}"
             )
 
 
@@ -167,7 +174,9 @@ class RMTLConfig:
         """Build a config from nested values; missing keys keep their defaults.
 
         Raises:
-            InvalidArgumentError: an unknown section or key, naming it and the known ones.
+            InvalidArgumentError: an unknown section or key, naming it and the known ones, or
+                a value of the wrong type or out of range, naming its dotted key
+                (``pretrain.epochs``).
         """
         sections = {
             "backbone": BackboneConfig,
@@ -183,18 +192,29 @@ class RMTLConfig:
             )
         built: dict[str, Any] = {}
         for name, kind in sections.items():
-            section = dict(values.get(name) or {})
+            section = values.get(name) or {}
+            if not isinstance(section, Mapping):
+                raise InvalidArgumentError(
+                    f"{name}: expected a mapping of its settings, got {section!r}"
+                )
             allowed = {f.name for f in fields(kind)}
             extra = sorted(set(section) - allowed)
             if extra:
                 raise InvalidArgumentError(
                     f"config: unknown key {name}.{extra[0]}; expected one of {sorted(allowed)}"
                 )
-            built[name] = kind(
-                **{k: tuple(v) if isinstance(v, list) else v for k, v in section.items()}
-            )
+            checked = check_fields(kind, section, name)
+            try:
+                built[name] = kind(**checked)
+            except InvalidArgumentError as error:
+                raise InvalidArgumentError(f"{name}.{error}") from None
         if "evaluation_batch_size" in values:
-            built["evaluation_batch_size"] = int(values["evaluation_batch_size"])
+            size = check_value("evaluation_batch_size", int, values["evaluation_batch_size"])
+            if size < 1:
+                raise InvalidArgumentError(
+                    f"evaluation_batch_size: expected an integer >= 1, got {size!r}"
+                )
+            built["evaluation_batch_size"] = size
         return cls(**built)
 
     def with_backbone(self, kind: str) -> RMTLConfig:

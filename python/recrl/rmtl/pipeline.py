@@ -60,7 +60,7 @@ from recrl.rmtl.io import (
 from recrl.rmtl.report import plot_history, summarise, write_tables
 from recrl.rmtl.training import EpochCallback, evaluate, finetune, pretrain, train_critics
 
-__all__ = ["RunPlan", "method_name", "run_rmtl"]
+__all__ = ["RunPlan", "check_tasks", "method_name", "run_rmtl"]
 
 logger = logging.getLogger(__name__)
 
@@ -177,7 +177,8 @@ def run_rmtl(
             other ranks write none).
 
     Raises:
-        InvalidArgumentError: ``resume`` with settings that differ from the stored ones.
+        InvalidArgumentError: ``config.backbone.tasks`` other than ``TASK_NAMES``, or
+            ``resume`` with settings that differ from the stored ones.
         RecrlIOError: ``resume`` without a ``config.json`` in ``out``.
 
     Returns:
@@ -185,6 +186,7 @@ def run_rmtl(
         ``test`` (``{task: {metric: value}}``).
     """
     out = Path(out)
+    check_tasks(config)
     for stage in ("pretrain", "critic", "finetune"):
         distributed.check_batch_size(f"{stage} batch_size", getattr(config, stage).batch_size)
     dataset = load_prepared(data_path)
@@ -245,6 +247,16 @@ def run_rmtl(
     results_sorted = sorted(results, key=lambda r: order.index(r["method"]))
     _write_on_main(write_tables, out, summarise(results_sorted, TASK_NAMES), TASK_NAMES)
     return results
+
+
+def check_tasks(config: RMTLConfig) -> None:
+    """Raise ``InvalidArgumentError`` unless the backbone's tasks are ``TASK_NAMES``."""
+    # TaskData.load derives exactly these label columns, in this order, from every dataset.
+    if tuple(config.backbone.tasks) != TASK_NAMES:
+        raise InvalidArgumentError(
+            f"backbone.tasks: expected [{', '.join(TASK_NAMES)}], the task labels RMTL derives "
+            f"from the dataset in that order, got {list(config.backbone.tasks)}"
+        )
 
 
 def _write_on_main(write: Any, *args: Any) -> None:

@@ -10,6 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from recrl.config_types import check_fields, choices
 from recrl.errors import InvalidArgumentError
 
 __all__ = [
@@ -21,8 +22,13 @@ __all__ = [
     "RcpoConfig",
     "RewardWeightedConfig",
     "TscacConfig",
+    "check_sections",
     "config_from_dict",
 ]
+
+OFFLINE_CORRECTIONS = ("behaviour_cloning", "importance_ratio")
+POLICIES = ("categorical", "gaussian")
+MODELS = ("wide_deep", "deepfm")
 
 
 @dataclass(frozen=True)
@@ -57,22 +63,22 @@ class CommonConfig:
 
     def validate(self) -> None:
         """Raise ``InvalidArgumentError`` naming the first field out of its range."""
-        checks = {
-            "candidates": self.candidates >= 2,
-            "embedding_dim": self.embedding_dim >= 1,
-            "action_dim": self.action_dim >= 1,
-            "temperature": self.temperature > 0,
-            "batch_size": self.batch_size >= 1,
-            "actor_learning_rate": self.actor_learning_rate > 0,
-            "critic_learning_rate": self.critic_learning_rate > 0,
-            "steps": self.steps >= 1,
-            "evaluation_interval": self.evaluation_interval >= 1,
+        ranges = {
+            "candidates": (self.candidates >= 2, "an integer >= 2"),
+            "embedding_dim": (self.embedding_dim >= 1, "an integer >= 1"),
+            "action_dim": (self.action_dim >= 1, "an integer >= 1"),
+            "hidden_dims": (all(width >= 1 for width in self.hidden_dims), "widths >= 1"),
+            "temperature": (self.temperature > 0, "a number > 0"),
+            "batch_size": (self.batch_size >= 1, "an integer >= 1"),
+            "actor_learning_rate": (self.actor_learning_rate > 0, "a number > 0"),
+            "critic_learning_rate": (self.critic_learning_rate > 0, "a number > 0"),
+            "steps": (self.steps >= 1, "an integer >= 1"),
+            "evaluation_interval": (self.evaluation_interval >= 1, "an integer >= 1"),
         }
-        for name, valid in checks.items():
+        for name, (valid, expected) in ranges.items():
             if not valid:
                 raise InvalidArgumentError(
-                    f"{name}: value {getattr(self, name)!r} is out of range; see the field's "
-                    f"documentation in {type(self).__name__}"
+                    f"{name}: expected {expected}, got {getattr(self, name)!r}"
                 )
 
 
@@ -95,12 +101,13 @@ class CriticConfig(CommonConfig):
         super().validate()
         for name, gamma in {**self.discounts, "default_discount": self.default_discount}.items():
             if not 0.0 <= gamma < 1.0:
+                field_name = name if name == "default_discount" else f"discounts.{name}"
                 raise InvalidArgumentError(
-                    f"discounts: gamma of {name} must be in [0, 1), got {gamma}"
+                    f"{field_name}: expected a discount in [0, 1), got {gamma!r}"
                 )
         if not 0.0 < self.target_update_rate <= 1.0:
             raise InvalidArgumentError(
-                f"target_update_rate: expected a value in (0, 1], got {self.target_update_rate}"
+                f"target_update_rate: expected a number in (0, 1], got {self.target_update_rate!r}"
             )
 
     def discount(self, response: str) -> float:
@@ -123,7 +130,9 @@ class TscacConfig(CriticConfig):
     """lambda_i > 0, the stage-two weight of each interaction constraint: one shared value or
     one per interaction name (the paper sweeps 1e-1 .. 1e-5). Advantages are in units of the
     standard deviation of each response's training rewards."""
-    offline_correction: str = "behaviour_cloning"
+    offline_correction: str = field(
+        default="behaviour_cloning", metadata=choices(*OFFLINE_CORRECTIONS)
+    )
     """Stage-one correction for learning from logged actions: ``behaviour_cloning`` adds
     ``behaviour_cloning_weight`` times the negative log-likelihood of the logged action;
     ``importance_ratio`` instead weights each step by min(pi_i(a|s) / pi_beta(a|s), clip), with
@@ -133,7 +142,7 @@ class TscacConfig(CriticConfig):
     interaction_responses: tuple[str, ...] = ()
     """Interaction responses constrained in stage two; empty means every response except the
     main one."""
-    policy: str = "categorical"
+    policy: str = field(default="categorical", metadata=choices(*POLICIES))
     """Policy family. ``categorical`` is a softmax over the candidate set, with pi* computed
     exactly over the candidates. ``gaussian`` is N(mu(s), sigma^2 I) over a continuous action
     vector of width ``action_dim``, where every item j is the fixed action vector phi(j). Its
@@ -150,26 +159,27 @@ class TscacConfig(CriticConfig):
         super().validate()
         values = self.lambdas.values() if isinstance(self.lambdas, dict) else [self.lambdas]
         if any(value <= 0 for value in values):
-            raise InvalidArgumentError(f"lambdas: expected positive values, got {self.lambdas}")
-        if self.offline_correction not in ("behaviour_cloning", "importance_ratio"):
+            raise InvalidArgumentError(f"lambdas: expected values > 0, got {self.lambdas!r}")
+        if self.offline_correction not in OFFLINE_CORRECTIONS:
             raise InvalidArgumentError(
-                "offline_correction: expected 'behaviour_cloning' or 'importance_ratio', got "
+                f"offline_correction: expected one of {', '.join(OFFLINE_CORRECTIONS)}, got "
                 f"{self.offline_correction!r}"
             )
-        if self.policy not in ("categorical", "gaussian"):
+        if self.policy not in POLICIES:
             raise InvalidArgumentError(
-                f"policy: expected 'categorical' or 'gaussian', got {self.policy!r}"
+                f"policy: expected one of {', '.join(POLICIES)}, got {self.policy!r}"
             )
-        if self.sigma <= 0 or self.action_samples < 1:
-            raise InvalidArgumentError(
-                "sigma must be > 0 and action_samples >= 1, got "
-                f"{self.sigma} and {self.action_samples}"
-            )
-        if self.behaviour_cloning_weight < 0 or self.importance_clip <= 0:
-            raise InvalidArgumentError(
-                "behaviour_cloning_weight must be >= 0 and importance_clip > 0, got "
-                f"{self.behaviour_cloning_weight} and {self.importance_clip}"
-            )
+        ranges = {
+            "sigma": (self.sigma > 0, "a number > 0"),
+            "action_samples": (self.action_samples >= 1, "an integer >= 1"),
+            "behaviour_cloning_weight": (self.behaviour_cloning_weight >= 0, "a number >= 0"),
+            "importance_clip": (self.importance_clip > 0, "a number > 0"),
+        }
+        for name, (valid, expected) in ranges.items():
+            if not valid:
+                raise InvalidArgumentError(
+                    f"{name}: expected {expected}, got {getattr(self, name)!r}"
+                )
 
     def lambda_of(self, response: str) -> float:
         """Return lambda_i of ``response``."""
@@ -195,15 +205,15 @@ class RewardWeightedConfig(CommonConfig):
     watch time relative to the training mean, the usual way supervised rankers use the reward.
     """
 
-    model: str = "wide_deep"
+    model: str = field(default="wide_deep", metadata=choices(*MODELS))
     """``wide_deep`` (Cheng et al., 2016) or ``deepfm`` (Guo et al., 2017)."""
 
     def validate(self) -> None:
         """Raise ``InvalidArgumentError`` naming the first field out of its range."""
         super().validate()
-        if self.model not in ("wide_deep", "deepfm"):
+        if self.model not in MODELS:
             raise InvalidArgumentError(
-                f"model: expected 'wide_deep' or 'deepfm', got {self.model!r}"
+                f"model: expected one of {', '.join(MODELS)}, got {self.model!r}"
             )
 
 
@@ -258,17 +268,102 @@ CONFIG_CLASSES: dict[str, type[CommonConfig]] = {
 }
 
 
-def config_from_dict(cls: type[CommonConfig], values: dict[str, Any]) -> Any:
-    """Build and validate a ``cls`` from plain values (lists become tuples)."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise InvalidArgumentError(
-            f"{cls.__name__}: unknown fields {unknown}; expected some of {sorted(names)}"
-        )
-    converted: dict[str, Any] = {
-        k: tuple(v) if isinstance(v, list) else v for k, v in values.items()
-    }
-    config = cls(**converted)
-    config.validate()
+def config_from_dict(cls: type[CommonConfig], values: dict[str, Any], prefix: str = "") -> Any:
+    """Build and validate a ``cls`` from plain values (lists become tuples).
+
+    Args:
+        cls: the config dataclass.
+        values: field name to value, as read from YAML or JSON; missing fields keep defaults.
+        prefix: the dotted section of ``values`` in the settings (``common``), named in errors.
+
+    Raises:
+        InvalidArgumentError: an unknown field, a value of the wrong type, or one out of its
+            range. The message names the key, the expected values and the value received.
+    """
+    checked = check_fields(cls, values, prefix)
+    try:
+        config = cls(**checked)
+        config.validate()
+    except InvalidArgumentError as error:
+        if not prefix:
+            raise
+        raise InvalidArgumentError(f"{prefix}.{error}") from None
     return config
+
+
+# Fields whose values are response names of the dataset.
+_NAME_FIELDS = ("main_response", "lower_is_better", "interaction_responses", "response")
+
+
+def check_sections(
+    values: dict[str, Any],
+    methods: tuple[str, ...],
+    reward_names: list[str] | None = None,
+) -> None:
+    """Check the ``common`` and ``methods`` sections of the tscac settings field by field.
+
+    Each section is checked on its own, so an error names the key as written
+    (``common.steps``, ``methods.tscac.lambdas``). Given ``reward_names``, the dataset's
+    response names, every field that names responses is checked against them too.
+
+    Args:
+        values: the settings, with the optional sections ``common`` and ``methods``.
+        methods: the methods the run trains; ``common`` is checked against their configs.
+        reward_names: the response names of the prepared dataset, or None to skip that check.
+
+    Raises:
+        InvalidArgumentError: an unknown field, a value of the wrong type, out of its range,
+            or a response name the dataset lacks.
+    """
+    common = dict(values.get("common") or {})
+    per_method = dict(values.get("methods") or {})
+    for name in sorted(set(methods) | {"behaviour_cloning"}):
+        cls = CONFIG_CLASSES[name]
+        fields = {f.name for f in dataclasses.fields(cls)}
+        shared = {key: value for key, value in common.items() if key in fields}
+        own = dict(per_method.get(name) or {})
+        config_from_dict(cls, shared, "common")
+        config_from_dict(cls, own, f"methods.{name}")
+        if reward_names is not None:
+            merged = config_from_dict(cls, {**shared, **own})
+            for key in _NAME_FIELDS:
+                prefix = f"methods.{name}" if key in own else "common"
+                _check_names(merged, key, prefix, reward_names)
+            _check_lambdas(
+                merged, f"methods.{name}" if "lambdas" in own else "common", reward_names
+            )
+
+
+def _check_names(config: Any, key: str, prefix: str, reward_names: list[str]) -> None:
+    value = getattr(config, key, None)
+    if value is None:
+        return
+    names = (value,) if isinstance(value, str) else value
+    for name in names:
+        if name not in reward_names:
+            raise InvalidArgumentError(
+                f"{prefix}.{key}: the dataset has no response {name!r}; set {prefix}.{key} "
+                f"to one of [{', '.join(reward_names)}]"
+            )
+
+
+def _check_lambdas(config: Any, prefix: str, reward_names: list[str]) -> None:
+    """Check that per-response lambdas name responses and cover every constrained one."""
+    lambdas = getattr(config, "lambdas", None)
+    if not isinstance(lambdas, dict):
+        return
+    for name in lambdas:
+        if name not in reward_names:
+            raise InvalidArgumentError(
+                f"{prefix}.lambdas: the dataset has no response {name!r}; use keys among "
+                f"[{', '.join(reward_names)}]"
+            )
+    constrained = config.interaction_responses or tuple(
+        name for name in reward_names if name != config.main_response
+    )
+    missing = [name for name in constrained if name not in lambdas]
+    if missing:
+        raise InvalidArgumentError(
+            f"{prefix}.lambdas: no value for the constrained responses {missing}; give one "
+            "number for all, or one per response"
+        )
