@@ -103,16 +103,19 @@ class RunConfig:
             raise InvalidArgumentError(
                 f"methods: expected a non-empty subset of {sorted(METHODS)}, got {self.methods}"
             )
-        if self.behaviour_steps < 1 or self.cap <= 0 or not 0 < self.evaluation_discount <= 1:
-            raise InvalidArgumentError(
-                "behaviour_steps must be >= 1, cap > 0 and evaluation_discount in (0, 1], got "
-                f"{self.behaviour_steps}, {self.cap} and {self.evaluation_discount}"
-            )
-        if any(value <= 0 for value in self.lambda_sweep) or self.lambda_sweep_steps < 1:
-            raise InvalidArgumentError(
-                "lambda_sweep values must be > 0 and lambda_sweep_steps >= 1, got "
-                f"{self.lambda_sweep} and {self.lambda_sweep_steps}"
-            )
+        checks = {
+            "behaviour_steps": (self.behaviour_steps >= 1, "an integer >= 1"),
+            "cap": (self.cap > 0, "a number > 0"),
+            "evaluation_discount": (0 < self.evaluation_discount <= 1, "a number in (0, 1]"),
+            "lambda_sweep": (all(value > 0 for value in self.lambda_sweep), "values > 0"),
+            "lambda_sweep_steps": (self.lambda_sweep_steps >= 1, "an integer >= 1"),
+            "selection_penalty": (self.selection_penalty >= 0, "a number >= 0"),
+        }
+        for name, (valid, expected) in checks.items():
+            if not valid:
+                raise InvalidArgumentError(
+                    f"{name}: expected {expected}, got {getattr(self, name)!r}"
+                )
 
 
 def load_run_configuration(
