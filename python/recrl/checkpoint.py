@@ -376,9 +376,9 @@ def _written_folder(directory: Path) -> Path | None:
 
 def _damaged(file: Path, folder: Path, problem: str) -> RecrlIOError:
     return RecrlIOError(
-        f"{file}: damaged checkpoint: {problem}. Delete the folder {folder} so that a resumed "
-        "run repeats the work saved in it from the checkpoint before it, or start a new run in "
-        "another output folder (--out)"
+        f"{file}: damaged checkpoint: {problem}. Delete the folder {folder} and resume again "
+        "to redo that work from the checkpoint before it, or start a new run in another output "
+        "folder (--out)"
     )
 
 
@@ -457,11 +457,8 @@ def _verify_files(folder: Path, document: dict[str, Any]) -> None:
         except OSError as error:
             raise _damaged(file, folder, f"cannot be read ({error.strerror})") from error
         if actual["size"] != expected["size"]:
-            raise _damaged(
-                file,
-                folder,
-                f"size {actual['size']} bytes, expected {expected['size']} (truncated?)",
-            )
+            problem = f"size {actual['size']} bytes, expected {expected['size']}"
+            raise _damaged(file, folder, f"{problem} (truncated or overwritten)")
         if actual["sha256"] != expected["sha256"]:
             raise _damaged(file, folder, "SHA-256 mismatch (the bytes changed after writing)")
 
