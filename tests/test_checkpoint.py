@@ -608,6 +608,13 @@ def test_shape_or_dtype_mismatch_is_named(tmp_path):
     assert "torch.float64" in str(caught.value)
     assert torch.equal(double.weight, before)
 
+    model = torch.nn.Linear(4, 3)
+    optimizer = torch.optim.Adam([model.weight])
+    state = TrainingState(modules={"model": model}, optimizers={"adam": optimizer})
+    with pytest.raises(RecrlIOError, match=damaged(directory / "state.json")) as caught:
+        load_checkpoint(directory, state)
+    assert "parameter groups of sizes [1], saved [2]" in str(caught.value)
+
     extra = torch.nn.Sequential(torch.nn.Linear(4, 3))
     with pytest.raises(RecrlIOError, match=damaged(file)) as caught:
         load_checkpoint(directory, TrainingState(modules={"model": extra}))

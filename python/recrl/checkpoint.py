@@ -10,8 +10,8 @@ A checkpoint is a folder with two files:
 ``state.json``
     the optimizers' ``param_groups`` and scalar state, scheduler states, Python ``random`` and
     NumPy global states, the state of each ``numpy.random.Generator``, the caller's JSON
-    metadata (counters, position in the data, histories), and the size and SHA-256 of
-    ``state.safetensors`` and of every replay buffer file (``files``), plus the SHA-256 of the
+    metadata (counters, position in the data, histories). It also records the size and SHA-256
+    of ``state.safetensors`` and of every replay buffer file (``files``), and the SHA-256 of the
     document itself (``document_sha256``).
 
 Replay buffers are written beside them by :meth:`recrl.replay.ReplayBuffer.save` (contents,
@@ -72,7 +72,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 2
-# Format 1 lacks the ``files`` and ``document_sha256`` checksums; it still loads.
+# Format 1 checkpoints lack the ``files`` and ``document_sha256`` checksums and still load.
 READABLE_VERSIONS = (1, 2)
 TENSOR_FILE = "state.safetensors"
 JSON_FILE = "state.json"
@@ -399,7 +399,7 @@ DOCUMENT_KEYS: dict[str, type | tuple[type, ...]] = {
 
 
 def _read_document(folder: Path) -> dict[str, Any]:
-    """Read and check ``folder/state.json``; raises the damaged-checkpoint error on failure."""
+    """Read and check ``folder/state.json``, raising RecrlIOError when it is damaged."""
     file = folder / JSON_FILE
     try:
         raw = json.loads(file.read_bytes())
@@ -561,7 +561,7 @@ def _check_names(kind: str, saved: Any, requested: Mapping[str, Any], path: Path
 
 
 def _check_against(opened: _Opened, state: TrainingState) -> None:
-    """Raise unless ``opened`` holds every object of ``state`` with matching tensors."""
+    """Raise unless ``opened`` contains every object of ``state`` with matching tensors."""
     path, document, entries = opened.path, opened.document, opened.entries
     _check_names("modules", document["modules"], state.modules, path)
     _check_names("optimizers", document["optimizers"], state.optimizers, path)
@@ -570,10 +570,23 @@ def _check_against(opened: _Opened, state: TrainingState) -> None:
     _check_names("torch generators", document["torch_generators"], state.torch_generators, path)
     try:
         absent = [key for key in _required_entries(document, state) if key not in entries]
+        saved_group_sizes = {
+            name: [len(group["params"]) for group in document["optimizers"][name]["param_groups"]]
+            for name in state.optimizers
+        }
     except (KeyError, TypeError, AttributeError, ValueError) as error:
         raise _damaged(path / JSON_FILE, path, f"invalid structure ({error!r})") from None
     if absent:
         raise _damaged(path / TENSOR_FILE, path, f"missing tensors {absent[:5]}")
+    for name, optimizer in state.optimizers.items():
+        saved_sizes = saved_group_sizes[name]
+        sizes = [len(group["params"]) for group in optimizer.param_groups]
+        if saved_sizes != sizes:
+            raise _damaged(
+                path / JSON_FILE,
+                path,
+                f"optimizer {name!r} has parameter groups of sizes {sizes}, saved {saved_sizes}",
+            )
     mismatch = _check_modules(document, entries, state)
     if mismatch is not None:
         raise _damaged(path / TENSOR_FILE, path, mismatch)
@@ -638,9 +651,9 @@ def load_checkpoint(
             ``directory`` is damaged and the copy passes the checks.
 
     Raises:
-        RecrlIOError: no checkpoint at ``directory``; a missing, truncated, invalid or changed
-            file; a checkpoint that lacks a named object or whose tensors do not fit it. The
-            message names the file and the folder to delete.
+        RecrlIOError: There is no checkpoint at ``directory``, a file is missing, truncated,
+            invalid or changed, or the checkpoint lacks a named object or has tensors that do
+            not fit it. The message names the file and the folder to delete.
     """
     opened = _open_checkpoint(Path(directory), fall_back=fall_back)
     return _load_opened(opened, state or TrainingState(), restore_global_generators)
