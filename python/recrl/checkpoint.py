@@ -243,35 +243,6 @@ def _remove_stale_staging(directory: Path) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
-def _restore_optimizer(
-    name: str,
-    optimizer: torch.optim.Optimizer,
-    saved: dict[str, Any],
-    entries: dict[str, torch.Tensor],
-) -> None:
-    parameter_states: dict[int, dict[str, Any]] = {}
-    for index, keys in saved["tensors"].items():
-        for key in keys:
-            parameter_states.setdefault(int(index), {})[key] = entries[
-                f"optimizer/{name}/{index}/{key}"
-            ]
-    for index, values in saved["scalars"].items():
-        parameter_states.setdefault(int(index), {}).update(values)
-    optimizer.load_state_dict({"state": parameter_states, "param_groups": saved["param_groups"]})
-    # Loaded moments are contiguous; a parameter stored transposed (a strided view) had moments
-    # with its own strides, and fused optimizer kernels pair elements by memory position.
-    for group in optimizer.param_groups:
-        for parameter in group["params"]:
-            state = optimizer.state.get(parameter, {})
-            for key, value in state.items():
-                if (
-                    isinstance(value, torch.Tensor)
-                    and value.shape == parameter.shape
-                    and value.stride() != parameter.stride()
-                ):
-                    state[key] = torch.empty_like(parameter).copy_(value)
-
-
 def _digest(data: bytes) -> dict[str, Any]:
     return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
@@ -360,6 +331,35 @@ def checkpoint_path(directory: str | Path) -> Path | None:
         if (candidate / JSON_FILE).is_file() and (candidate / TENSOR_FILE).is_file():
             return candidate
     return None
+
+
+def _restore_optimizer(
+    name: str,
+    optimizer: torch.optim.Optimizer,
+    saved: dict[str, Any],
+    entries: dict[str, torch.Tensor],
+) -> None:
+    parameter_states: dict[int, dict[str, Any]] = {}
+    for index, keys in saved["tensors"].items():
+        for key in keys:
+            parameter_states.setdefault(int(index), {})[key] = entries[
+                f"optimizer/{name}/{index}/{key}"
+            ]
+    for index, values in saved["scalars"].items():
+        parameter_states.setdefault(int(index), {}).update(values)
+    optimizer.load_state_dict({"state": parameter_states, "param_groups": saved["param_groups"]})
+    # Loaded moments are contiguous; a parameter stored transposed (a strided view) had moments
+    # with its own strides, and fused optimizer kernels pair elements by memory position.
+    for group in optimizer.param_groups:
+        for parameter in group["params"]:
+            state = optimizer.state.get(parameter, {})
+            for key, value in state.items():
+                if (
+                    isinstance(value, torch.Tensor)
+                    and value.shape == parameter.shape
+                    and value.stride() != parameter.stride()
+                ):
+                    state[key] = torch.empty_like(parameter).copy_(value)
 
 
 def _written_folder(directory: Path) -> Path | None:
