@@ -1,6 +1,9 @@
 """Checkpoints restore training exactly, round-trip every state and survive interrupted writes."""
 
+import json
+import logging
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -10,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from recrl import data
 from recrl.checkpoint import (
@@ -18,9 +22,11 @@ from recrl.checkpoint import (
     checkpoint_path,
     differing_keys,
     load_checkpoint,
+    metrics_rows_at_checkpoint,
     optimizers_of,
     save_checkpoint,
 )
+from recrl.cli import main
 from recrl.errors import InvalidArgumentError, RecrlIOError
 from recrl.nets.mtl import build_backbone
 from recrl.replay import ReplayBuffer
@@ -445,3 +451,254 @@ def test_killed_prepare_overwrite_keeps_a_whole_dataset(tmp_path):
         else:
             data.prepare(data.read_kuairand(small), out, overwrite=True)
     assert kept_previous >= 1
+
+
+# Damaged checkpoints raise an error that names the file, before any object changes.
+
+
+def write_small(directory: Path) -> torch.nn.Linear:
+    """Save a Linear(4, 3), its Adam state and a replay buffer into ``directory``."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    optimizer = torch.optim.Adam(model.parameters())
+    model(torch.ones(2, 4)).sum().backward()
+    optimizer.step()
+    buffer = ReplayBuffer(8, observation_dim=2, reward_dim=1, seed=0)
+    observations = np.ones((3, 2), dtype=np.float32)
+    buffer.extend(observations, np.zeros(3), np.ones(3), observations)
+    state = TrainingState(
+        modules={"model": model}, optimizers={"adam": optimizer}, replay_buffers={"main": buffer}
+    )
+    save_checkpoint(directory, state, metadata={"step": 1})
+    return model
+
+
+def fresh_state() -> tuple[torch.nn.Linear, TrainingState]:
+    torch.manual_seed(1)
+    model = torch.nn.Linear(4, 3)
+    optimizer = torch.optim.Adam(model.parameters())
+    return model, TrainingState(modules={"model": model}, optimizers={"adam": optimizer})
+
+
+def damaged(file: Path) -> str:
+    """Return a pattern for the error about ``file`` in its checkpoint folder."""
+    return (
+        re.escape(f"{file}: damaged checkpoint: ")
+        + ".*"
+        + re.escape(f"Delete the folder {file.parent}")
+    )
+
+
+def make_format_one(directory: Path) -> None:
+    """Rewrite ``directory/state.json`` as format 1, written before checksums were recorded."""
+    document = json.loads((directory / "state.json").read_text())
+    del document["files"], document["document_sha256"]
+    document["format_version"] = 1
+    (directory / "state.json").write_text(json.dumps(document))
+
+
+def test_truncated_tensor_file_is_named(tmp_path):
+    directory = tmp_path / "ckpt"
+    write_small(directory)
+    file = directory / "state.safetensors"
+    file.write_bytes(file.read_bytes()[:100])
+    with pytest.raises(RecrlIOError, match=damaged(file)) as caught:
+        load_checkpoint(directory, fresh_state()[1])
+    assert "size 100 bytes, expected" in str(caught.value)
+
+    # Without checksums the safetensors parser finds the damage.
+    make_format_one(directory)
+    with pytest.raises(RecrlIOError, match=damaged(file)) as caught:
+        load_checkpoint(directory, fresh_state()[1])
+    assert "invalid safetensors file" in str(caught.value)
+
+
+def test_flipped_tensor_bytes_change_nothing(tmp_path):
+    directory = tmp_path / "ckpt"
+    write_small(directory)
+    file = directory / "state.safetensors"
+    payload = bytearray(file.read_bytes())
+    # The tensor data follows the header; the last bytes belong to a tensor.
+    payload[-8:] = bytes(byte ^ 0xFF for byte in payload[-8:])
+    file.write_bytes(bytes(payload))
+
+    model, state = fresh_state()
+    before = {key: value.clone() for key, value in model.state_dict().items()}
+    with pytest.raises(RecrlIOError, match=damaged(file)) as caught:
+        load_checkpoint(directory, state)
+    assert "SHA-256 mismatch" in str(caught.value)
+    assert_same_tensors(model.state_dict(), before)
+    assert state.optimizers["adam"].state_dict()["state"] == {}
+
+
+def test_changed_replay_file_is_named(tmp_path):
+    directory = tmp_path / "ckpt"
+    write_small(directory)
+    replay_files = sorted(path for path in (directory / "replay").rglob("*") if path.is_file())
+    assert replay_files
+    file = replay_files[-1]
+    payload = bytearray(file.read_bytes())
+    payload[-1] ^= 0x01
+    file.write_bytes(bytes(payload))
+    with pytest.raises(RecrlIOError, match=re.escape(f"{file}: damaged checkpoint: SHA-256")):
+        load_checkpoint(directory)
+
+
+def test_invalid_json_is_named(tmp_path):
+    directory = tmp_path / "current"
+    write_small(directory)
+    file = directory / "state.json"
+    file.write_text('{"format_version": 2, "modu')
+    with pytest.raises(RecrlIOError, match=damaged(file)) as caught:
+        load_checkpoint(directory)
+    assert "invalid JSON" in str(caught.value)
+
+    file.write_bytes(b"\xff\xfe garbage")
+    with pytest.raises(RecrlIOError, match=damaged(file)):
+        load_checkpoint(directory)
+    with pytest.raises(RecrlIOError, match=damaged(file)):
+        metrics_rows_at_checkpoint(tmp_path)
+
+
+def test_edited_json_is_named(tmp_path):
+    directory = tmp_path / "ckpt"
+    write_small(directory)
+    file = directory / "state.json"
+    document = json.loads(file.read_text())
+    document["metadata"]["step"] = 2
+    file.write_text(json.dumps(document))
+    with pytest.raises(RecrlIOError, match=damaged(file)) as caught:
+        load_checkpoint(directory)
+    assert "SHA-256 mismatch of the document" in str(caught.value)
+
+    # A format 1 document is checked for its keys.
+    make_format_one(directory)
+    document = json.loads(file.read_text())
+    del document["modules"]
+    file.write_text(json.dumps(document))
+    with pytest.raises(RecrlIOError, match=damaged(file)) as caught:
+        load_checkpoint(directory)
+    assert "missing key 'modules'" in str(caught.value)
+
+
+@pytest.mark.parametrize("name", ["state.safetensors", "state.json"])
+def test_missing_file_is_named(tmp_path, name):
+    directory = tmp_path / "ckpt"
+    write_small(directory)
+    file = directory / name
+    file.unlink()
+    with pytest.raises(RecrlIOError, match=damaged(file)) as caught:
+        load_checkpoint(directory)
+    assert "the file is missing" in str(caught.value)
+
+
+def test_shape_or_dtype_mismatch_is_named(tmp_path):
+    directory = tmp_path / "ckpt"
+    write_small(directory)
+    file = directory / "state.safetensors"
+    wider = torch.nn.Linear(4, 5)
+    with pytest.raises(RecrlIOError, match=damaged(file)) as caught:
+        load_checkpoint(directory, TrainingState(modules={"model": wider}))
+    assert "tensor 'weight': saved (3, 4) torch.float32, the module has (5, 4)" in str(caught.value)
+
+    double = torch.nn.Linear(4, 3).double()
+    before = double.weight.detach().clone()
+    with pytest.raises(RecrlIOError, match=damaged(file)) as caught:
+        load_checkpoint(directory, TrainingState(modules={"model": double}))
+    assert "torch.float64" in str(caught.value)
+    assert torch.equal(double.weight, before)
+
+    model = torch.nn.Linear(4, 3)
+    optimizer = torch.optim.Adam([model.weight])
+    state = TrainingState(modules={"model": model}, optimizers={"adam": optimizer})
+    with pytest.raises(RecrlIOError, match=damaged(directory / "state.json")) as caught:
+        load_checkpoint(directory, state)
+    assert "parameter groups of sizes [1], saved [2]" in str(caught.value)
+
+    extra = torch.nn.Sequential(torch.nn.Linear(4, 3))
+    with pytest.raises(RecrlIOError, match=damaged(file)) as caught:
+        load_checkpoint(directory, TrainingState(modules={"model": extra}))
+    assert "keys missing from the checkpoint ['0.bias', '0.weight']" in str(caught.value)
+
+
+def test_format_one_without_checksums_loads(tmp_path):
+    directory = tmp_path / "ckpt"
+    saved = write_small(directory)
+    stored = len(load_checkpoint(directory).replay_buffers["main"])
+    assert stored > 0
+    make_format_one(directory)
+    model, state = fresh_state()
+    checkpoint = load_checkpoint(directory, state)
+    assert checkpoint.metadata == {"step": 1}
+    assert_same_tensors(model.state_dict(), saved.state_dict())
+    assert len(checkpoint.replay_buffers["main"]) == stored
+
+
+def test_damaged_current_falls_back_to_retired(tmp_path, caplog):
+    directory = tmp_path / "current"
+    write_marked(directory, 2)
+    # A retired copy, as a write killed between its last rename and its cleanup leaves.
+    retired = tmp_path / ".current.old"
+    write_marked(tmp_path / "older", 1)
+    (tmp_path / "older").rename(retired)
+
+    file = directory / "state.safetensors"
+    file.write_bytes(file.read_bytes()[:-4])
+    with pytest.raises(RecrlIOError, match=damaged(file)):
+        load_checkpoint(directory)
+    with caplog.at_level(logging.WARNING, logger="recrl.checkpoint"):
+        checkpoint = load_checkpoint(directory, fall_back=True)
+    assert checkpoint.metadata["mark"] == 1
+    assert checkpoint.path == retired
+    assert str(file) in caplog.text
+    assert f"reading the previous checkpoint {retired} instead" in caplog.text
+
+    # A damaged retired copy gives the error about the current one.
+    (retired / "state.json").write_text("[")
+    with pytest.raises(RecrlIOError, match=damaged(file)):
+        load_checkpoint(directory, fall_back=True)
+
+
+def test_damaged_phase_record_is_not_skipped(tmp_path):
+    model = torch.nn.Linear(2, 2)
+    checkpoints = RunCheckpoints(tmp_path / "run", every=1)
+    checkpoints.phase("seed0/stage", TrainingState(modules={"model": model})).complete()
+    file = checkpoints.phase_folder("seed0/stage") / "state.safetensors"
+    file.unlink()
+
+    resumed = RunCheckpoints(tmp_path / "run", every=1, resume=True)
+    phase = resumed.phase("seed0/stage", TrainingState(modules={"model": model}))
+    assert phase.completed
+    with pytest.raises(RecrlIOError, match=damaged(file)):
+        phase.restore_completed()
+
+
+TINY_TSCAC = {
+    "run": {"methods": ["rcpo"], "behaviour_steps": 2, "lambda_sweep": []},
+    "common": {**SMALL_TSCAC, "hidden_dims": [8], "steps": 2, "evaluation_interval": 1},
+}
+
+
+def test_cli_resume_reports_damaged_record(prepared, tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(TINY_TSCAC))
+    out = tmp_path / "run"
+    arguments = ["tscac", "--data", str(prepared.path), "--config", str(config)]
+    arguments += ["--out", str(out), "--no-progress"]
+    assert main(arguments) == 0
+    command = [sys.executable, "-m", "recrl.cli", *arguments]
+
+    phases = out / "checkpoints" / "phases"
+    tensor_file = phases / "seed0--behaviour" / "state.safetensors"
+    json_file = phases / "seed0--rcpo--train" / "state.json"
+    original_json = json_file.read_text()
+    tensor_file.write_bytes(tensor_file.read_bytes()[:-100])
+    json_file.write_text("not json")
+    # The run reads every record's state.json first, so the JSON error comes first.
+    for file in (json_file, tensor_file):
+        resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True)
+        assert resumed.returncode == 2, resumed.stderr
+        assert f"error: {file}: damaged checkpoint" in resumed.stderr
+        assert f"Delete the folder {file.parent}" in resumed.stderr
+        assert "Traceback" not in resumed.stderr
+        json_file.write_text(original_json)

@@ -9,11 +9,19 @@ A checkpoint is a folder with two files:
     any extra tensors of the caller (``tensor/<name>``).
 ``state.json``
     the optimizers' ``param_groups`` and scalar state, scheduler states, Python ``random`` and
-    NumPy global states, the state of each ``numpy.random.Generator``, and the caller's JSON
-    metadata (counters, position in the data, histories).
+    NumPy global states, the state of each ``numpy.random.Generator``, the caller's JSON
+    metadata (counters, position in the data, histories). It also records the size and SHA-256
+    of ``state.safetensors`` and of every replay buffer file (``files``), and the SHA-256 of the
+    document itself (``document_sha256``).
 
 Replay buffers are written beside them by :meth:`recrl.replay.ReplayBuffer.save` (contents,
-priorities, write position and sampling generator). Nothing is read through pickle.
+priorities, write position and sampling generator) into ``replay/<name>/``. Nothing is read
+through pickle.
+
+:func:`load_checkpoint` checks the sizes and checksums, the structure of ``state.json`` and the
+names, shapes and dtypes of the tensors against the objects it restores before it changes any of
+them. Every failure raises :class:`~recrl.errors.RecrlIOError` naming the damaged file. Format 1
+checkpoints, written before checksums were recorded, load without the checksum checks.
 
 Writing is atomic at folder level. The files go into a hidden temporary folder beside the
 destination and are synced. Then the previous checkpoint is renamed to ``.<name>.old``, the new
@@ -28,6 +36,7 @@ skip it, and the running phase has a periodic checkpoint that lets it continue m
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
@@ -39,11 +48,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 import recrl
 from recrl import _files, distributed
-from recrl.errors import InvalidArgumentError, RecrlIOError
+from recrl.errors import InvalidArgumentError, RecrlError, RecrlIOError
 from recrl.replay import ReplayBuffer
 
 __all__ = [
@@ -61,7 +71,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Format 1 checkpoints lack the ``files`` and ``document_sha256`` checksums and still load.
+READABLE_VERSIONS = (1, 2)
 TENSOR_FILE = "state.safetensors"
 JSON_FILE = "state.json"
 
@@ -231,6 +243,27 @@ def _remove_stale_staging(directory: Path) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
+def _digest(data: bytes) -> dict[str, Any]:
+    return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def _file_digest(path: Path) -> dict[str, Any]:
+    with path.open("rb") as handle:
+        digest = hashlib.file_digest(handle, "sha256").hexdigest()
+    return {"size": path.stat().st_size, "sha256": digest}
+
+
+def _document_digest(document: Mapping[str, Any]) -> str:
+    """Return the SHA-256 of ``document`` without its own checksum, in a canonical JSON form.
+
+    The form (sorted keys, no spaces) does not depend on how ``state.json`` is indented, and
+    Python's ``json`` writes floats so that they parse back to the same value.
+    """
+    content = {key: value for key, value in document.items() if key != "document_sha256"}
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def save_checkpoint(
     directory: str | Path,
     state: TrainingState,
@@ -241,7 +274,7 @@ def save_checkpoint(
     """Write ``state`` plus ``tensors`` and ``metadata`` as the checkpoint folder ``directory``.
 
     The previous checkpoint in ``directory`` stays readable until the new one is complete (see
-    the module documentation).
+    the module documentation). ``state.json`` records the size and SHA-256 of every other file.
 
     Args:
         directory: the checkpoint folder; its parent is created.
@@ -259,10 +292,18 @@ def save_checkpoint(
     try:
         payload = save(entries)
         _files.write_synced(staging / TENSOR_FILE, lambda handle: handle.write(payload))
-        text = json.dumps(document, indent=1, sort_keys=True) + "\n"
-        _files.write_synced(staging / JSON_FILE, lambda handle: handle.write(text.encode()))
+        files = {TENSOR_FILE: _digest(payload)}
         for name, buffer in state.replay_buffers.items():
             buffer.save(staging / "replay" / name)
+        # NOTE: the replay files are written by the compiled core, so their checksums come
+        # from reading them back (usually from the page cache) rather than from the bytes sent.
+        for path in sorted((staging / "replay").rglob("*")):
+            if path.is_file():
+                files[path.relative_to(staging).as_posix()] = _file_digest(path)
+        document["files"] = files
+        document["document_sha256"] = _document_digest(document)
+        text = json.dumps(document, indent=1, sort_keys=True) + "\n"
+        _files.write_synced(staging / JSON_FILE, lambda handle: handle.write(text.encode()))
         _files.sync_directory(staging)
 
         retired = _retired(directory)
@@ -282,7 +323,8 @@ def checkpoint_path(directory: str | Path) -> Path | None:
     """Return the complete checkpoint folder for ``directory``, or None when there is none.
 
     After a crash between the two renames of a write, the only complete checkpoint is the
-    retired ``.<name>.old`` folder.
+    retired ``.<name>.old`` folder. Completeness here means that both files exist; only
+    :func:`load_checkpoint` checks their contents.
     """
     directory = Path(directory)
     for candidate in (directory, _retired(directory)):
@@ -320,6 +362,196 @@ def _restore_optimizer(
                     state[key] = torch.empty_like(parameter).copy_(value)
 
 
+def _written_folder(directory: Path) -> Path | None:
+    """Return ``directory`` or its retired copy, whichever exists first, or None.
+
+    A checkpoint folder only appears under its name once complete, so an existing folder with
+    a missing file is damaged, not unfinished.
+    """
+    for candidate in (directory, _retired(directory)):
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+def _damaged(file: Path, folder: Path, problem: str) -> RecrlIOError:
+    return RecrlIOError(
+        f"{file}: damaged checkpoint: {problem}. Delete the folder {folder} and resume again "
+        "to redo that work from the checkpoint before it, or start a new run in another output "
+        "folder (--out)"
+    )
+
+
+# Top-level keys of state.json and the JSON type each must have.
+DOCUMENT_KEYS: dict[str, type | tuple[type, ...]] = {
+    "modules": dict,
+    "optimizers": dict,
+    "schedulers": dict,
+    "generators": dict,
+    "torch_generators": list,
+    "python_random": dict,
+    "numpy_global": dict,
+    "cuda_devices": int,
+    "tensors": list,
+    "replay_buffers": list,
+    "metadata": dict,
+}
+
+
+def _read_document(folder: Path) -> dict[str, Any]:
+    """Read and check ``folder/state.json``, raising RecrlIOError when it is damaged."""
+    file = folder / JSON_FILE
+    try:
+        raw = json.loads(file.read_bytes())
+    except FileNotFoundError:
+        raise _damaged(file, folder, "the file is missing") from None
+    except OSError as error:
+        raise _damaged(file, folder, f"cannot be read ({error.strerror})") from error
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise _damaged(file, folder, f"invalid JSON ({error})") from None
+    if not isinstance(raw, dict):
+        raise _damaged(file, folder, f"expected a JSON object, got {type(raw).__name__}")
+
+    version = raw.get("format_version")
+    if version not in READABLE_VERSIONS:
+        raise RecrlIOError(
+            f"{file}: checkpoint format {version!r}, this recrl {recrl.__version__} reads "
+            f"formats {list(READABLE_VERSIONS)}; resume with the recrl version that wrote it, "
+            "or start a new run in another output folder (--out)"
+        )
+    if version >= 2:
+        if raw.get("document_sha256") != _document_digest(raw):
+            raise _damaged(file, folder, "SHA-256 mismatch of the document (edited or damaged)")
+        if not isinstance(raw.get("files"), dict):
+            raise _damaged(file, folder, "missing key 'files' (the checksums of the other files)")
+
+    for key, kind in DOCUMENT_KEYS.items():
+        if key not in raw:
+            raise _damaged(file, folder, f"missing key {key!r}")
+        if not isinstance(raw[key], kind) or isinstance(raw[key], bool):
+            raise _damaged(
+                file, folder, f"key {key!r} has the wrong type {type(raw[key]).__name__}"
+            )
+    document: dict[str, Any] = _from_json(raw)
+    return document
+
+
+def _verify_files(folder: Path, document: dict[str, Any]) -> None:
+    """Compare the size and SHA-256 of every file listed in ``document`` with the disk."""
+    listed = document.get("files")
+    if listed is None:
+        # Format 1: nothing to compare with, but the tensor file must exist.
+        if not (folder / TENSOR_FILE).is_file():
+            raise _damaged(folder / TENSOR_FILE, folder, "the file is missing")
+        return
+    if TENSOR_FILE not in listed:
+        raise _damaged(folder / JSON_FILE, folder, f"'files' lacks {TENSOR_FILE}")
+    for name, expected in listed.items():
+        file = folder / name
+        if not isinstance(expected, dict) or set(expected) != {"size", "sha256"}:
+            raise _damaged(folder / JSON_FILE, folder, f"invalid 'files' entry for {name!r}")
+        try:
+            actual = _file_digest(file)
+        except FileNotFoundError:
+            raise _damaged(file, folder, "the file is missing") from None
+        except OSError as error:
+            raise _damaged(file, folder, f"cannot be read ({error.strerror})") from error
+        if actual["size"] != expected["size"]:
+            problem = f"size {actual['size']} bytes, expected {expected['size']}"
+            raise _damaged(file, folder, f"{problem} (truncated or overwritten)")
+        if actual["sha256"] != expected["sha256"]:
+            raise _damaged(file, folder, "SHA-256 mismatch (the bytes changed after writing)")
+
+
+def _required_entries(document: dict[str, Any], state: TrainingState) -> list[str]:
+    """Return the safetensors keys that restoring ``state`` from ``document`` reads."""
+    keys = ["rng/torch"]
+    keys += [f"rng/cuda/{device}" for device in range(document["cuda_devices"])]
+    for name in state.modules:
+        keys += [f"module/{name}/{key}" for key in document["modules"][name]]
+    for name in state.optimizers:
+        for index, tensor_keys in document["optimizers"][name]["tensors"].items():
+            keys += [f"optimizer/{name}/{index}/{key}" for key in tensor_keys]
+    keys += [f"generator/{name}" for name in state.torch_generators]
+    keys += [f"tensor/{name}" for name in document["tensors"]]
+    return keys
+
+
+def _check_modules(
+    document: dict[str, Any], entries: dict[str, torch.Tensor], state: TrainingState
+) -> str | None:
+    """Return what differs between the saved module tensors and ``state.modules``, or None."""
+    for name, module in state.modules.items():
+        expected = module.state_dict()
+        saved = document["modules"][name]
+        missing = sorted(set(expected) - set(saved))
+        unexpected = sorted(set(saved) - set(expected))
+        if missing or unexpected:
+            return (
+                f"module {name!r} does not match: keys missing from the checkpoint {missing}, "
+                f"keys the module lacks {unexpected}"
+            )
+        for key in saved:
+            tensor, target = entries[f"module/{name}/{key}"], expected[key]
+            if tensor.shape != target.shape or tensor.dtype != target.dtype:
+                return (
+                    f"module {name!r} tensor {key!r}: saved {tuple(tensor.shape)} {tensor.dtype}, "
+                    f"the module has {tuple(target.shape)} {target.dtype}"
+                )
+    return None
+
+
+@dataclass
+class _Opened:
+    """A checkpoint folder whose files passed the checks, not yet restored."""
+
+    path: Path
+    document: dict[str, Any]
+    entries: dict[str, torch.Tensor]
+
+
+def _open_folder(folder: Path, load_tensors: bool) -> _Opened:
+    document = _read_document(folder)
+    _verify_files(folder, document)
+    if not load_tensors:
+        return _Opened(folder, document, {})
+    file = folder / TENSOR_FILE
+    try:
+        entries = load_file(str(file), device="cpu")
+    except FileNotFoundError:
+        raise _damaged(file, folder, "the file is missing") from None
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        raise _damaged(file, folder, f"invalid safetensors file ({error})") from error
+    return _Opened(folder, document, entries)
+
+
+def _open_checkpoint(directory: Path, *, fall_back: bool, load_tensors: bool = True) -> _Opened:
+    """Find, read and check the checkpoint at ``directory``.
+
+    With ``fall_back``, a damaged ``directory`` gives way to its retired ``.<name>.old`` copy
+    when that one passes the checks.
+    """
+    folder = _written_folder(directory)
+    if folder is None:
+        raise RecrlIOError(f"{directory}: no checkpoint found (state.json and state.safetensors)")
+    if folder != directory:
+        logger.warning(
+            "%s: reading the previous checkpoint %s (a write was interrupted)", directory, folder
+        )
+    try:
+        return _open_folder(folder, load_tensors)
+    except RecrlIOError as error:
+        retired = _retired(directory)
+        if not fall_back or folder == retired or not retired.is_dir():
+            raise
+        try:
+            opened = _open_folder(retired, load_tensors)
+        except RecrlIOError:
+            raise error from None
+        logger.warning("%s; reading the previous checkpoint %s instead", error, retired)
+        return opened
+
+
 def _check_names(kind: str, saved: Any, requested: Mapping[str, Any], path: Path) -> None:
     missing = sorted(set(requested) - set(saved))
     if missing:
@@ -328,56 +560,50 @@ def _check_names(kind: str, saved: Any, requested: Mapping[str, Any], path: Path
         )
 
 
-def load_checkpoint(
-    directory: str | Path,
-    state: TrainingState | None = None,
-    *,
-    restore_global_generators: bool = True,
-) -> Checkpoint:
-    """Restore ``state`` in place from the checkpoint folder ``directory``.
-
-    Every object named in ``state`` must be in the checkpoint. Module states load strictly.
-    Replay buffers are rebuilt and returned rather than restored in place.
-
-    Args:
-        directory: a folder written by :func:`save_checkpoint`.
-        state: the objects to restore; None reads the metadata and tensors only.
-        restore_global_generators: also set the Python, NumPy global, torch and CUDA states.
-
-    Raises:
-        RecrlIOError: no complete checkpoint at ``directory``, or one that lacks a named object.
-    """
-    requested = Path(directory)
-    path = checkpoint_path(requested)
-    if path is None:
-        raise RecrlIOError(f"{requested}: no checkpoint found (state.json and state.safetensors)")
-    if path != requested:
-        logger.warning(
-            "%s: reading the previous checkpoint %s (a write was interrupted)", requested, path
-        )
-    document = _from_json(json.loads((path / JSON_FILE).read_text()))
-    if document.get("format_version") != FORMAT_VERSION:
-        raise RecrlIOError(
-            f"{path}: checkpoint format {document.get('format_version')}, this recrl reads "
-            f"{FORMAT_VERSION}"
-        )
-    entries = load_file(str(path / TENSOR_FILE), device="cpu")
-    state = state or TrainingState()
-
+def _check_against(opened: _Opened, state: TrainingState) -> None:
+    """Raise unless ``opened`` contains every object of ``state`` with matching tensors."""
+    path, document, entries = opened.path, opened.document, opened.entries
     _check_names("modules", document["modules"], state.modules, path)
+    _check_names("optimizers", document["optimizers"], state.optimizers, path)
+    _check_names("schedulers", document["schedulers"], state.schedulers, path)
+    _check_names("generators", document["generators"], state.generators, path)
+    _check_names("torch generators", document["torch_generators"], state.torch_generators, path)
+    try:
+        absent = [key for key in _required_entries(document, state) if key not in entries]
+        saved_group_sizes = {
+            name: [len(group["params"]) for group in document["optimizers"][name]["param_groups"]]
+            for name in state.optimizers
+        }
+    except (KeyError, TypeError, AttributeError, ValueError) as error:
+        raise _damaged(path / JSON_FILE, path, f"invalid structure ({error!r})") from None
+    if absent:
+        raise _damaged(path / TENSOR_FILE, path, f"missing tensors {absent[:5]}")
+    for name, optimizer in state.optimizers.items():
+        saved_sizes = saved_group_sizes[name]
+        sizes = [len(group["params"]) for group in optimizer.param_groups]
+        if saved_sizes != sizes:
+            raise _damaged(
+                path / JSON_FILE,
+                path,
+                f"optimizer {name!r} has parameter groups of sizes {sizes}, saved {saved_sizes}",
+            )
+    mismatch = _check_modules(document, entries, state)
+    if mismatch is not None:
+        raise _damaged(path / TENSOR_FILE, path, mismatch)
+
+
+def _restore(opened: _Opened, state: TrainingState, restore_global_generators: bool) -> Checkpoint:
+    path, document, entries = opened.path, opened.document, opened.entries
     for name, module in state.modules.items():
         keys = document["modules"][name]
         module.load_state_dict({key: entries[f"module/{name}/{key}"] for key in keys})
 
-    _check_names("optimizers", document["optimizers"], state.optimizers, path)
     for name, optimizer in state.optimizers.items():
         _restore_optimizer(name, optimizer, document["optimizers"][name], entries)
 
-    _check_names("schedulers", document["schedulers"], state.schedulers, path)
     for name, scheduler in state.schedulers.items():
         scheduler.load_state_dict(document["schedulers"][name])
 
-    _check_names("generators", document["generators"], state.generators, path)
     for name, generator in state.generators.items():
         saved = document["generators"][name]
         kind = type(generator.bit_generator).__name__
@@ -387,18 +613,64 @@ def load_checkpoint(
             )
         generator.bit_generator.state = saved
 
-    _check_names("torch generators", document["torch_generators"], state.torch_generators, path)
     for name, torch_generator in state.torch_generators.items():
         torch_generator.set_state(entries[f"generator/{name}"])
 
     if restore_global_generators:
         _restore_global_generators(document, entries)
 
-    buffers = {
-        name: ReplayBuffer.load(path / "replay" / name) for name in document["replay_buffers"]
-    }
+    buffers = {}
+    for name in document["replay_buffers"]:
+        try:
+            buffers[name] = ReplayBuffer.load(path / "replay" / name)
+        except RecrlError as error:
+            raise _damaged(path / "replay" / name, path, str(error)) from error
     tensors = {name: entries[f"tensor/{name}"] for name in document["tensors"]}
     return Checkpoint(path, document["metadata"], tensors, buffers)
+
+
+def load_checkpoint(
+    directory: str | Path,
+    state: TrainingState | None = None,
+    *,
+    restore_global_generators: bool = True,
+    fall_back: bool = False,
+) -> Checkpoint:
+    """Restore ``state`` in place from the checkpoint folder ``directory``.
+
+    Every object named in ``state`` must be in the checkpoint, with module tensors of the same
+    names, shapes and dtypes. The files are checked against the sizes and checksums in
+    ``state.json`` before any object changes. Replay buffers are rebuilt and returned rather
+    than restored in place.
+
+    Args:
+        directory: a folder written by :func:`save_checkpoint`.
+        state: the objects to restore; None reads the metadata and tensors only.
+        restore_global_generators: also set the Python, NumPy global, torch and CUDA states.
+        fall_back: read the retired ``.<name>.old`` copy, with a logged warning, when
+            ``directory`` is damaged and the copy passes the checks.
+
+    Raises:
+        RecrlIOError: There is no checkpoint at ``directory``, a file is missing, truncated,
+            invalid or changed, or the checkpoint lacks a named object or has tensors that do
+            not fit it. The message names the file and the folder to delete.
+    """
+    opened = _open_checkpoint(Path(directory), fall_back=fall_back)
+    return _load_opened(opened, state or TrainingState(), restore_global_generators)
+
+
+def _load_opened(
+    opened: _Opened, state: TrainingState, restore_global_generators: bool
+) -> Checkpoint:
+    _check_against(opened, state)
+    try:
+        return _restore(opened, state, restore_global_generators)
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as error:
+        # The checks above cover the known ways a file can be damaged; this catches the rest,
+        # after some objects may already have been restored.
+        raise _damaged(
+            opened.path / JSON_FILE, opened.path, f"cannot restore ({error!r})"
+        ) from error
 
 
 def _restore_global_generators(document: dict[str, Any], entries: dict[str, torch.Tensor]) -> None:
@@ -442,14 +714,19 @@ def metrics_rows_at_checkpoint(root: str | Path) -> int:
     these rows and logs again what came after.
     """
     root = Path(root)
-    folders = [root / "current", *sorted((root / "phases").glob("*"))]
+    documents = []
+    if _written_folder(root / "current") is not None:
+        current = _open_checkpoint(root / "current", fall_back=True, load_tensors=False)
+        documents.append(current.document)
+    # Hidden folders are retired copies and staging folders of interrupted writes.
+    phases = sorted(path for path in (root / "phases").glob("*") if not path.name.startswith("."))
+    for folder in phases:
+        found = _written_folder(folder)
+        if found is not None:
+            documents.append(_read_document(found))
     counts = [0]
-    for folder in folders:
-        found = checkpoint_path(folder)
-        if found is None:
-            continue
-        document = json.loads((found / JSON_FILE).read_text())
-        counts.append(int(document.get("metadata", {}).get(METRICS_ROWS, 0)))
+    for document in documents:
+        counts.append(int(document["metadata"].get(METRICS_ROWS, 0)))
     return max(counts)
 
 
@@ -543,7 +820,8 @@ class Phase:
         """Whether a resumed run finished this phase before."""
         if self.folder is None or not self.checkpoints.resume:
             return False
-        return checkpoint_path(self.folder) is not None
+        # An existing but damaged record counts as finished, so that restoring it raises.
+        return _written_folder(self.folder) is not None
 
     def restore_completed(self) -> dict[str, Any]:
         """Restore the state at the end of the finished phase and return its metadata."""
@@ -557,11 +835,12 @@ class Phase:
         if not self.checkpoints.resume:
             return None
         current = self.checkpoints.folder("current")
-        if checkpoint_path(current) is None:
+        if _written_folder(current) is None:
             return None
-        if load_checkpoint(current, restore_global_generators=False).metadata["phase"] != self.name:
+        opened = _open_checkpoint(current, fall_back=True)
+        if opened.document["metadata"].get("phase") != self.name:
             return None
-        checkpoint = load_checkpoint(current, self.state)
+        checkpoint = _load_opened(opened, self.state, restore_global_generators=True)
         logger.info(
             "resume: phase %s continues after step %d", self.name, checkpoint.metadata["step"]
         )
