@@ -146,6 +146,9 @@ def shutdown() -> None:
     """Leave the process group that :func:`setup` created; do nothing otherwise."""
     global _owns_group
     if _owns_group and is_active():
+        # Every rank arrives before any leaves: a rank that tears its group down while another
+        # is still in a collective can abort that rank's gloo threads.
+        torch.distributed.barrier()
         torch.distributed.destroy_process_group()
     _owns_group = False
 
