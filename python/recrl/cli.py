@@ -830,9 +830,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     set_progress(False if args.no_progress else None)
+    status: int | None = None
     try:
         settings = resolve_settings(parser, arguments, args, command_sections(args.command))
-        return _run(args, settings, ["recrl", *arguments])
+        status = _run(args, settings, ["recrl", *arguments])
+        return status
     except (RecrlError, OSError) as error:
         print(f"recrl {args.command}: error: {error}", file=sys.stderr)
         return 2
@@ -843,15 +845,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     finally:
-        _leave_process_group()
+        _leave_process_group(clean=status == 0)
 
 
-def _leave_process_group() -> None:
+def _leave_process_group(clean: bool) -> None:
     # Training commands import recrl.distributed. For the others, importing it here would load
     # torch for nothing.
     distributed = sys.modules.get("recrl.distributed")
     if distributed is not None:
-        distributed.shutdown()
+        distributed.shutdown(clean=clean)
 
 
 if __name__ == "__main__":  # pragma: no cover

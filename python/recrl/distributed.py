@@ -142,13 +142,17 @@ def setup(device: str) -> str:
     return device
 
 
-def shutdown() -> None:
-    """Leave the process group that :func:`setup` created; do nothing otherwise."""
+def shutdown(*, clean: bool = True) -> None:
+    """Leave the process group that :func:`setup` created; do nothing otherwise.
+
+    With ``clean`` (every rank finished its work), the ranks first wait for each other, since a
+    rank that tears its group down while another is still in a collective can abort that rank's
+    gloo threads. After an error no rank waits, so a failed rank cannot hang on the barrier.
+    """
     global _owns_group
     if _owns_group and is_active():
-        # Every rank arrives before any leaves: a rank that tears its group down while another
-        # is still in a collective can abort that rank's gloo threads.
-        torch.distributed.barrier()
+        if clean:
+            torch.distributed.barrier()
         torch.distributed.destroy_process_group()
     _owns_group = False
 
