@@ -176,6 +176,20 @@ def test_mlp_matches_torch_on_1000_requests(tmp_path: Path) -> None:
         )
 
 
+@pytest.mark.parametrize("rows", [127, 128, 333, 512])
+def test_mlp_forward_split_over_threads_matches_one_thread(tmp_path: Path, rows: int) -> None:
+    torch.manual_seed(8)
+    mlp = MLP(50, [32, 16], 2).eval()
+    scorer = Scorer.load(export_mlp(mlp, tmp_path / "m.safetensors", fusion=Fusion([1.0, 1.0])))
+    inputs = np.random.default_rng(9).normal(size=(rows, 50)).astype(np.float32)
+    with torch.no_grad():
+        expected = mlp(torch.from_numpy(inputs)).numpy()
+    split = scorer.forward(inputs, threads=2)
+    assert split.shape == (rows, 2)
+    assert_close_relative(split, expected, 1e-5)
+    np.testing.assert_allclose(split, scorer.forward(inputs), rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize("activation", ["relu", "gelu", "tanh", "leaky_relu", "elu"])
 def test_mlp_forward_matches_torch(tmp_path: Path, activation: str) -> None:
     torch.manual_seed(5)

@@ -1,6 +1,11 @@
 //! Forward pass of an exported multi-layer perceptron (`recrl.nets.MLP` in evaluation mode).
 
+use rayon::prelude::*;
+
 use super::kernels::{add_columns, add_matmul_transposed, dot, erfc};
+
+/// Fewest rows per thread for which a batch forward pass is split across threads.
+const MIN_ROWS_PER_THREAD: usize = 64;
 use crate::error::{Error, Result};
 
 /// The element-wise function between two linear layers, as in `torch.nn`.
@@ -205,7 +210,31 @@ impl Mlp {
     }
 
     /// Forward `rows` rows [rows, input_dim] with GEMM; returns [rows, output_dim].
+    ///
+    /// With `threads` > 1 and enough rows, the rows are split into one contiguous block per
+    /// thread and each block runs every layer on its own: one fork and join per call instead of
+    /// one per layer, and each GEMM keeps the single-thread kernel.
     pub fn forward_batch(&self, inputs: &[f32], rows: usize, threads: usize) -> Vec<f32> {
+        let parts = threads.min(rows / MIN_ROWS_PER_THREAD);
+        if parts > 1 {
+            let width = self.input_dim();
+            let outputs = self.output_dim();
+            let per_part = rows.div_ceil(parts);
+            let mut result = vec![0.0f32; rows * outputs];
+            result
+                .par_chunks_mut(per_part * outputs)
+                .zip(inputs.par_chunks(per_part * width))
+                .for_each(|(block, rows_in)| {
+                    let count = rows_in.len() / width;
+                    block.copy_from_slice(&self.forward_batch_serial(rows_in, count));
+                });
+            return result;
+        }
+        self.forward_batch_serial(inputs, rows)
+    }
+
+    fn forward_batch_serial(&self, inputs: &[f32], rows: usize) -> Vec<f32> {
+        let threads = 1;
         let first = &self.layers[0];
         let mut hidden = broadcast_rows(&first.bias, rows);
         add_matmul_transposed(
