@@ -116,3 +116,12 @@ def test_tensorboard_events_when_installed(tmp_path: Path) -> None:
     events = list(tmp_path.glob("events.out.tfevents.*"))
     assert len(events) == 1
     assert events[0].stat().st_size > 0
+
+
+def test_read_metrics_names_a_bad_line(tmp_path: Path) -> None:
+    with MetricsWriter(tmp_path, tensorboard=False) as metrics:
+        metrics.log("train", 1, {"loss/actor": 0.5})
+    with (tmp_path / "metrics.csv").open("a") as handle:
+        handle.write("1.0,train,two,loss/actor,0.4\n")
+    with pytest.raises(RecrlIOError, match=r"metrics.csv, line 3: expected a number"):
+        read_metrics(tmp_path)

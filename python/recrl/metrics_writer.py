@@ -190,7 +190,8 @@ def read_metrics(directory: str | Path) -> list[dict[str, Any]]:
     """Read ``metrics.csv`` of a run directory into rows with ``step`` int and ``value`` float.
 
     Raises:
-        RecrlIOError: the file is missing or its header is not the metrics header.
+        RecrlIOError: the file is missing, its header is not the metrics header, or a row's
+            time, step or value is not a number.
     """
     path = Path(directory) / METRICS_FILE
     if not path.is_file():
@@ -201,14 +202,23 @@ def read_metrics(directory: str | Path) -> list[dict[str, Any]]:
             raise RecrlIOError(
                 f"{path}: expected the columns {list(METRICS_HEADER)}, got {reader.fieldnames}"
             )
-        return [
-            {
-                "time": float(row["time"]),
-                "phase": row["phase"],
-                "step": int(row["step"]),
-                "name": row["name"],
-                "value": float(row["value"]),
-            }
-            for row in reader
-            if row["value"] is not None
-        ]
+        rows = []
+        for row in reader:
+            if row["value"] is None:
+                continue
+            try:
+                rows.append(
+                    {
+                        "time": float(row["time"]),
+                        "phase": row["phase"],
+                        "step": int(row["step"]),
+                        "name": row["name"],
+                        "value": float(row["value"]),
+                    }
+                )
+            except (TypeError, ValueError) as error:
+                raise RecrlIOError(
+                    f"{path}, line {reader.line_num}: expected a number in time, step and "
+                    f"value, got {error}; fix or delete that line"
+                ) from error
+        return rows
