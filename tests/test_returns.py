@@ -308,6 +308,29 @@ def test_discounted_returns_match_reference(log: dict[str, Any]) -> None:
         as_matrix(log["bootstrap_values"]),
     )
     assert_matches(actual, expected, log["out_shape"])
+    # A reused buffer full of stale values receives exactly the same returns.
+    out = np.full(log["out_shape"], np.nan, dtype=np.float32)
+    written = returns.discounted_returns(
+        log["rewards"],
+        log["gammas"],
+        bootstrap_values=log["bootstrap_values"],
+        out=out,
+        **log["episodes"],
+    )
+    assert written is out
+    np.testing.assert_array_equal(out, actual)
+
+
+def test_returns_out_is_checked() -> None:
+    rewards = np.ones(3, dtype=np.float32)
+    with pytest.raises(ShapeError, match=r"out: expected shape \(3,\)"):
+        returns.discounted_returns(rewards, 0.5, out=np.empty(4, dtype=np.float32))
+    with pytest.raises(InvalidArgumentError, match="out: expected a float32 NumPy array"):
+        returns.discounted_returns(rewards, 0.5, out=np.empty(3))
+    with pytest.raises(InvalidArgumentError, match="C-contiguous, writeable"):
+        returns.discounted_returns(rewards, 0.5, out=np.empty(6, dtype=np.float32)[::2])
+    with pytest.raises(InvalidArgumentError, match="shares memory with an input"):
+        returns.discounted_returns(rewards, 0.5, out=rewards)
 
 
 @given(logs(), st.integers(1, 8))

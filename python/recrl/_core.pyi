@@ -117,6 +117,7 @@ def discounted_returns(
     terminals: npt.NDArray[np.uint8] | None = None,
     truncations: npt.NDArray[np.uint8] | None = None,
     bootstrap_values: npt.NDArray[np.float32] | None = None,
+    out: npt.NDArray[np.float32] | None = None,
 ) -> npt.NDArray[np.float32]:
     """Discounted reward-to-go of every row; see `recrl.returns.discounted_returns`."""
 

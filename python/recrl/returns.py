@@ -41,6 +41,7 @@ import numpy as np
 import numpy.typing as npt
 
 from recrl import _core
+from recrl.errors import InvalidArgumentError
 
 __all__ = ["discounted_returns", "gae", "lambda_returns", "n_step_targets"]
 
@@ -92,6 +93,7 @@ def discounted_returns(
     terminals: npt.ArrayLike | None = None,
     truncations: npt.ArrayLike | None = None,
     bootstrap_values: npt.ArrayLike | None = None,
+    out: npt.NDArray[np.float32] | None = None,
 ) -> npt.NDArray[np.float32]:
     """Compute the discounted reward-to-go of every row.
 
@@ -109,20 +111,39 @@ def discounted_returns(
         bootstrap_values: float32 [E, K] or [E], the value of the observation after the last
             step of each episode. Only rows of truncated episodes are read; required when an
             episode is truncated.
+        out: float32 array of the result's shape, C-contiguous, writeable and sharing no memory
+            with the inputs. The returns are written into it and it is returned, so a loop can
+            reuse one buffer instead of allocating the result on every call. On an error it may
+            be partly written.
 
     Returns:
-        float32 [N, K] or [N] (see the module docs for which), the return of each row.
+        float32 [N, K] or [N] (see the module docs for which), the return of each row: ``out``
+        when it is given.
     """
+    converted = _floats("rewards", rewards)
+    bootstrap = None if bootstrap_values is None else _floats("bootstrap_values", bootstrap_values)
+    if out is not None:
+        _check_out(out, converted, bootstrap)
     return _core.discounted_returns(
-        _floats("rewards", rewards),
+        converted,
         _gammas(gammas),
         episode_starts=_offsets(episode_starts),
         terminals=_flags("terminals", terminals),
         truncations=_flags("truncations", truncations),
-        bootstrap_values=(
-            None if bootstrap_values is None else _floats("bootstrap_values", bootstrap_values)
-        ),
+        bootstrap_values=bootstrap,
+        out=out,
     )
+
+
+def _check_out(out: Any, *inputs: npt.NDArray[Any] | None) -> None:
+    """Raise unless ``out`` can receive a float32 result without touching the inputs."""
+    if not isinstance(out, np.ndarray) or out.dtype != np.float32:
+        dtype = getattr(out, "dtype", type(out).__name__)
+        raise InvalidArgumentError(f"out: expected a float32 NumPy array, got {dtype}")
+    if not out.flags.c_contiguous or not out.flags.writeable:
+        raise InvalidArgumentError("out: expected a C-contiguous, writeable array")
+    if any(array is not None and np.shares_memory(out, array) for array in inputs):
+        raise InvalidArgumentError("out: shares memory with an input; pass a separate buffer")
 
 
 def n_step_targets(

@@ -348,16 +348,32 @@ fn run_chunks<const OUTPUTS: usize, F>(
 where
     F: Fn(Range<usize>, usize, &mut [&mut [f32]; OUTPUTS]) -> bool + Sync,
 {
-    let chunks = layout.chunks();
     let mut outputs: [Vec<f32>; OUTPUTS] =
         std::array::from_fn(|_| zeroed_output(layout.rows() * width));
-
-    // Cut every output into one slice per chunk, in chunk order.
-    let mut per_chunk: Vec<[&mut [f32]; OUTPUTS]> = Vec::with_capacity(chunks.len());
-    let mut rests: [&mut [f32]; OUTPUTS] = {
+    let slices: [&mut [f32]; OUTPUTS] = {
         let mut iter = outputs.iter_mut();
         std::array::from_fn(|_| iter.next().expect("one vector per output").as_mut_slice())
     };
+    let finite = run_chunks_into(layout, width, slices, kernel);
+    (outputs, finite)
+}
+
+/// `run_chunks` writing into caller buffers of `layout.rows() * width` values each, which the
+/// kernel overwrites entirely; returns whether every chunk stayed finite.
+fn run_chunks_into<const OUTPUTS: usize, F>(
+    layout: &EpisodeLayout,
+    width: usize,
+    outputs: [&mut [f32]; OUTPUTS],
+    kernel: F,
+) -> bool
+where
+    F: Fn(Range<usize>, usize, &mut [&mut [f32]; OUTPUTS]) -> bool + Sync,
+{
+    let chunks = layout.chunks();
+
+    // Cut every output into one slice per chunk, in chunk order.
+    let mut per_chunk: Vec<[&mut [f32]; OUTPUTS]> = Vec::with_capacity(chunks.len());
+    let mut rests = outputs;
     for chunk in &chunks {
         let rows = layout.starts[chunk.end] - layout.starts[chunk.start];
         let slices: [&mut [f32]; OUTPUTS] = std::array::from_fn(|i| {
@@ -368,15 +384,14 @@ where
         per_chunk.push(slices);
     }
 
-    let finite = chunks
+    chunks
         .into_par_iter()
         .zip(per_chunk.into_par_iter())
         .map(|(chunk, mut slices)| {
             let first_row = layout.starts[chunk.start];
             kernel(chunk, first_row, &mut slices)
         })
-        .reduce(|| true, |a, b| a && b);
-    (outputs, finite)
+        .reduce(|| true, |a, b| a && b)
 }
 
 /// Allocate a zeroed output buffer backed by huge pages where the kernel allows it.
@@ -461,13 +476,38 @@ pub fn discounted_returns(
     gammas: &[f64],
     bootstrap_values: Option<&[f32]>,
 ) -> Result<Vec<f32>> {
+    let mut returns = zeroed_output(layout.rows() * gammas.len());
+    discounted_returns_into(layout, rewards, gammas, bootstrap_values, &mut returns)?;
+    Ok(returns)
+}
+
+/// `discounted_returns` written into `out` [N, K], which it overwrites entirely, so that a
+/// caller can reuse one buffer across calls. On an error `out` may be partly written.
+pub fn discounted_returns_into(
+    layout: &EpisodeLayout,
+    rewards: &[f32],
+    gammas: &[f64],
+    bootstrap_values: Option<&[f32]>,
+    out: &mut [f32],
+) -> Result<()> {
     check_gammas(gammas)?;
     let width = gammas.len();
     let rewards = Rows::new("rewards", rewards, layout.rows(), width)?;
     let bootstrap = check_bootstrap(layout, bootstrap_values, width)?;
+    if out.len() != layout.rows() * width {
+        return Err(Error::shape(
+            "out",
+            format!(
+                "{} values ({} rows x {width})",
+                layout.rows() * width,
+                layout.rows()
+            ),
+            format!("{} values", out.len()),
+        ));
+    }
 
     let single_powers = BlockPowers::new(gammas[0]);
-    let ([returns], finite) = run_chunks(layout, width, |episodes, first_row, [out]| {
+    let finite = run_chunks_into(layout, width, [out], |episodes, first_row, [out]| {
         let mut finite = true;
         for episode in episodes.rev() {
             let rows = layout.episode_rows(episode);
@@ -500,7 +540,7 @@ pub fn discounted_returns(
         next_values: None,
         bootstrap_values: bootstrap,
     };
-    finish(layout, inputs, finite, returns)
+    finish(layout, inputs, finite, ())
 }
 
 /// Rows per block of the single-response reward-to-go.

@@ -4,7 +4,10 @@
 //! float and there is one response, and (N, K) otherwise.
 
 use numpy::ndarray::{ArrayD, IxDyn};
-use numpy::{IntoPyArray, PyArrayDyn, PyReadonlyArray1, PyReadonlyArrayDyn, PyUntypedArrayMethods};
+use numpy::{
+    IntoPyArray, PyArrayDyn, PyArrayMethods, PyReadonlyArray1, PyReadonlyArrayDyn,
+    PyUntypedArrayMethods,
+};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use recrl_core::returns::{self, EpisodeLayout};
@@ -42,17 +45,22 @@ impl ResponseShape {
         Ok(array.as_slice()?)
     }
 
+    /// The dimensions of a result with `rows` rows.
+    fn dims(&self, rows: usize) -> Vec<usize> {
+        if self.one_dimensional {
+            vec![rows]
+        } else {
+            vec![rows, self.width]
+        }
+    }
+
     fn output<'py>(
         &self,
         py: Python<'py>,
         data: Vec<f32>,
         rows: usize,
     ) -> PyResult<FloatArray<'py>> {
-        let dims = if self.one_dimensional {
-            vec![rows]
-        } else {
-            vec![rows, self.width]
-        };
+        let dims = self.dims(rows);
         let array = ArrayD::from_shape_vec(IxDyn(&dims), data)
             .map_err(|e| PyValueError::new_err(format!("returns output: {e}")))?;
         Ok(array.into_pyarray(py))
@@ -157,7 +165,8 @@ fn build_layout(
 
 /// Discounted reward-to-go of every row; see `recrl.returns.discounted_returns`.
 #[pyfunction]
-#[pyo3(signature = (rewards, gammas, *, episode_starts=None, terminals=None, truncations=None, bootstrap_values=None))]
+#[pyo3(signature = (rewards, gammas, *, episode_starts=None, terminals=None, truncations=None, bootstrap_values=None, out=None))]
+#[allow(clippy::too_many_arguments)]
 fn discounted_returns<'py>(
     py: Python<'py>,
     rewards: Floats<'py>,
@@ -166,6 +175,7 @@ fn discounted_returns<'py>(
     terminals: Option<PyReadonlyArray1<'py, u8>>,
     truncations: Option<PyReadonlyArray1<'py, u8>>,
     bootstrap_values: Option<Floats<'py>>,
+    out: Option<Bound<'py, PyArrayDyn<f32>>>,
 ) -> PyResult<FloatArray<'py>> {
     let (shape, gammas) = resolve_shape(&rewards, gammas)?;
     let layout = build_layout(
@@ -179,10 +189,39 @@ fn discounted_returns<'py>(
         .as_ref()
         .map(|values| shape.check("bootstrap_values", values, layout.episode_count()))
         .transpose()?;
-    let result = run_detached(py, || {
-        returns::discounted_returns(&layout, rewards, &gammas, bootstrap)
-    })?;
-    shape.output(py, result, layout.rows())
+    let Some(out) = out else {
+        let result = run_detached(py, || {
+            returns::discounted_returns(&layout, rewards, &gammas, bootstrap)
+        })?;
+        return shape.output(py, result, layout.rows());
+    };
+    let expected = shape.dims(layout.rows());
+    if out.shape() != expected.as_slice() {
+        return Err(to_py_err(Error::shape(
+            "out",
+            describe(&expected),
+            describe(out.shape()),
+        )));
+    }
+    {
+        // The borrow fails when `out` overlaps an input, which rust-numpy tracks.
+        let mut writable = out.try_readwrite().map_err(|_| {
+            to_py_err(Error::invalid(
+                "out",
+                "expected a writeable array that shares no memory with the inputs",
+            ))
+        })?;
+        let buffer = writable.as_slice_mut().map_err(|_| {
+            to_py_err(Error::invalid(
+                "out",
+                "expected a C-contiguous float32 array",
+            ))
+        })?;
+        run_detached(py, || {
+            returns::discounted_returns_into(&layout, rewards, &gammas, bootstrap, buffer)
+        })?;
+    }
+    Ok(out)
 }
 
 /// n-step targets of every row; see `recrl.returns.n_step_targets`.
