@@ -5,7 +5,7 @@ use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
-use recrl_core::trajectory::{self, EpisodeOptions};
+use recrl_core::trajectory::{self, EpisodeOptions, Episodes};
 
 use crate::errors::run_detached;
 
@@ -50,10 +50,7 @@ fn build_episodes<'py>(
     })?;
 
     let result = PyDict::new(py);
-    result.set_item("episode_starts", episodes.episode_starts.into_pyarray(py))?;
-    result.set_item("terminals", episodes.terminals.into_pyarray(py))?;
-    result.set_item("truncations", episodes.truncations.into_pyarray(py))?;
-    result.set_item("next_index", episodes.next_index.into_pyarray(py))?;
+    set_episode_items(&result, episodes)?;
     Ok(result)
 }
 
@@ -91,12 +88,18 @@ fn sort_episodes<'py>(
     if let Some(segments) = sorted.segments {
         result.set_item("segments", segments.into_pyarray(py))?;
     }
-    let episodes = sorted.episodes;
+    set_episode_items(&result, sorted.episodes)?;
+    Ok(result)
+}
+
+/// Put the four arrays of `episodes` into `result` under their field names.
+fn set_episode_items(result: &Bound<'_, PyDict>, episodes: Episodes) -> PyResult<()> {
+    let py = result.py();
     result.set_item("episode_starts", episodes.episode_starts.into_pyarray(py))?;
     result.set_item("terminals", episodes.terminals.into_pyarray(py))?;
     result.set_item("truncations", episodes.truncations.into_pyarray(py))?;
     result.set_item("next_index", episodes.next_index.into_pyarray(py))?;
-    Ok(result)
+    Ok(())
 }
 
 /// Items of the `length` previous rows of the same user for each row, most recent first.
