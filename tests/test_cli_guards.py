@@ -48,7 +48,7 @@ def test_finished_run_is_kept_unless_overwrite(
     table = (out / "table.csv").read_text()
     capsys.readouterr()
     assert tscac(prepared, tmp_path, out) == 2
-    assert "holds a run already; pass --resume to continue it, --overwrite" in (
+    assert "contains a run already; pass --resume to continue it, --overwrite" in (
         capsys.readouterr().err
     )
     assert (out / "table.csv").read_text() == table

@@ -137,8 +137,8 @@ def test_tscac_command_writes_report(prepared, tmp_path):
     # Another dataset's vocabulary would map item ids to the wrong embeddings.
     other = tmp_path / "other_vocabulary.npy"
     np.save(other, np.load(prepared.path / "item_vocabulary.npy")[::-1].copy())
-    refused = main(["export", str(out), "--out", str(policy), "--item-vocabulary", str(other)])
-    assert refused == 2
+    status = main(["export", str(out), "--out", str(policy), "--item-vocabulary", str(other)])
+    assert status == 2
 
 
 def test_tscac_command_rejects_unknown_fields(prepared, tmp_path):

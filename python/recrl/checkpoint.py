@@ -30,8 +30,8 @@ therefore leaves a complete checkpoint under the name or under ``.<name>.old``, 
 :func:`load_checkpoint` reads whichever exists.
 
 :class:`RunCheckpoints` organises the checkpoints of a run made of named phases (training
-stages, sweep points, epochs loops): a finished phase keeps a record that lets a resumed run
-skip it, and the running phase has a periodic checkpoint that lets it continue mid-way.
+stages, sweep points, epoch loops). A finished phase keeps a record that lets a resumed run
+skip it. The running phase has a periodic checkpoint that lets it continue mid-way.
 """
 
 from __future__ import annotations
@@ -348,8 +348,8 @@ def _restore_optimizer(
     for index, values in saved["scalars"].items():
         parameter_states.setdefault(int(index), {}).update(values)
     optimizer.load_state_dict({"state": parameter_states, "param_groups": saved["param_groups"]})
-    # Loaded moments are contiguous; a parameter stored transposed (a strided view) had moments
-    # with its own strides, and fused optimizer kernels pair elements by memory position.
+    # Loaded moments are contiguous, but a parameter stored transposed (a strided view) had
+    # moments with its strides. Fused optimizer kernels pair elements by memory position.
     for group in optimizer.param_groups:
         for parameter in group["params"]:
             state = optimizer.state.get(parameter, {})
@@ -750,12 +750,12 @@ class RunCheckpoints:
         every: steps between periodic checkpoints of a phase; 0 writes none.
         resume: read the finished phases and the current checkpoint; false starts afresh and
             deletes what ``root`` holds.
-        metrics_rows: returns the rows of the run's ``metrics.csv`` so far; each checkpoint
-            records it, so a resumed run keeps exactly the rows logged up to its checkpoint
-            (see :func:`metrics_rows_at_checkpoint`).
+        metrics_rows: returns the number of rows of the run's ``metrics.csv`` so far. Each
+            checkpoint records it, so a resumed run keeps exactly the rows logged up to its
+            checkpoint (see :func:`metrics_rows_at_checkpoint`).
 
-    Under torchrun every rank reads the checkpoints and rank 0 alone writes them: the ranks hold
-    the same parameters, optimizer states and generators after every step.
+    Under torchrun every rank reads the checkpoints and rank 0 alone writes them, because the
+    ranks hold the same parameters, optimizer states and generators after every step.
     """
 
     def __init__(

@@ -256,8 +256,8 @@ def _add_resume_options(parser: argparse.ArgumentParser, unit: str) -> None:
     parser.add_argument(
         "--overwrite",
         action="store_true",
-        help="replace the run in --out when it holds one (without this, such a folder is an "
-        "error, so a finished run is never lost by mistake)",
+        help="replace the run in --out when it contains one (without this, such a folder is "
+        "an error, so a finished run is never lost by mistake)",
     )
     parser.add_argument(
         "--resume",
@@ -376,7 +376,7 @@ def _check_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
         )
     if not resume and started and not overwrite:
         raise RecrlIOError(
-            f"{out}: holds a run already; pass --resume to continue it, --overwrite to replace "
+            f"{out}: contains a run already; pass --resume to continue it, --overwrite to replace "
             "it, or choose another --out"
         )
 

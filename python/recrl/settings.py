@@ -61,7 +61,7 @@ class ConfigSections:
         schema: every valid key, nested like ``defaults``. A leaf is None for one value, or
             :func:`free_mapping` for a value that may also be a mapping with keys of the user's
             choice (such as per-response discounts).
-        check: called with the resolved settings before they are returned; it raises
+        check: called with the resolved settings before they are returned. It raises
             ``InvalidArgumentError`` for a value of the wrong type or out of range, naming its
             dotted key. None checks only the keys.
     """

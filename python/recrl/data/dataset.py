@@ -548,7 +548,7 @@ def build_arrays(
         "max_length": int(episode_lengths.max()) if len(episode_lengths) else 0,
     }
     # Every id of the log's own training vocabulary occurs in the log, so only unknown ids need
-    # counting; a shard's vocabulary is the whole log's, so a shard counts its ids directly.
+    # counting. A shard's vocabulary is the whole log's, so a shard counts its ids directly.
     if shared is None:
         distinct = {
             "users": len(user_vocabulary) + _core.count_distinct(user_ids[users == 0]),

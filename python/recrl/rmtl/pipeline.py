@@ -269,7 +269,7 @@ def _check_resumable(path: Path, resolved: dict[str, Any]) -> None:
     """Raise unless ``path`` contains the settings of ``resolved`` (to resume that run).
 
     Versions and the platform are compared with a warning only, so a run can continue after
-    an upgrade; results may then differ from an uninterrupted run.
+    an upgrade. Its results may then differ from an uninterrupted run.
     """
     if not path.is_file():
         raise RecrlIOError(f"{path}: not found; --resume continues a run started in that folder")

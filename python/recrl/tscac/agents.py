@@ -135,7 +135,7 @@ class Method(nn.Module):
         return count if bool((candidates[:, :count] == self.candidate_items).all()) else 0
 
     def evaluates(self, stage: str) -> bool:
-        """Return whether ``stage`` changes the final policy, so that evaluating it tells something.
+        """Return whether ``stage`` trains the final policy, the one worth evaluating there.
 
         TSCAC's stage one trains the interaction policies only.
         """

@@ -45,7 +45,7 @@ impl ResponseShape {
         Ok(array.as_slice()?)
     }
 
-    /// The dimensions of a result with `rows` rows.
+    /// Return the dimensions of a result with `rows` rows.
     fn dims(&self, rows: usize) -> Vec<usize> {
         if self.one_dimensional {
             vec![rows]

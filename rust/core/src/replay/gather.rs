@@ -119,7 +119,7 @@ impl Storage {
     }
 }
 
-/// Most values that [`gather_rows`] copies in the calling thread. Handing a task to the
+/// Maximum number of values that [`gather_rows`] copies in the calling thread. Handing a task to the
 /// rayon pool from a Python thread wakes a worker and waits for it, which costs more than
 /// copying a few thousand values (actions and rewards of a batch of 512).
 const SERIAL_GATHER_VALUES: usize = 1 << 15;

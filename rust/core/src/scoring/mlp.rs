@@ -4,7 +4,7 @@ use rayon::prelude::*;
 
 use super::kernels::{add_columns, add_matmul_transposed, dot, erfc};
 
-/// Fewest rows per thread for which a batch forward pass is split across threads.
+/// Minimum rows per thread for a batch forward pass to be split across threads.
 const MIN_ROWS_PER_THREAD: usize = 64;
 use crate::error::{Error, Result};
 
