@@ -32,7 +32,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from recrl.replay import ReplayBuffer
+from recrl.replay import ReplayBuffer, SumTree
 
 EPISODE_LENGTH = 100
 CHUNK = 10_000
@@ -253,6 +253,21 @@ def tianshou_tree_calls(size: int, batch: int, data: dict[str, np.ndarray]):
     return None, sample_and_update, tree
 
 
+def recrl_tree_calls(size: int, batch: int, data: dict[str, np.ndarray]):
+    """The same steps as ``tianshou_tree_calls`` on recrl's ``SumTree``."""
+    tree = SumTree(size)
+    tree.set_many(np.arange(size), np.ones(size))
+    generator = np.random.default_rng(1)
+
+    def sample_and_update() -> object:
+        masses = generator.random(batch) * tree.total()
+        indices = tree.find_prefix_many(masses)
+        tree.set_many(indices, (generator.random(batch) + 1e-3) ** 0.6)
+        return indices
+
+    return None, sample_and_update, tree
+
+
 def torchrl_calls(size: int, batch: int, data: dict[str, np.ndarray], prioritized: bool):
     from tensordict import TensorDict
     from torchrl.data import (
@@ -311,11 +326,17 @@ def run_speed(args: argparse.Namespace) -> None:
     prioritized_builders: list[tuple[str, Callable[[], tuple]]] = [
         ("recrl", lambda: recrl_calls(size, batch, data)),
         ("tianshou full payload", lambda: tianshou_calls(size, batch, data, prioritized=True)),
-        ("tianshou tree only", lambda: tianshou_tree_calls(size, batch, data)),
         ("cpprb", lambda: cpprb_calls(size, batch, data, prioritized=True)),
         ("torchrl", lambda: torchrl_calls(size, batch, data, prioritized=True)),
     ]
     report(prioritized_builders, 1, args.iterations)
+
+    print(f"\n== priority tree alone: draw {batch} leaves of {size:,}, then set them ==")
+    tree_builders: list[tuple[str, Callable[[], tuple]]] = [
+        ("recrl SumTree", lambda: recrl_tree_calls(size, batch, data)),
+        ("tianshou SegmentTree", lambda: tianshou_tree_calls(size, batch, data)),
+    ]
+    report(tree_builders, 1, args.iterations)
 
 
 def report(builders: list[tuple[str, Callable[[], tuple]]], which: int, iterations: int) -> None:

@@ -85,6 +85,24 @@ def test_sum_tree_integer_masses():
     assert np.bincount(slots, minlength=3).tolist() == [10, 5, 2]
 
 
+def test_sum_tree_batched_set_and_its_errors():
+    tree = SumTree(10)
+    tree.set_many(np.array([3, 7, 3]), np.array([1.0, 2.0, 4.0]))
+    assert (tree.get(3), tree.get(7), tree.total(), tree.max()) == (4.0, 2.0, 6.0, 4.0)
+    with pytest.raises(InvalidArgumentError, match="expected a leaf below 10, got 10"):
+        tree.set_many(np.array([1, 10]), np.array([1.0, 1.0]))
+    with pytest.raises(InvalidArgumentError, match="expected leaves >= 0, got -1"):
+        tree.set_many(np.array([-1]), np.array([1.0]))
+    with pytest.raises(InvalidArgumentError, match="finite value >= 0, got NaN"):
+        tree.set_many(np.array([1]), np.array([np.nan]))
+    with pytest.raises(ShapeError):
+        tree.set_many(np.array([1, 2]), np.array([1.0]))
+    with pytest.raises(InvalidArgumentError, match=r"expected a value in \[0, 6\), got 6"):
+        tree.find_prefix_many(np.array([0.0, 6.0]))
+    # A rejected call changes nothing.
+    assert (tree.get(1), tree.total()) == (0.0, 6.0)
+
+
 def test_without_replacement_too_large():
     buffer = ReplayBuffer(8, 3)
     add(buffer, [1.0, 2.0, 3.0], terminals=[False, False, True])
@@ -371,6 +389,9 @@ def test_sum_tree_matches_reference(values, fractions):
     tree = SumTree(len(values))
     for slot, value in enumerate(values):
         tree.set(slot, value)
+    batched = SumTree(len(values))
+    batched.set_many(np.arange(len(values)), np.array(values))
+    assert batched.total() == tree.total()
     total = sum(values)
     assert tree.total() == pytest.approx(total, rel=1e-12, abs=0)
     assert tree.max() == max(values)
@@ -388,6 +409,7 @@ def test_sum_tree_matches_reference(values, fractions):
         if np.min(np.abs(edges - mass)) < 1e-9 * total:
             continue
         assert tree.find_prefix(mass) == reference.find_prefix(values, mass)
+        assert batched.find_prefix_many(np.array([mass]))[0] == reference.find_prefix(values, mass)
 
 
 episodes_strategy = st.lists(

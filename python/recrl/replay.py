@@ -122,8 +122,10 @@ class _Outputs:
         for name, width in spec.extras:
             self.tensors[name] = empty(width, torch.float32)
         self.arrays = {name: tensor.numpy() for name, tensor in self.tensors.items()}
+        # The tensors never change, so one batch object serves every draw into them.
+        self.batch = self._make_batch()
 
-    def batch(self) -> ReplayBatch:
+    def _make_batch(self) -> ReplayBatch:
         tensors = self.tensors
         return ReplayBatch(
             observations=tensors["observations"],
@@ -346,7 +348,7 @@ class ReplayBuffer:
         """
         outputs = self._outputs("uniform", (batch_size,))
         self._store.sample_uniform(batch_size, replace, outputs.arrays)
-        return outputs.batch()
+        return outputs.batch
 
     def sample_prioritized(self, batch_size: int, *, beta: float = 0.4) -> ReplayBatch:
         """Draw B transitions with probability proportional to ``p^alpha``, with replacement.
@@ -363,7 +365,7 @@ class ReplayBuffer:
         """
         outputs = self._outputs("prioritized", (batch_size,))
         self._store.sample_prioritized(batch_size, beta, outputs.arrays)
-        return outputs.batch()
+        return outputs.batch
 
     def sample_sequences(self, batch_size: int, length: int) -> ReplayBatch:
         """Draw B windows of T consecutive steps of one episode, uniformly over windows.
@@ -385,7 +387,7 @@ class ReplayBuffer:
         """
         outputs = self._outputs("sequences", (batch_size, length))
         self._store.sample_sequences(batch_size, length, outputs.arrays)
-        return outputs.batch()
+        return outputs.batch
 
     def gather(self, indices: ArrayLike) -> ReplayBatch:
         """Return the transitions of the given slots in new tensors.
@@ -399,7 +401,7 @@ class ReplayBuffer:
         slots = np.ascontiguousarray(_to_numpy(indices), dtype=np.int64).reshape(-1)
         outputs = _Outputs((slots.shape[0],), self._store, False, self._pin_memory)
         self._store.gather(slots, outputs.arrays)
-        return outputs.batch()
+        return outputs.batch
 
     def update_priorities(
         self,

@@ -399,12 +399,37 @@ impl PySumTree {
         masses: PyReadonlyArray1<'py, f64>,
     ) -> PyResult<Bound<'py, PyArray1<i64>>> {
         let masses = masses.as_slice()?;
-        let slots = masses
-            .iter()
-            .map(|&mass| self.inner.find_prefix(mass).map(|slot| slot as i64))
-            .collect::<recrl_core::Result<Vec<_>>>()
+        let mut leaves = vec![0; masses.len()];
+        self.inner
+            .find_prefix_many(masses, &mut leaves)
             .map_err(to_py_err)?;
-        Ok(slots.into_pyarray(py))
+        Ok(leaves
+            .into_iter()
+            .map(|leaf| leaf as i64)
+            .collect::<Vec<_>>()
+            .into_pyarray(py))
+    }
+
+    fn set_many(
+        &mut self,
+        indices: PyReadonlyArray1<'_, i64>,
+        values: PyReadonlyArray1<'_, f64>,
+    ) -> PyResult<()> {
+        let indices = indices
+            .as_slice()?
+            .iter()
+            .map(|&index| {
+                usize::try_from(index).map_err(|_| {
+                    to_py_err(recrl_core::Error::invalid(
+                        "indices",
+                        format!("expected leaves >= 0, got {index}"),
+                    ))
+                })
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        self.inner
+            .set_many(&indices, values.as_slice()?)
+            .map_err(to_py_err)
     }
 }
 

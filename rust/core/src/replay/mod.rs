@@ -214,7 +214,7 @@ impl Storage {
             episode_steps: vec![0; capacity],
             stamps: vec![-1; capacity],
             priorities: vec![0.0; capacity],
-            tree: SumTree::new(capacity)?,
+            tree: SumTree::with_secondary(capacity)?,
             sampled: (0..capacity).map(|_| AtomicBool::new(false)).collect(),
             cursor: Cursor::default(),
             sampleable_count: 0,
@@ -565,7 +565,8 @@ impl ReplayBuffer {
                 format!("expected slots in [0, {capacity}), got {bad}"),
             ));
         }
-        let mut rejected = 0;
+        let alpha = storage.spec.alpha;
+        let mut leaves = Vec::with_capacity(indices.len());
         for (position, (&index, &priority)) in indices.iter().zip(priorities).enumerate() {
             let slot = index as usize;
             let current = match stamps {
@@ -574,11 +575,12 @@ impl ReplayBuffer {
             };
             if current && storage.sampleable[slot] {
                 storage.priorities[slot] = priority;
-                storage.activate(slot);
-            } else {
-                rejected += 1;
+                leaves.push((slot, priority.powf(alpha), priority));
             }
         }
+        // One batched refresh: the ancestors shared by several slots are recomputed once.
+        storage.tree.set_many_unchecked(&leaves);
+        let rejected = indices.len() - leaves.len();
         storage.stale_updates += rejected as u64;
         Ok(rejected)
     }
