@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -183,19 +184,42 @@ def test_crash_while_writing_keeps_previous(
     previous = prepare(make_log(), out)
     previous_rewards = np.array(previous["rewards"])
     calls = {"count": 0}
-    original = dataset_module._files.write_synced
+    syncs = dataset_module._files.BackgroundSync
+    original = syncs.write
 
-    def failing_write(path: Path, write: object) -> None:
+    def failing_write(self: object, path: Path, write: object) -> None:
         calls["count"] += 1
         if calls["count"] == 5:
             raise OSError("disk full")
-        original(path, write)
+        original(self, path, write)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(dataset_module._files, "write_synced", failing_write)
+    monkeypatch.setattr(syncs, "write", failing_write)
     with pytest.raises(OSError, match="disk full"):
         prepare(make_log(seed=9), out, overwrite=True)
     reloaded = load_prepared(out)
     np.testing.assert_array_equal(reloaded["rewards"], previous_rewards)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["prepared"]
+
+
+def test_failed_background_sync_keeps_previous(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Array files are synced on a worker thread; an error there must still stop the commit.
+    out = tmp_path / "prepared"
+    previous_rewards = np.array(prepare(make_log(), out)["rewards"])
+    calls = {"count": 0}
+    original = os.fsync
+
+    def failing_fsync(descriptor: int) -> None:
+        calls["count"] += 1
+        if calls["count"] == 3:
+            raise OSError("input/output error")
+        original(descriptor)
+
+    monkeypatch.setattr(dataset_module._files.os, "fsync", failing_fsync)
+    with pytest.raises(OSError, match="input/output error"):
+        prepare(make_log(seed=9), out, overwrite=True)
+    np.testing.assert_array_equal(load_prepared(out)["rewards"], previous_rewards)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["prepared"]
 
 

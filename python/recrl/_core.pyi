@@ -73,6 +73,16 @@ def take_columns_float32(
 ) -> npt.NDArray[np.float32]:
     """Return the [N, K] array whose column k is ``columns[k][order]``, gathered in parallel."""
 
+def take_columns_int64(
+    columns: list[npt.NDArray[np.int64]], order: npt.NDArray[np.int64]
+) -> npt.NDArray[np.int64]:
+    """Return the [N, K] array whose column k is ``columns[k][order]``, gathered in parallel."""
+
+def count_codes(
+    codes: npt.NDArray[np.int64], mask: npt.NDArray[np.bool_], size: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Return (counts where ``mask`` is set, counts over all rows) of each code 0..=size."""
+
 def count_distinct(values: npt.NDArray[np.int64]) -> int:
     """Return the number of distinct values."""
 

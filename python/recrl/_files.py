@@ -10,11 +10,13 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
 __all__ = [
+    "BackgroundSync",
     "atomic_open",
     "make_staging_folder",
     "sync_directory",
@@ -95,3 +97,47 @@ def write_synced(path: Path, write: Callable[[IO[bytes]], object]) -> None:
         write(handle)
         handle.flush()
         os.fsync(handle.fileno())
+
+
+def _sync_and_close(handle: IO[bytes]) -> None:
+    try:
+        os.fsync(handle.fileno())
+    finally:
+        handle.close()
+
+
+class BackgroundSync:
+    """Write files in the calling thread and sync them on a worker thread.
+
+    Syncing waits on the disk, not the processor, so a caller that writes many large files
+    (a prepared dataset) computes the next file while the previous ones reach the disk.
+    ``wait`` returns once every file written so far is synced and raises the first sync error.
+    Leaving the ``with`` block waits for the syncs and closes every file.
+    """
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recrl-sync")
+        self._pending: list[Future[None]] = []
+
+    def __enter__(self) -> BackgroundSync:
+        return self
+
+    def __exit__(self, kind: object, error: object, traceback: object) -> None:
+        self._pool.shutdown(wait=True)
+
+    def write(self, path: Path, write: Callable[[IO[bytes]], object]) -> None:
+        """Create ``path`` with ``write(handle)`` now and sync it on the worker thread."""
+        handle = path.open("wb")
+        try:
+            write(handle)
+            handle.flush()
+        except BaseException:
+            handle.close()
+            raise
+        self._pending.append(self._pool.submit(_sync_and_close, handle))
+
+    def wait(self) -> None:
+        """Wait until every file written so far is synced; raise the first error."""
+        pending, self._pending = self._pending, []
+        for future in pending:
+            future.result()

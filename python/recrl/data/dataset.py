@@ -153,9 +153,8 @@ class SharedStatistics:
 
 
 def _first_invalid(values: npt.NDArray[np.floating], max_abs: float) -> npt.NDArray[np.bool_]:
-    invalid: npt.NDArray[np.bool_] = ~np.isfinite(values) | (
-        np.abs(np.nan_to_num(values, nan=0.0)) > max_abs
-    )
+    # NaN fails every comparison and infinity exceeds any bound, so one test catches all three.
+    invalid: npt.NDArray[np.bool_] = ~(np.abs(values) <= max_abs)
     return invalid
 
 
@@ -424,7 +423,7 @@ def _side_table(
 
     size = len(used) + 1
     arrays = {
-        f"{kind}_rows": rows.astype(np.int64),
+        f"{kind}_rows": rows,
         f"{kind}_numeric": np.stack(numeric_columns, axis=1)
         if numeric_columns
         else np.zeros((size, 0), dtype=np.float32),
@@ -436,7 +435,7 @@ def _side_table(
         "source": str(table.source) if table.source else None,
         "numeric": numeric_stats,
         "categorical": categorical_info,
-        "matched_rows": int((rows > 0).sum()),
+        "matched_rows": int(np.count_nonzero(rows)),
     }
     return arrays, info
 
@@ -444,9 +443,7 @@ def _side_table(
 def _table_code_counts(
     table_codes: npt.NDArray[np.int64], train_mask: npt.NDArray[np.bool_], size: int
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    train = np.bincount(table_codes[train_mask], minlength=size + 1).astype(np.int64)
-    every = np.bincount(table_codes, minlength=size + 1).astype(np.int64)
-    return train, every
+    return _core.count_codes(table_codes, np.ascontiguousarray(train_mask), size)
 
 
 def side_table_counts(
@@ -514,6 +511,8 @@ def build_arrays(
         window_end_ms=None if shared is None else shared.window_end_ms,
         active_within_ms=active_ms,
     )
+    # Training rows in source order, for the per-row codes encoded before they are gathered.
+    train_by_row = split_by_row == 0
     del split_by_row
     # The arrays already have these dtypes; asarray only narrows the static type.
     order = np.asarray(sorted_log.pop("order"), dtype=np.int64)
@@ -560,7 +559,8 @@ def build_arrays(
             "items": _core.count_distinct(item_ids),
         }
     vocabulary_sizes = {"users": len(user_vocabulary) + 1, "items": len(item_vocabulary) + 1}
-    split_rows = {name: int((split == code).sum()) for code, name in enumerate(SPLIT_NAMES)}
+    split_counts = np.bincount(split, minlength=len(SPLIT_NAMES))
+    split_rows = {name: int(split_counts[code]) for code, name in enumerate(SPLIT_NAMES)}
     outputs: list[tuple[str, np.ndarray]] = [
         ("timestamps", timestamps),
         ("source_rows", source_rows),
@@ -593,21 +593,23 @@ def build_arrays(
         np.stack(row_numeric, axis=1) if row_numeric else np.zeros((len(order), 0), np.float32),
     )
     del row_numeric
+    # Codes are encoded in source order, where the training rows are known too, and gathered
+    # into sorted order in one pass that writes the [N, C] array directly.
     row_categorical_info = []
     row_categorical = []
     for name, codes in log.categorical_features.items():
-        sorted_codes = _take(codes.astype(np.int64, copy=False), order)
-        code_source = sorted_codes[train] if shared is None else shared.row_categorical[name]
-        encoded, vocabulary = _core.encode_ids(code_source, sorted_codes)
+        codes = np.ascontiguousarray(codes, dtype=np.int64)
+        code_source = codes[train_by_row] if shared is None else shared.row_categorical[name]
+        encoded, vocabulary = _core.encode_ids(code_source, codes)
         row_categorical.append(encoded)
         row_categorical_info.append({"name": name, "cardinality": len(vocabulary) + 1})
     emit(
         "row_categorical",
-        np.stack(row_categorical, axis=1)
+        _core.take_columns_int64(row_categorical, order)
         if row_categorical
         else np.zeros((len(order), 0), np.int64),
     )
-    del row_categorical
+    del row_categorical, train_by_row
 
     side_counts = {} if shared is None else shared.side_counts
     user_arrays, user_info = _side_table(
@@ -719,8 +721,9 @@ def write_dataset(out: Path, arrays: dict[str, np.ndarray], manifest: dict[str, 
 class _Staging:
     """A temporary folder beside ``out`` that becomes ``out`` on commit and vanishes otherwise.
 
-    Every file is flushed and synced when written. Commit writes the manifest (with the dtype and
-    shape of every array), syncs the folder and renames it into place. An existing ``out`` is
+    Every file is flushed when written and synced on a worker thread while the next array is
+    computed. Commit waits for those syncs, writes the manifest (with the dtype and shape of
+    every array), syncs the folder and renames it into place. An existing ``out`` is
     renamed aside first and removed after, so a crash leaves the old or the new dataset whole.
     """
 
@@ -728,21 +731,24 @@ class _Staging:
         self.out = out
         self.folder = _files.make_staging_folder(out)
         self.arrays: dict[str, dict[str, Any]] = {}
+        self.syncs = _files.BackgroundSync()
 
     def __enter__(self) -> _Staging:
         return self
 
     def __exit__(self, kind: object, error: object, traceback: object) -> None:
+        self.syncs.__exit__(kind, error, traceback)
         if self.folder.exists():
             shutil.rmtree(self.folder, ignore_errors=True)
 
     def put(self, name: str, array: np.ndarray) -> None:
-        """Write one array as ``name.npy``."""
-        _files.write_synced(self.folder / f"{name}.npy", lambda handle: np.save(handle, array))
+        """Write one array as ``name.npy``; it is synced while the next one is computed."""
+        self.syncs.write(self.folder / f"{name}.npy", lambda handle: np.save(handle, array))
         self.arrays[name] = {"dtype": str(array.dtype), "shape": list(array.shape)}
 
     def commit(self, manifest: dict[str, Any]) -> None:
-        """Write the manifest and move the folder to ``out``."""
+        """Wait for the array files to be synced, write the manifest and move the folder."""
+        self.syncs.wait()
         manifest["arrays"] = dict(sorted(self.arrays.items()))
         text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
         _files.write_synced(

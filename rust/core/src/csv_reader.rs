@@ -105,12 +105,13 @@ impl<'a> Partial<'a> {
             } => {
                 if field.is_empty() {
                     codes.push(0);
-                } else if let Some(&code) = lookup.get(field) {
-                    codes.push(code);
                 } else {
-                    labels.push(field);
-                    let code = labels.len() as i64;
-                    lookup.insert(field, code);
+                    // One hash per field: the entry is found or made in the same lookup.
+                    let next = labels.len() as i64 + 1;
+                    let code = *lookup.entry(field).or_insert(next);
+                    if code == next {
+                        labels.push(field);
+                    }
                     codes.push(code);
                 }
             }
@@ -347,6 +348,41 @@ fn parse_short_int(field: &[u8]) -> Option<i64> {
     Some(if negative { -value } else { value })
 }
 
+/// The end of the field that starts at `start`: the next delimiter, or the end of the line.
+#[inline]
+fn field_end(line: &[u8], start: usize, delimiter: u8) -> usize {
+    memchr::memchr(delimiter, &line[start..]).map_or(line.len(), |offset| start + offset)
+}
+
+/// Read the field at `start` as [`parse_short_int`] would, and return it with the field's end,
+/// in one pass. Returns None when the field is anything but an optional minus and 1 to 18
+/// digits followed by the delimiter or the line's end; [`parse_int`] then decides.
+#[inline]
+fn scan_int(line: &[u8], start: usize, delimiter: u8) -> Option<(i64, usize)> {
+    let field = &line[start..];
+    let negative = field.first() == Some(&b'-');
+    let mut position = usize::from(negative);
+    let mut value: i64 = 0;
+    while let Some(&byte) = field.get(position) {
+        let digit = byte.wrapping_sub(b'0');
+        if digit > 9 {
+            if byte != delimiter {
+                return None;
+            }
+            break;
+        }
+        if position - usize::from(negative) == 18 {
+            return None;
+        }
+        value = value * 10 + i64::from(digit);
+        position += 1;
+    }
+    if position == usize::from(negative) {
+        return None;
+    }
+    Some((if negative { -value } else { value }, start + position))
+}
+
 fn parse_int(field: &[u8]) -> std::result::Result<i64, String> {
     if let Some(value) = parse_short_int(field) {
         return Ok(value);
@@ -391,6 +427,13 @@ fn parse_int(field: &[u8]) -> std::result::Result<i64, String> {
 }
 
 fn parse_float(field: &[u8]) -> std::result::Result<f64, String> {
+    // Plain integers (counts, sizes, durations in ms) are common in float columns. Below 2^53
+    // the conversion is exact, so the result equals what the general parser returns.
+    if let Some(value) = parse_short_int(field) {
+        if value.unsigned_abs() < 1 << 53 && !(value == 0 && field.first() == Some(&b'-')) {
+            return Ok(value as f64);
+        }
+    }
     let text = trim(field);
     if text.is_empty() {
         return Ok(f64::NAN);
@@ -453,25 +496,46 @@ impl Layout<'_> {
         row: usize,
         outputs: &mut [Target<'a, '_>],
     ) -> std::result::Result<(), (Option<usize>, String)> {
-        let mut count = 0usize;
-        for (position, field) in line.split(|&b| b == self.delimiter).enumerate() {
-            count += 1;
-            if let Some(Some(column)) = self.targets.get(position) {
-                outputs[*column]
-                    .put(row, field)
-                    .map_err(|message| (Some(*column), message))?;
+        // `start` is the first byte of the next field; past the line's end once the last
+        // field has been read.
+        let mut start = 0;
+        for target in &self.targets {
+            if start > line.len() {
+                return Err((None, self.field_count_message(line)));
             }
+            let end = match *target {
+                Some(column) => {
+                    // An integer column reads its digits in the same pass that finds the end of
+                    // the field. Anything but a plain integer takes the general path below.
+                    if let Target::Int64(slots) = &mut outputs[column] {
+                        if let Some((value, end)) = scan_int(line, start, self.delimiter) {
+                            slots[row].write(value);
+                            start = end + 1;
+                            continue;
+                        }
+                    }
+                    let end = field_end(line, start, self.delimiter);
+                    outputs[column]
+                        .put(row, &line[start..end])
+                        .map_err(|message| (Some(column), message))?;
+                    end
+                }
+                None => field_end(line, start, self.delimiter),
+            };
+            start = end + 1;
         }
-        if count != self.fields {
-            return Err((
-                None,
-                format!(
-                    "expected {} fields, got {count}; the line is truncated or uses another delimiter",
-                    self.fields
-                ),
-            ));
+        if start != line.len() + 1 {
+            return Err((None, self.field_count_message(line)));
         }
         Ok(())
+    }
+
+    fn field_count_message(&self, line: &[u8]) -> String {
+        let count = memchr::memchr_iter(self.delimiter, line).count() + 1;
+        format!(
+            "expected {} fields, got {count}; the line is truncated or uses another delimiter",
+            self.fields
+        )
     }
 
     /// Parse the lines of `piece` into `outputs`, one target per column with room for exactly
@@ -842,6 +906,65 @@ fn parse_sequential<R: Read>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn integer_fields_of_float_columns_parse_as_the_general_parser_does() {
+        for text in [
+            "0",
+            "-0",
+            "007",
+            "-42",
+            "9007199254740991",
+            "9007199254740993",
+            "-9007199254740993",
+            "123456789012345678",
+        ] {
+            let general: f64 = text.parse().unwrap();
+            let parsed = parse_float(text.as_bytes()).unwrap();
+            assert_eq!(parsed.to_bits(), general.to_bits(), "{text}");
+        }
+    }
+
+    #[test]
+    fn scanned_integers_match_the_field_parser() {
+        let fields: [&[u8]; 14] = [
+            b"0",
+            b"-0",
+            b"007",
+            b"-42",
+            b"123456789012345678",
+            b"-123456789012345678",
+            b"1234567890123456789",
+            b"9223372036854775807",
+            b"",
+            b"-",
+            b"12a",
+            b" 12",
+            b"+5",
+            b"1.5",
+        ];
+        for field in fields {
+            for tail in [&b""[..], b",9", b";9"] {
+                let line = [field, tail].concat();
+                let scanned = scan_int(&line, 0, b',');
+                let end = field_end(&line, 0, b',');
+                match scanned {
+                    // Accepted: the value and the end agree with the general path.
+                    Some((value, scanned_end)) => {
+                        assert_eq!(scanned_end, end, "{line:?}");
+                        assert_eq!(parse_int(&line[..end]), Ok(value), "{line:?}");
+                        assert_eq!(parse_short_int(&line[..end]), Some(value));
+                    }
+                    // Declined: only fields the fast parser also declines, or fields that do
+                    // not end at the delimiter.
+                    None => assert!(
+                        parse_short_int(field).is_none() || tail == b";9",
+                        "{line:?}"
+                    ),
+                }
+            }
+        }
+    }
 
     fn spec(name: &str, kind: ColumnKind) -> ColumnSpec {
         ColumnSpec {

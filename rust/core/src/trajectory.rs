@@ -583,9 +583,35 @@ pub fn history_windows(users: &[i64], items: &[i64], length: usize) -> Result<Ve
 /// it map to 0, the unknown index. Returns the codes and the vocabulary (code k is
 /// `vocabulary[k - 1]`).
 pub fn encode_ids(vocabulary_source: &[i64], values: &[i64]) -> (Vec<i64>, Vec<i64>) {
-    let mut vocabulary = vocabulary_source.to_vec();
+    let Some((min, max)) = id_range(vocabulary_source) else {
+        return (vec![0; values.len()], Vec::new());
+    };
+    // Logs number users and items densely more often than not. When the ids of the source span
+    // a range not much longer than the data, a table indexed by id replaces the hash map: no
+    // hashing, no sort, and a table small enough to stay in cache.
+    let span = max.abs_diff(min) as u128 + 1;
+    let budget = (vocabulary_source.len() + values.len()) as u128 / 2 + (1 << 16);
+    if span <= budget && span < u32::MAX as u128 {
+        return encode_dense(vocabulary_source, values, min, max);
+    }
+    // Ids repeat many times in a log (a few thousand users over millions of rows), so hashing
+    // out the distinct ids and sorting only those beats sorting every value.
+    let part = vocabulary_source
+        .len()
+        .div_ceil(rayon::current_num_threads())
+        .max(1 << 16);
+    let distinct = vocabulary_source
+        .par_chunks(part)
+        .map(|chunk| chunk.iter().copied().collect::<FxHashSet<i64>>())
+        .reduce(FxHashSet::default, |mut larger, mut smaller| {
+            if larger.len() < smaller.len() {
+                std::mem::swap(&mut larger, &mut smaller);
+            }
+            larger.extend(smaller);
+            larger
+        });
+    let mut vocabulary: Vec<i64> = distinct.into_iter().collect();
     vocabulary.par_sort_unstable();
-    vocabulary.dedup();
     let code_of: FxHashMap<i64, i64> = vocabulary
         .iter()
         .enumerate()
@@ -596,6 +622,96 @@ pub fn encode_ids(vocabulary_source: &[i64], values: &[i64]) -> (Vec<i64>, Vec<i
         .map(|value| code_of.get(value).copied().unwrap_or(0))
         .collect();
     (codes, vocabulary)
+}
+
+// The smallest and largest id, or None when there is none.
+fn id_range(ids: &[i64]) -> Option<(i64, i64)> {
+    let (lo, hi) = ids
+        .par_chunks(1 << 16)
+        .map(|chunk| {
+            chunk.iter().fold((i64::MAX, i64::MIN), |(lo, hi), &id| {
+                (lo.min(id), hi.max(id))
+            })
+        })
+        .reduce(
+            || (i64::MAX, i64::MIN),
+            |(a, b), (c, d)| (a.min(c), b.max(d)),
+        );
+    (lo <= hi).then_some((lo, hi))
+}
+
+// [`encode_ids`] through a table over the ids `min..=max` of the source (fewer than 2^32).
+fn encode_dense(
+    vocabulary_source: &[i64],
+    values: &[i64],
+    min: i64,
+    max: i64,
+) -> (Vec<i64>, Vec<i64>) {
+    let offset = |id: i64| id.abs_diff(min) as usize;
+    let mut code_of = vec![0u32; offset(max) + 1];
+    for &id in vocabulary_source {
+        code_of[offset(id)] = 1;
+    }
+    // Number the marked ids in increasing order, which is the order of the sorted vocabulary.
+    let mut vocabulary = Vec::new();
+    for (position, code) in code_of.iter_mut().enumerate() {
+        if *code != 0 {
+            vocabulary.push(min + position as i64);
+            *code = vocabulary.len() as u32;
+        }
+    }
+    let codes = values
+        .par_iter()
+        .map(|&id| {
+            if (min..=max).contains(&id) {
+                i64::from(code_of[offset(id)])
+            } else {
+                0
+            }
+        })
+        .collect();
+    (codes, vocabulary)
+}
+
+/// Count how often each code `0..=size` occurs in `codes`, over all rows and over the rows where
+/// `mask` is set. Returns `(masked counts, all counts)`, each of length `size + 1`.
+pub fn count_codes(codes: &[i64], mask: &[bool], size: usize) -> Result<(Vec<i64>, Vec<i64>)> {
+    check_len("mask", mask, codes.len())?;
+    if let Some(bad) = codes
+        .par_iter()
+        .find_any(|&&code| code < 0 || code as u64 > size as u64)
+    {
+        return Err(Error::invalid(
+            "codes",
+            format!("code {bad} is outside 0..={size}"),
+        ));
+    }
+    let part = codes
+        .len()
+        .div_ceil(rayon::current_num_threads())
+        .max(1 << 16);
+    let empty = || (vec![0i64; size + 1], vec![0i64; size + 1]);
+    let counts = codes
+        .par_chunks(part)
+        .zip(mask.par_chunks(part))
+        .map(|(codes, mask)| {
+            let (mut masked, mut all) = empty();
+            for (&code, &set) in codes.iter().zip(mask) {
+                all[code as usize] += 1;
+                masked[code as usize] += i64::from(set);
+            }
+            (masked, all)
+        })
+        .reduce(empty, |(mut masked, mut all), (more_masked, more_all)| {
+            for (total, more) in masked.iter_mut().zip(more_masked) {
+                *total += more;
+            }
+            for (total, more) in all.iter_mut().zip(more_all) {
+                *total += more;
+            }
+            (masked, all)
+        });
+    Ok(counts)
 }
 
 /// Count the distinct values of `values`.
@@ -793,6 +909,34 @@ mod tests {
         assert_eq!(matrix, vec![3.0, 30.0, 1.0, 10.0]);
         assert!(take_columns(&[&first[..]], &[3]).is_err());
         assert!(take_columns(&[&first[..], &second[..2]], &[0]).is_err());
+    }
+
+    #[test]
+    fn count_codes_counts_masked_and_all_rows() {
+        let (masked, all) =
+            count_codes(&[0, 2, 2, 1, 2], &[true, true, false, false, true], 3).unwrap();
+        assert_eq!(masked, vec![1, 0, 2, 0]);
+        assert_eq!(all, vec![1, 1, 3, 0]);
+        assert!(count_codes(&[4], &[true], 3).is_err());
+        assert!(count_codes(&[-1], &[true], 3).is_err());
+        assert!(count_codes(&[1], &[], 3).is_err());
+        assert_eq!(count_codes(&[], &[], 0).unwrap(), (vec![0], vec![0]));
+    }
+
+    #[test]
+    fn encode_ids_tables_and_hashes_agree() {
+        // Sparse ids (a span far beyond the data) take the hash map; dense ones the table.
+        let sparse = [i64::MAX, -7, i64::MIN, -7, 42];
+        let (codes, vocabulary) = encode_ids(&sparse, &[42, 0, i64::MIN, i64::MAX, -7]);
+        assert_eq!(vocabulary, vec![i64::MIN, -7, 42, i64::MAX]);
+        assert_eq!(codes, vec![3, 0, 1, 4, 2]);
+        let dense = [-3, 5, -3, 0];
+        let (codes, vocabulary) = encode_ids(&dense, &[5, -4, 6, -3, 0, i64::MIN]);
+        assert_eq!(vocabulary, vec![-3, 0, 5]);
+        assert_eq!(codes, vec![3, 0, 0, 1, 2, 0]);
+        let (codes, vocabulary) = encode_ids(&[], &[1, 2]);
+        assert!(vocabulary.is_empty());
+        assert_eq!(codes, vec![0, 0]);
     }
 
     #[test]

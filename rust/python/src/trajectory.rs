@@ -167,6 +167,39 @@ fn take_columns_float32<'py>(
     Ok(matrix.into_pyarray(py))
 }
 
+/// Gather rows `order` of K int64 columns into a [N, K] array, in parallel.
+#[pyfunction]
+fn take_columns_int64<'py>(
+    py: Python<'py>,
+    columns: Vec<PyReadonlyArray1<'py, i64>>,
+    order: PyReadonlyArray1<'py, i64>,
+) -> PyResult<Bound<'py, PyArray2<i64>>> {
+    let slices = columns
+        .iter()
+        .map(|column| column.as_slice())
+        .collect::<Result<Vec<_>, _>>()?;
+    let order = order.as_slice()?;
+    let rows = order.len();
+    let matrix = run_detached(py, || trajectory::take_columns(&slices, order))?;
+    let matrix = Array2::from_shape_vec((rows, slices.len()), matrix)
+        .map_err(|e| PyValueError::new_err(format!("gathered columns: {e}")))?;
+    Ok(matrix.into_pyarray(py))
+}
+
+/// Count each code 0..=size over all rows and over the rows where `mask` is set.
+#[pyfunction]
+fn count_codes<'py>(
+    py: Python<'py>,
+    codes: PyReadonlyArray1<'py, i64>,
+    mask: PyReadonlyArray1<'py, bool>,
+    size: usize,
+) -> PyResult<(Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<i64>>)> {
+    let codes = codes.as_slice()?;
+    let mask = mask.as_slice()?;
+    let (masked, all) = run_detached(py, || trajectory::count_codes(codes, mask, size))?;
+    Ok((masked.into_pyarray(py), all.into_pyarray(py)))
+}
+
 /// Count the distinct values of an int64 array.
 #[pyfunction]
 fn count_distinct<'py>(py: Python<'py>, values: PyReadonlyArray1<'py, i64>) -> PyResult<usize> {
@@ -182,6 +215,8 @@ pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(encode_ids, module)?)?;
     module.add_function(wrap_pyfunction!(take_int64, module)?)?;
     module.add_function(wrap_pyfunction!(take_columns_float32, module)?)?;
+    module.add_function(wrap_pyfunction!(take_columns_int64, module)?)?;
+    module.add_function(wrap_pyfunction!(count_codes, module)?)?;
     module.add_function(wrap_pyfunction!(count_distinct, module)?)?;
     Ok(())
 }
