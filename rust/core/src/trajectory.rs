@@ -60,34 +60,8 @@ fn sort_rows(users: &[i64], times: &[i64], parts: usize) -> SortedRows {
 
     // Distinct users, sorted: a user's position in `distinct` is its rank.
     // Logs often hold runs of one user (a session), so a row equal to the one before skips the
-    // hash table, here and in the rank lookup below.
-    let seen = users
-        .par_chunks(CHUNK_ROWS)
-        .map(|chunk| {
-            let mut seen = FxHashSet::default();
-            let mut previous = None;
-            for &user in chunk {
-                if previous != Some(user) {
-                    seen.insert(user);
-                    previous = Some(user);
-                }
-            }
-            seen
-        })
-        .reduce(FxHashSet::default, |mut left, mut right| {
-            if left.len() < right.len() {
-                std::mem::swap(&mut left, &mut right);
-            }
-            left.extend(right);
-            left
-        });
-    let mut distinct: Vec<i64> = seen.into_iter().collect();
-    distinct.par_sort_unstable();
-    let rank_of: FxHashMap<i64, u32> = distinct
-        .iter()
-        .enumerate()
-        .map(|(rank, &user)| (user, rank as u32))
-        .collect();
+    // lookup.
+    let (distinct, index) = IdIndex::build(users, n);
     let mut ranks: Vec<u32> = vec![0; n];
     memory::advise_huge_pages(&mut ranks);
     ranks
@@ -99,7 +73,9 @@ fn sort_rows(users: &[i64], times: &[i64], parts: usize) -> SortedRows {
                 *rank = match previous {
                     Some((previous_user, previous_rank)) if previous_user == user => previous_rank,
                     _ => {
-                        let found = rank_of[&user];
+                        let found = index
+                            .position(user)
+                            .expect("every user of the log is indexed");
                         previous = Some((user, found));
                         found
                     }
@@ -579,47 +555,105 @@ pub fn history_windows(users: &[i64], items: &[i64], length: usize) -> Result<Ve
     Ok(windows)
 }
 
+/// The sorted distinct values of a set of ids, and where each id sits among them.
+enum IdIndex {
+    /// Ids in `min..min + table.len()`: `table[id - min]` is the position + 1, or 0 if absent.
+    Dense { min: i64, table: Vec<u32> },
+    /// Any ids: the position of each.
+    Hashed(FxHashMap<i64, u32>),
+}
+
+impl IdIndex {
+    /// Index the distinct ids of `ids`. Logs number users and items densely more often than
+    /// not: when the ids span a range no longer than `(ids.len() + extra) / 2 + 65536`, a table
+    /// indexed by id replaces the hash map, with no hashing and no sort, and it is small enough
+    /// to stay in cache. Other ids are reduced to their distinct values by hashing, and only
+    /// those are sorted.
+    fn build(ids: &[i64], extra: usize) -> (Vec<i64>, IdIndex) {
+        let Some((min, max)) = id_range(ids) else {
+            return (Vec::new(), IdIndex::Hashed(FxHashMap::default()));
+        };
+        let span = max.abs_diff(min) as u128 + 1;
+        let budget = (ids.len() + extra) as u128 / 2 + (1 << 16);
+        if span <= budget && span < u32::MAX as u128 {
+            let mut table = vec![0u32; span as usize];
+            for &id in ids {
+                table[id.abs_diff(min) as usize] = 1;
+            }
+            // Number the marked ids in increasing order, the order of the sorted ids.
+            let mut distinct = Vec::new();
+            for (offset, slot) in table.iter_mut().enumerate() {
+                if *slot != 0 {
+                    distinct.push(min + offset as i64);
+                    *slot = distinct.len() as u32;
+                }
+            }
+            return (distinct, IdIndex::Dense { min, table });
+        }
+        // Runs of one id (a user's session) skip the hash set.
+        let part = ids
+            .len()
+            .div_ceil(rayon::current_num_threads())
+            .max(1 << 16);
+        let seen = ids
+            .par_chunks(part)
+            .map(|chunk| {
+                let mut seen = FxHashSet::default();
+                let mut previous = None;
+                for &id in chunk {
+                    if previous != Some(id) {
+                        seen.insert(id);
+                        previous = Some(id);
+                    }
+                }
+                seen
+            })
+            .reduce(FxHashSet::default, |mut larger, mut smaller| {
+                if larger.len() < smaller.len() {
+                    std::mem::swap(&mut larger, &mut smaller);
+                }
+                larger.extend(smaller);
+                larger
+            });
+        let mut distinct: Vec<i64> = seen.into_iter().collect();
+        distinct.par_sort_unstable();
+        let positions = distinct
+            .iter()
+            .enumerate()
+            .map(|(position, &id)| (id, position as u32))
+            .collect();
+        (distinct, IdIndex::Hashed(positions))
+    }
+
+    /// Returns the position of `id` among the sorted distinct ids, or None if it is not one.
+    #[inline]
+    fn position(&self, id: i64) -> Option<u32> {
+        match self {
+            IdIndex::Dense { min, table } => {
+                let offset = usize::try_from(id.checked_sub(*min)?).ok()?;
+                table
+                    .get(offset)
+                    .copied()
+                    .filter(|&slot| slot != 0)
+                    .map(|slot| slot - 1)
+            }
+            IdIndex::Hashed(positions) => positions.get(&id).copied(),
+        }
+    }
+}
+
 /// Map ids to dense indices 1..=V over the sorted distinct ids of `vocabulary_source`; ids not in
 /// it map to 0, the unknown index. Returns the codes and the vocabulary (code k is
 /// `vocabulary[k - 1]`).
 pub fn encode_ids(vocabulary_source: &[i64], values: &[i64]) -> (Vec<i64>, Vec<i64>) {
-    let Some((min, max)) = id_range(vocabulary_source) else {
-        return (vec![0; values.len()], Vec::new());
-    };
-    // Logs number users and items densely more often than not. When the ids of the source span
-    // a range not much longer than the data, a table indexed by id replaces the hash map: no
-    // hashing, no sort, and a table small enough to stay in cache.
-    let span = max.abs_diff(min) as u128 + 1;
-    let budget = (vocabulary_source.len() + values.len()) as u128 / 2 + (1 << 16);
-    if span <= budget && span < u32::MAX as u128 {
-        return encode_dense(vocabulary_source, values, min, max);
-    }
-    // Ids repeat many times in a log (a few thousand users over millions of rows), so hashing
-    // out the distinct ids and sorting only those beats sorting every value.
-    let part = vocabulary_source
-        .len()
-        .div_ceil(rayon::current_num_threads())
-        .max(1 << 16);
-    let distinct = vocabulary_source
-        .par_chunks(part)
-        .map(|chunk| chunk.iter().copied().collect::<FxHashSet<i64>>())
-        .reduce(FxHashSet::default, |mut larger, mut smaller| {
-            if larger.len() < smaller.len() {
-                std::mem::swap(&mut larger, &mut smaller);
-            }
-            larger.extend(smaller);
-            larger
-        });
-    let mut vocabulary: Vec<i64> = distinct.into_iter().collect();
-    vocabulary.par_sort_unstable();
-    let code_of: FxHashMap<i64, i64> = vocabulary
-        .iter()
-        .enumerate()
-        .map(|(position, &id)| (id, position as i64 + 1))
-        .collect();
+    let (vocabulary, index) = IdIndex::build(vocabulary_source, values.len());
     let codes = values
         .par_iter()
-        .map(|value| code_of.get(value).copied().unwrap_or(0))
+        .map(|&id| {
+            index
+                .position(id)
+                .map_or(0, |position| i64::from(position) + 1)
+        })
         .collect();
     (codes, vocabulary)
 }
@@ -638,39 +672,6 @@ fn id_range(ids: &[i64]) -> Option<(i64, i64)> {
             |(a, b), (c, d)| (a.min(c), b.max(d)),
         );
     (lo <= hi).then_some((lo, hi))
-}
-
-// [`encode_ids`] through a table over the ids `min..=max` of the source (fewer than 2^32).
-fn encode_dense(
-    vocabulary_source: &[i64],
-    values: &[i64],
-    min: i64,
-    max: i64,
-) -> (Vec<i64>, Vec<i64>) {
-    let offset = |id: i64| id.abs_diff(min) as usize;
-    let mut code_of = vec![0u32; offset(max) + 1];
-    for &id in vocabulary_source {
-        code_of[offset(id)] = 1;
-    }
-    // Number the marked ids in increasing order, which is the order of the sorted vocabulary.
-    let mut vocabulary = Vec::new();
-    for (position, code) in code_of.iter_mut().enumerate() {
-        if *code != 0 {
-            vocabulary.push(min + position as i64);
-            *code = vocabulary.len() as u32;
-        }
-    }
-    let codes = values
-        .par_iter()
-        .map(|&id| {
-            if (min..=max).contains(&id) {
-                i64::from(code_of[offset(id)])
-            } else {
-                0
-            }
-        })
-        .collect();
-    (codes, vocabulary)
 }
 
 /// Count how often each code `0..=size` occurs in `codes`, over all rows and over the rows where
