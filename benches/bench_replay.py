@@ -254,7 +254,7 @@ def tianshou_tree_calls(size: int, batch: int, data: dict[str, np.ndarray]):
 
 
 def recrl_tree_calls(size: int, batch: int, data: dict[str, np.ndarray]):
-    """The same steps as ``tianshou_tree_calls`` on recrl's ``SumTree``."""
+    """Build the calls of ``tianshou_tree_calls`` on recrl's ``SumTree``."""
     tree = SumTree(size)
     tree.set_many(np.arange(size), np.ones(size))
     generator = np.random.default_rng(1)

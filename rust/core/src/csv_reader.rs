@@ -348,7 +348,7 @@ fn parse_short_int(field: &[u8]) -> Option<i64> {
     Some(if negative { -value } else { value })
 }
 
-/// The end of the field that starts at `start`: the next delimiter, or the end of the line.
+/// Returns the end of the field that starts at `start`: the next delimiter, or the line's end.
 #[inline]
 fn field_end(line: &[u8], start: usize, delimiter: u8) -> usize {
     memchr::memchr(delimiter, &line[start..]).map_or(line.len(), |offset| start + offset)
@@ -908,7 +908,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn integer_fields_of_float_columns_parse_as_the_general_parser_does() {
+    fn float_columns_read_integers_exactly() {
         for text in [
             "0",
             "-0",

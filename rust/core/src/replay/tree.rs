@@ -68,7 +68,7 @@ fn greater(a: f64, b: f64) -> f64 {
     }
 }
 
-/// The sum of a group, added in pairs. [`pick`] walks the same pairs, so a mass below the sum
+/// Returns the sum of a group, added in pairs. [`pick`] walks the same pairs, so a mass below the sum
 /// always finds a child.
 #[inline]
 fn pair_sum(values: &[f64; FANOUT]) -> f64 {
@@ -77,8 +77,8 @@ fn pair_sum(values: &[f64; FANOUT]) -> f64 {
 
 /// Pick the child of a group that holds `mass` and return it with the mass left inside it.
 ///
-/// The walk descends the pairs that [`pair_sum`] adds, as a binary tree of three levels, with
-/// selects in place of branches, so random masses cost no mispredictions and each step waits on
+/// The walk descends the pairs that [`pair_sum`] adds, as a binary tree of three levels. It uses
+/// selects in place of branches, so random masses cost no mispredictions, and each step waits on
 /// one addition, not on a running sum of eight. When rounding leaves `mass` at or above the
 /// group's sum, the walk takes the last positive child.
 #[inline]
