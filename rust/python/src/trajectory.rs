@@ -186,6 +186,9 @@ fn take_columns_int64<'py>(
     Ok(matrix.into_pyarray(py))
 }
 
+/// Counts of each code where the mask is set, and over all rows.
+type CodeCounts<'py> = (Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<i64>>);
+
 /// Count each code 0..=size over all rows and over the rows where `mask` is set.
 #[pyfunction]
 fn count_codes<'py>(
@@ -193,7 +196,7 @@ fn count_codes<'py>(
     codes: PyReadonlyArray1<'py, i64>,
     mask: PyReadonlyArray1<'py, bool>,
     size: usize,
-) -> PyResult<(Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<i64>>)> {
+) -> PyResult<CodeCounts<'py>> {
     let codes = codes.as_slice()?;
     let mask = mask.as_slice()?;
     let (masked, all) = run_detached(py, || trajectory::count_codes(codes, mask, size))?;
