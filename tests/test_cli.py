@@ -35,6 +35,24 @@ def test_synth_prepare_info(capsys: pytest.CaptureFixture[str], tmp_path: Path) 
     assert main([*arguments, "--overwrite"]) == 0
 
 
+def test_prepare_refuses_output_before_reading(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # The log is unreadable, so a refusal that names the output folder came before the read.
+    source = tmp_path / "raw"
+    assert main(["synth", "--rows", "500", "--out", str(source)]) == 0
+    prepared = tmp_path / "prepared"
+    arguments = ["prepare", "kuairand", "--source", str(source), "--out", str(prepared)]
+    assert main(arguments) == 0
+    log = next(source.glob("log_standard_*.csv"))
+    log.write_text(log.read_text().replace(",", ";"))
+    capsys.readouterr()
+    assert main(arguments) == 2
+    error = capsys.readouterr().err
+    assert "already exists" in error
+    assert "header" not in error
+
+
 def test_prepare_table_with_schema(tmp_path: Path) -> None:
     log = tmp_path / "log.csv"
     log.write_text("u,i,t,r\n1,2,3,1\n1,3,4,0\n2,2,5,1\n")

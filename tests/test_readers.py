@@ -155,6 +155,12 @@ def test_truncated_last_line_is_named(tmp_path: Path) -> None:
         read_table(path, SCHEMA)
 
 
+def test_extra_fields_are_named(tmp_path: Path) -> None:
+    path = write_table(tmp_path / "log.csv", "user,item,t,click,f1,f2\n1,2,3,0,1,2,7\n")
+    with pytest.raises(DataFormatError, match=r"line 2: expected 6 fields, got 7; the line has"):
+        read_table(path, SCHEMA)
+
+
 def test_bad_value_names_line_and_column(tmp_path: Path) -> None:
     path = write_table(tmp_path / "log.csv", "user,item,t,click,f1,f2\n1,2,3,0,1,2\n1,x,4,0,1,2\n")
     with pytest.raises(DataFormatError, match=r"line 3, column item: expected an integer"):

@@ -103,6 +103,17 @@ def test_sum_tree_batched_set_and_its_errors():
     assert (tree.get(1), tree.total()) == (0.0, 6.0)
 
 
+@pytest.mark.parametrize("size", [0, -1, 2.5, True])
+def test_batch_size_checked_first(size: object) -> None:
+    buffer = ReplayBuffer(8, 3)
+    add(buffer, [1.0, 2.0, 3.0], terminals=[False, False, True])
+    for draw in (buffer.sample, buffer.sample_prioritized):
+        with pytest.raises(InvalidArgumentError, match="batch_size: expected an integer"):
+            draw(size)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError, match="length: expected an integer"):
+        buffer.sample_sequences(2, size)  # type: ignore[arg-type]
+
+
 def test_without_replacement_too_large():
     buffer = ReplayBuffer(8, 3)
     add(buffer, [1.0, 2.0, 3.0], terminals=[False, False, True])

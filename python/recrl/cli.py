@@ -653,6 +653,8 @@ def _run(args: argparse.Namespace, settings: dict[str, Any], argv: Sequence[str]
         record = runs.start_run(
             args.out, command="prepare", config=settings, seed=args.seed, argv=argv, write=False
         )
+        # Refuse the output folder before a long read, not after it.
+        data.dataset.check_output_folder(args.out, args.overwrite)
         dataset: data.PreparedDataset
         if args.shards is not None:
             from recrl.data.shards import prepare_sharded

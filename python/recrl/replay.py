@@ -58,9 +58,91 @@ __all__ = ["ReplayBatch", "ReplayBuffer", "SumTree"]
 
 logger = logging.getLogger(__name__)
 
-SumTree = _core.SumTree
-
 ArrayLike = Union[npt.ArrayLike, torch.Tensor]
+
+
+def _integers(name: str, values: ArrayLike) -> npt.NDArray[np.int64]:
+    array = np.asarray(_to_numpy(values))
+    if array.size and not np.issubdtype(array.dtype, np.integer):
+        raise InvalidArgumentError(f"{name}: expected integers, got dtype {array.dtype}")
+    return np.ascontiguousarray(array, dtype=np.int64).reshape(-1)
+
+
+def _floats(name: str, values: ArrayLike) -> npt.NDArray[np.float64]:
+    array = np.asarray(_to_numpy(values))
+    if array.size and not (
+        np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)
+    ):
+        raise InvalidArgumentError(f"{name}: expected numbers, got dtype {array.dtype}")
+    return np.ascontiguousarray(array, dtype=np.float64).reshape(-1)
+
+
+class SumTree:
+    """A sum tree over float64 leaves that also keeps their smallest positive value and maximum.
+
+    Draws leaf ``i`` with probability ``value_i / total`` through :meth:`find_prefix_many` on
+    uniform masses in ``[0, total)``, as prioritized replay does. Each node has eight children,
+    so a walk over a million leaves reads 7 cache lines.
+
+    Args:
+        capacity: Number of leaves, at least 1. Every leaf starts at 0.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self._tree = _core.SumTree(capacity)
+
+    @property
+    def capacity(self) -> int:
+        """Number of leaves."""
+        return self._tree.capacity
+
+    def set(self, index: int, value: float) -> None:
+        """Set leaf ``index`` to a finite ``value >= 0``."""
+        self._tree.set(index, value)
+
+    def set_many(self, indices: ArrayLike, values: ArrayLike) -> None:
+        """Set leaf ``indices[i]`` to ``values[i]``; a repeated index keeps its last value.
+
+        Every index and value is checked before any leaf changes.
+
+        Raises:
+            InvalidArgumentError: An index outside ``[0, capacity)``, a value that is not finite
+                and ``>= 0``, or arrays that are not integers and numbers.
+            ShapeError: Arrays of different lengths.
+        """
+        self._tree.set_many(_integers("indices", indices), _floats("values", values))
+
+    def get(self, index: int) -> float:
+        """Return leaf ``index``."""
+        return self._tree.get(index)
+
+    def total(self) -> float:
+        """Return the sum of all leaves."""
+        return self._tree.total()
+
+    def min_positive(self) -> float:
+        """Return the smallest positive leaf, or infinity when every leaf is 0."""
+        return self._tree.min_positive()
+
+    def max(self) -> float:
+        """Return the largest leaf, or 0 when every leaf is 0."""
+        return self._tree.max()
+
+    def find_prefix(self, mass: float) -> int:
+        """Return the leaf ``i`` whose prefix sums satisfy ``sum[:i] <= mass < sum[:i + 1]``.
+
+        Raises:
+            InvalidArgumentError: ``mass`` outside ``[0, total)``.
+        """
+        return self._tree.find_prefix(mass)
+
+    def find_prefix_many(self, masses: ArrayLike) -> npt.NDArray[np.int64]:
+        """Return the leaf of every mass, as :meth:`find_prefix` does, int64 ``[B]``.
+
+        Raises:
+            InvalidArgumentError: A mass outside ``[0, total)``.
+        """
+        return self._tree.find_prefix_many(_floats("masses", masses))
 
 
 @dataclass(frozen=True)
@@ -157,6 +239,13 @@ def _flags(name: str, values: ArrayLike | None, rows: int) -> np.ndarray:
     if array.shape != (rows,):
         raise ShapeError(f"{name}: expected shape ({rows},), got {array.shape}")
     return array
+
+
+def _count(name: str, value: int) -> int:
+    # Checked before any output tensor is allocated, which a negative size would break.
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise InvalidArgumentError(f"{name}: expected an integer of at least 1, got {value!r}")
+    return int(value)
 
 
 def _to_numpy(values: ArrayLike) -> Any:
@@ -346,6 +435,7 @@ class ReplayBuffer:
             InvalidArgumentError: The buffer is empty, or B exceeds ``len(self)`` without
                 replacement.
         """
+        batch_size = _count("batch_size", batch_size)
         outputs = self._outputs("uniform", (batch_size,))
         self._store.sample_uniform(batch_size, replace, outputs.arrays)
         return outputs.batch
@@ -363,6 +453,7 @@ class ReplayBuffer:
         Raises:
             InvalidArgumentError: The buffer is empty or beta is negative.
         """
+        batch_size = _count("batch_size", batch_size)
         outputs = self._outputs("prioritized", (batch_size,))
         self._store.sample_prioritized(batch_size, beta, outputs.arrays)
         return outputs.batch
@@ -385,6 +476,7 @@ class ReplayBuffer:
             InvalidArgumentError: The buffer is empty, or no window was found in
                 ``1000 + 100 B`` draws because episodes are shorter than T.
         """
+        batch_size, length = _count("batch_size", batch_size), _count("length", length)
         outputs = self._outputs("sequences", (batch_size, length))
         self._store.sample_sequences(batch_size, length, outputs.arrays)
         return outputs.batch

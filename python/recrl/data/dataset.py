@@ -655,6 +655,27 @@ def build_arrays(
     return manifest
 
 
+def check_output_folder(out: Path, overwrite: bool) -> None:
+    """Refuse an existing ``out`` unless ``overwrite``, and anything there but a dataset.
+
+    Callers run it before reading a log, so a refusal costs no time.
+
+    Raises:
+        RecrlIOError: ``out`` exists and ``overwrite`` is false, or it is not a prepared dataset.
+    """
+    if out.exists() and not overwrite:
+        raise RecrlIOError(
+            f"{out}: already exists; replace it with --overwrite (overwrite=True in Python) or "
+            "choose another output folder"
+        )
+    if out.exists() and not (out / "manifest.json").is_file():
+        # Overwriting replaces the whole folder, so it must be a dataset, never other files.
+        raise RecrlIOError(
+            f"{out}: exists and is not a prepared dataset (no manifest.json); choose another "
+            "output folder, since overwriting would delete what it contains"
+        )
+
+
 def prepare(
     log: InteractionLog,
     out: str | Path,
@@ -675,17 +696,7 @@ def prepare(
     """
     options = options or PrepareOptions()
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise RecrlIOError(
-            f"{out}: already exists; replace it with --overwrite (overwrite=True in Python) or "
-            "choose another output folder"
-        )
-    if out.exists() and not (out / "manifest.json").is_file():
-        # Overwriting replaces the whole folder, so it must be a dataset, never other files.
-        raise RecrlIOError(
-            f"{out}: exists and is not a prepared dataset (no manifest.json); choose another "
-            "output folder, since overwriting would delete what it contains"
-        )
+    check_output_folder(out, overwrite)
     # The source files are hashed on a second thread while the arrays are built: hashlib
     # releases the GIL, and much of the building runs on one core.
     files = [Path(path) for path in log.sources if Path(path).is_file()]

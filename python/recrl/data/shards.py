@@ -103,16 +103,7 @@ def prepare_sharded(
     out = Path(out)
     if isinstance(shards, bool) or not isinstance(shards, int) or shards < 1:
         raise InvalidArgumentError(f"shards: expected an integer of at least 1, got {shards!r}")
-    if out.exists() and not overwrite:
-        raise RecrlIOError(
-            f"{out}: already exists; replace it with --overwrite (overwrite=True in Python) or "
-            "choose another output folder"
-        )
-    if out.exists() and not (out / "manifest.json").is_file():
-        raise RecrlIOError(
-            f"{out}: exists and is not a prepared dataset (no manifest.json); choose another "
-            "output folder, since overwriting would delete what it contains"
-        )
+    dataset.check_output_folder(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{out.name}.partition-", dir=out.parent))
     try:

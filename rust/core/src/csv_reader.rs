@@ -348,6 +348,16 @@ fn parse_short_int(field: &[u8]) -> Option<i64> {
     Some(if negative { -value } else { value })
 }
 
+/// Describe a line with `count` fields where the header has `expected`.
+fn field_count_message(expected: usize, count: usize) -> String {
+    let cause = if count > expected {
+        "the line has extra fields, or a value contains the delimiter unquoted"
+    } else {
+        "the line is truncated or uses another delimiter"
+    };
+    format!("expected {expected} fields, got {count}; {cause}")
+}
+
 /// Returns the end of the field that starts at `start`: the next delimiter, or the line's end.
 #[inline]
 fn field_end(line: &[u8], start: usize, delimiter: u8) -> usize {
@@ -532,10 +542,7 @@ impl Layout<'_> {
 
     fn field_count_message(&self, line: &[u8]) -> String {
         let count = memchr::memchr_iter(self.delimiter, line).count() + 1;
-        format!(
-            "expected {} fields, got {count}; the line is truncated or uses another delimiter",
-            self.fields
-        )
+        field_count_message(self.fields, count)
     }
 
     /// Parse the lines of `piece` into `outputs`, one target per column with room for exactly
@@ -884,11 +891,7 @@ fn parse_sequential<R: Read>(
             return Err(parse_error(
                 line,
                 None,
-                format!(
-                    "expected {} fields, got {}; the line is truncated or uses another delimiter",
-                    layout.fields,
-                    record.len()
-                ),
+                field_count_message(layout.fields, record.len()),
             ));
         }
         for (position, field) in record.iter().enumerate() {
