@@ -58,6 +58,21 @@ def test_kuairand_watch_ratio_and_repairs(tmp_path: Path) -> None:
     ]  # fmt: skip
 
 
+def test_absurd_watch_time_names_its_column(tmp_path: Path) -> None:
+    # 2e15 ms is 2e12 s, above the 1e12 limit; the message names the file column too.
+    write_kuairand_log(
+        tmp_path / "log_standard_4_08_to_4_21_pure.csv",
+        [
+            {"user_id": 1, "video_id": 10, "time_ms": 1, "play_time_ms": 1000},
+            {"user_id": 1, "video_id": 11, "time_ms": 2, "play_time_ms": 2 * 10**15},
+        ],
+    )
+    with pytest.raises(
+        InvalidDataError, match=r"column watch_time \(computed from play_time_ms\), row 1 "
+    ):
+        prepare(read_kuairand(tmp_path), tmp_path / "prepared")
+
+
 def test_kuairand_ids_stay_int64(tmp_path: Path) -> None:
     write_kuairand_log(
         tmp_path / "log_random_4_22_to_5_08_pure.csv",

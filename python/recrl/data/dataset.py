@@ -187,8 +187,10 @@ def _check_row_values(
         source_row = int(log.source_rows[row]) if log.source_rows is not None else row
         cannot_impute = name in log.responses and options.on_invalid == "impute"
         if options.on_invalid == "error" or cannot_impute:
+            derived = log.response_columns.get(name)
+            column = f"{name} (computed from {derived})" if derived else name
             raise InvalidDataError(
-                f"column {name}, row {source_row} (data rows counted from 0): value "
+                f"column {column}, row {source_row} (data rows counted from 0): value "
                 f"{float(values[row])} is NaN, infinite or larger than "
                 f"{options.max_abs_value:g} in magnitude ({_rows(int(invalid.sum()))} in total in "
                 f"{', '.join(map(str, log.sources)) or 'the log'}); fix the data, or prepare "

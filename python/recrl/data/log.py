@@ -69,6 +69,8 @@ class InteractionLog:
         sources: the files read.
         counts: what the reader had to repair, by name (clipped values, imposed labels, ...).
         source_rows: int64 [N] row of each impression in its source, counted from 0.
+        response_columns: the source column of each response computed from another column,
+            such as ``watch_time`` from ``play_time_ms``, for error messages.
     """
 
     name: str
@@ -85,6 +87,7 @@ class InteractionLog:
     sources: list[Path] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
     source_rows: IntArray | None = None
+    response_columns: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         size = len(self.user_ids)
@@ -141,4 +144,5 @@ class InteractionLog:
             sources=list(self.sources),
             counts=dict(self.counts),
             source_rows=self.source_rows[mask],
+            response_columns=dict(self.response_columns),
         )

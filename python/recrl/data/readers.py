@@ -221,6 +221,7 @@ def read_kuairand(
         item_features=video_table,
         sources=[*files, *(p for p in (user_path, video_path) if p)],
         counts=counts,
+        response_columns={"watch_time": "play_time_ms"},
     )
 
 
