@@ -1,7 +1,7 @@
 //! Bindings of `recrl_core::trajectory`.
 
 use numpy::ndarray::Array2;
-use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1};
+use numpy::{Element, IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -148,13 +148,12 @@ fn take_int64<'py>(
     Ok(taken.into_pyarray(py))
 }
 
-/// Gather rows `order` of K float32 columns into a [N, K] array, in parallel.
-#[pyfunction]
-fn take_columns_float32<'py>(
+// Gather rows `order` of K columns into a [N, K] array, in parallel.
+fn take_matrix<'py, T: Element + Copy + Send + Sync>(
     py: Python<'py>,
-    columns: Vec<PyReadonlyArray1<'py, f32>>,
+    columns: &[PyReadonlyArray1<'py, T>],
     order: PyReadonlyArray1<'py, i64>,
-) -> PyResult<Bound<'py, PyArray2<f32>>> {
+) -> PyResult<Bound<'py, PyArray2<T>>> {
     let slices = columns
         .iter()
         .map(|column| column.as_slice())
@@ -167,6 +166,16 @@ fn take_columns_float32<'py>(
     Ok(matrix.into_pyarray(py))
 }
 
+/// Gather rows `order` of K float32 columns into a [N, K] array, in parallel.
+#[pyfunction]
+fn take_columns_float32<'py>(
+    py: Python<'py>,
+    columns: Vec<PyReadonlyArray1<'py, f32>>,
+    order: PyReadonlyArray1<'py, i64>,
+) -> PyResult<Bound<'py, PyArray2<f32>>> {
+    take_matrix(py, &columns, order)
+}
+
 /// Gather rows `order` of K int64 columns into a [N, K] array, in parallel.
 #[pyfunction]
 fn take_columns_int64<'py>(
@@ -174,16 +183,7 @@ fn take_columns_int64<'py>(
     columns: Vec<PyReadonlyArray1<'py, i64>>,
     order: PyReadonlyArray1<'py, i64>,
 ) -> PyResult<Bound<'py, PyArray2<i64>>> {
-    let slices = columns
-        .iter()
-        .map(|column| column.as_slice())
-        .collect::<Result<Vec<_>, _>>()?;
-    let order = order.as_slice()?;
-    let rows = order.len();
-    let matrix = run_detached(py, || trajectory::take_columns(&slices, order))?;
-    let matrix = Array2::from_shape_vec((rows, slices.len()), matrix)
-        .map_err(|e| PyValueError::new_err(format!("gathered columns: {e}")))?;
-    Ok(matrix.into_pyarray(py))
+    take_matrix(py, &columns, order)
 }
 
 /// Counts of each code where the mask is set, and over all rows.

@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 /// reads one line, and a million leaves need 7 levels where a binary tree needs 20.
 const FANOUT: usize = 8;
 
-/// How many walks ahead [`SumTree::find_prefix_many_unchecked`] asks for the next group.
+/// How many walks ahead [`SumTree::find_prefix_many_unchecked`] prefetches the next group.
 const AHEAD: usize = 16;
 
 /// Ask the CPU to start loading the cache line of `value`. A hint only: it never faults and
@@ -75,11 +75,11 @@ fn pair_sum(values: &[f64; FANOUT]) -> f64 {
     pairwise(values, |a, b| a + b)
 }
 
-/// Pick the child of a group that holds `mass` and return it with the mass left inside it.
+/// Pick the child of a group that contains `mass` and return it with the mass left inside it.
 ///
-/// The walk descends the pairs that [`pair_sum`] adds, as a binary tree of three levels. It uses
-/// selects in place of branches, so random masses cost no mispredictions, and each step waits on
-/// one addition, not on a running sum of eight. When rounding leaves `mass` at or above the
+/// Descends the pairs that [`pair_sum`] adds, as a binary tree of three levels. Selects replace
+/// branches, so random masses cost no mispredictions, and each step waits on one addition, not
+/// on a running sum of eight. When rounding leaves `mass` at or above the
 /// group's sum, the walk takes the last positive child.
 #[inline]
 fn pick(values: &[f64; FANOUT], mass: f64) -> (usize, f64) {
@@ -106,8 +106,8 @@ fn pick(values: &[f64; FANOUT], mass: f64) -> (usize, f64) {
     (last, mass)
 }
 
-/// One inner level. Entry `i` belongs to node `i` of the level; group `j` holds the entries of
-/// the children of node `j` of the level above.
+/// One inner level. Entry `i` belongs to node `i` of the level, and group `j` contains the
+/// entries of the children of node `j` of the level above.
 #[derive(Clone, Debug)]
 struct Level {
     sums: Vec<Group>,
@@ -141,7 +141,7 @@ impl Level {
     }
 }
 
-/// A tree over `capacity` leaves whose inner nodes hold the sum, the smallest positive leaf and
+/// A tree over `capacity` leaves whose inner nodes store the sum, the smallest positive leaf and
 /// the largest secondary value of their subtrees, eight children per node. Leaves are `f64` so
 /// that a million priorities sum without the drift `f32` shows after a few thousand updates.
 ///
@@ -154,7 +154,7 @@ pub struct SumTree {
     capacity: usize,
     leaves: Vec<Group>,
     secondary: Option<Vec<Group>>,
-    // inner[0] summarises the leaf groups; the last level holds the root alone.
+    // inner[0] summarises the leaf groups, and the last level contains the root alone.
     inner: Vec<Level>,
 }
 
@@ -263,12 +263,12 @@ impl SumTree {
         for (&index, &value) in indices.iter().zip(values) {
             self.check_leaf(index, value)?;
         }
-        let mut touched = Vec::with_capacity(indices.len());
-        for (&index, &value) in indices.iter().zip(values) {
-            self.write_leaf(index, value, value);
-            touched.push(index / FANOUT);
-        }
-        self.refresh(touched);
+        let leaves: Vec<(usize, f64, f64)> = indices
+            .iter()
+            .zip(values)
+            .map(|(&index, &value)| (index, value, value))
+            .collect();
+        self.set_many_unchecked(&leaves);
         Ok(())
     }
 
@@ -281,7 +281,7 @@ impl SumTree {
         }
     }
 
-    // The sum, smallest positive value and largest secondary value of leaf group `group`.
+    // Returns the sum, smallest positive value and largest secondary value of leaf group `group`.
     fn reduce_leaves(&self, group: usize) -> (f64, f64, f64) {
         let values = &self.leaves[group].0;
         let positive = values.map(|value| if value > 0.0 { value } else { f64::INFINITY });
@@ -343,8 +343,8 @@ impl SumTree {
 
     /// Return the leaf `i` with `sum(leaves[..i]) <= mass < sum(leaves[..=i])`.
     ///
-    /// `mass` must lie in `[0, total)`. Rounding can leave a walk at or above the sum of a
-    /// subtree when `mass` is within a few ulps of it; the walk then takes the last positive
+    /// `mass` must lie in `[0, total)`. When `mass` is within a few ulps of a subtree's sum,
+    /// rounding can leave the walk at or above that sum. The walk then takes the last positive
     /// leaf of that subtree.
     pub fn find_prefix(&self, mass: f64) -> Result<usize> {
         self.check_mass(mass)?;
@@ -380,7 +380,7 @@ impl SumTree {
         Ok(())
     }
 
-    // The sums of every level a walk reads, from the children of the root down to the leaves.
+    // Returns the sums of every level a walk reads, from the root's children down to the leaves.
     fn walk_levels(&self) -> impl Iterator<Item = &[Group]> {
         let inner = &self.inner[..self.inner.len() - 1];
         inner
@@ -473,7 +473,7 @@ mod tests {
         assert!(tree.find_prefix(-0.5).is_err());
     }
 
-    // A linear scan: the first leaf whose running sum exceeds `mass`.
+    // Returns the first leaf whose running sum exceeds `mass`, by a linear scan.
     fn scan(values: &[f64], mass: f64) -> usize {
         let mut running = 0.0;
         values
@@ -502,9 +502,11 @@ mod tests {
             tree.set(leaf, value).unwrap();
         }
         assert_eq!(tree.inner.len(), 4);
+
         // Every value is a multiple of 1/4 and the total is small, so all sums are exact.
         let total: f64 = values.iter().sum();
         assert_eq!(tree.total(), total);
+
         // Masses at the start, middle and last representable value of each positive leaf.
         let mut running = 0.0;
         let mut masses = Vec::new();
@@ -515,6 +517,7 @@ mod tests {
             }
             running += value;
         }
+
         let mut leaves = vec![0; masses.len()];
         tree.find_prefix_many(&masses, &mut leaves).unwrap();
         for (&mass, &leaf) in masses.iter().zip(&leaves) {
