@@ -299,3 +299,33 @@ def test_take_columns_rejects_out_of_range() -> None:
         _core.take_columns_float32(
             [np.zeros(3, dtype=np.float32), np.zeros(2, dtype=np.float32)], int64([0])
         )
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 6), st.booleans()), max_size=60))
+def test_count_codes_matches_bincount(rows: list[tuple[int, bool]]) -> None:
+    codes = int64([code for code, _ in rows])
+    mask = np.array([flag for _, flag in rows], dtype=bool)
+    masked, every = _core.count_codes(codes, mask, 6)
+    np.testing.assert_array_equal(every, np.bincount(codes, minlength=7))
+    np.testing.assert_array_equal(masked, np.bincount(codes[mask], minlength=7))
+
+
+def test_count_codes_rejects_bad_input() -> None:
+    with pytest.raises(InvalidArgumentError, match="code 7 is outside 0..=6"):
+        _core.count_codes(int64([1, 7]), np.array([True, False]), 6)
+    with pytest.raises(InvalidArgumentError, match="code -1 is outside"):
+        _core.count_codes(int64([-1]), np.array([True]), 6)
+    with pytest.raises(ShapeError, match="mask"):
+        _core.count_codes(int64([1, 2]), np.array([True]), 6)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(1, 3), st.lists(st.integers(0, 9), max_size=30))
+def test_take_columns_int64_matches_numpy(width: int, order: list[int]) -> None:
+    columns = [np.arange(10, dtype=np.int64) * (k + 1) - 2**62 for k in range(width)]
+    taken = _core.take_columns_int64(columns, int64(order))
+    assert taken.shape == (len(order), width)
+    np.testing.assert_array_equal(taken, np.stack([column[order] for column in columns], axis=1))
+    with pytest.raises(InvalidArgumentError, match="index 10 is out of range"):
+        _core.take_columns_int64([np.zeros(10, dtype=np.int64)], int64([10]))

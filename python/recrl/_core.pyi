@@ -270,7 +270,7 @@ class SumTree:
     def find_prefix_many(self, masses: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
         """Apply ``find_prefix`` to each mass, walking all of them one level at a time."""
     def set_many(self, indices: npt.NDArray[np.int64], values: npt.NDArray[np.float64]) -> None:
-        """Set leaf ``indices[i]`` to ``values[i]``; all are checked before any is set."""
+        """Set leaf ``indices[i]`` to ``values[i]``. All are checked before any is set."""
 
 # Metrics. Labels are uint8, float32 or float64 holding 0 or 1; scores are float32 or float64.
 

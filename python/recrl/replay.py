@@ -116,7 +116,7 @@ class SumTree:
         self._tree.set(index, value)
 
     def set_many(self, indices: ArrayLike, values: ArrayLike) -> None:
-        """Set leaf ``indices[i]`` to ``values[i]``; a repeated index keeps its last value.
+        """Set leaf ``indices[i]`` to ``values[i]``. A repeated index keeps its last value.
 
         Every index and value is checked before any leaf changes.
 

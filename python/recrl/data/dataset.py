@@ -595,8 +595,8 @@ def build_arrays(
         np.stack(row_numeric, axis=1) if row_numeric else np.zeros((len(order), 0), np.float32),
     )
     del row_numeric
-    # Codes are encoded in source order, where the training rows are known too, and gathered
-    # into sorted order in one pass that writes the [N, C] array directly.
+    # Codes are encoded in source order, where the training mask is also known. One Rust pass
+    # then gathers them into the sorted [N, C] array.
     row_categorical_info = []
     row_categorical = []
     for name, codes in log.categorical_features.items():

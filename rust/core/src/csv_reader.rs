@@ -365,8 +365,8 @@ fn field_end(line: &[u8], start: usize, delimiter: u8) -> usize {
 }
 
 /// Read the field at `start` as [`parse_short_int`] would, and return it with the field's end,
-/// in one pass. Returns None when the field is anything but an optional minus and 1 to 18
-/// digits followed by the delimiter or the line's end; [`parse_int`] then decides.
+/// in one pass. Returns None for anything but an optional minus and 1 to 18 digits followed by
+/// the delimiter or the line's end, so that [`parse_int`] decides those fields.
 #[inline]
 fn scan_int(line: &[u8], start: usize, delimiter: u8) -> Option<(i64, usize)> {
     let field = &line[start..];
