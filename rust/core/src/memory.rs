@@ -1,4 +1,4 @@
-//! Transparent huge pages for large arrays.
+//! Transparent huge pages for large arrays, and prefetching for random access into them.
 //!
 //! A fresh output of tens of megabytes costs one page fault per 4 KiB page on first write, and
 //! sampling rows at random slots costs a TLB miss per row, so both gain from 2 MiB pages. Linux kernels set to `transparent_hugepage=madvise` (a common default) back
@@ -27,4 +27,19 @@ pub(crate) fn advise_huge_pages<T>(values: &mut [T]) {
             libc::madvise(aligned as *mut libc::c_void, length, libc::MADV_HUGEPAGE);
         }
     }
+}
+
+/// Ask the CPU to start loading the cache line of `value`. A hint only: it never faults and
+/// does nothing on targets without a stable prefetch instruction.
+#[inline(always)]
+pub(crate) fn prefetch<T>(value: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetching is a hint that neither faults nor changes memory, and `value` is a
+    // valid reference.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>((value as *const T).cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = value;
 }

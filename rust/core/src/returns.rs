@@ -177,7 +177,7 @@ fn classify_ends(
     // are flagged last rows. Only when the counts differ is the slow search for the offender run.
     let episodes = starts.len() - 1;
     let flags_on_last_rows = |flags: Option<&[u8]>| {
-        flags.map_or(true, |flags| {
+        flags.is_none_or(|flags| {
             let set = flags.par_chunks(1 << 16).map(count_set).sum::<usize>();
             let on_last_rows = (0..episodes)
                 .filter(|&episode| {

@@ -4,10 +4,21 @@ use rayon::prelude::*;
 
 use std::sync::atomic::Ordering;
 
-use super::{check_width, BatchMut, Storage};
+use super::{check_width, BatchMut, Storage, AHEAD};
 use crate::error::{Error, Result};
+use crate::memory::prefetch;
 
 impl Storage {
+    /// Start loading the per-slot values that [`Storage::gather`] copies for `slot`, past the
+    /// rows it leaves to the hardware prefetcher.
+    #[inline(always)]
+    fn prefetch_flags(&self, slot: usize) {
+        prefetch(&self.terminals[slot]);
+        prefetch(&self.truncations[slot]);
+        prefetch(&self.stamps[slot]);
+        prefetch(&self.sampled[slot]);
+    }
+
     pub(super) fn check_batch(&self, out: &BatchMut, rows: usize) -> Result<()> {
         let spec = &self.spec;
         check_width(
@@ -100,6 +111,9 @@ impl Storage {
             gather_rows(column, *width, slots, 0, capacity, target);
         }
         for (row, &slot) in slots.iter().enumerate() {
+            if let Some(&ahead) = slots.get(row + AHEAD) {
+                self.prefetch_flags(ahead);
+            }
             out.terminals[row] = self.terminals[slot];
             out.truncations[row] = self.truncations[slot];
             out.indices[row] = slot as i64;

@@ -34,8 +34,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::error::{Error, Result};
+use crate::memory::prefetch;
 use rng::Generator;
-use tree::SumTree;
+use tree::{SumTree, AHEAD};
 
 /// Priority of the first transitions, before any update sets a maximum.
 const INITIAL_PRIORITY: f64 = 1.0;
@@ -484,10 +485,12 @@ impl ReplayBuffer {
         }
         let slots =
             self.with_generator(|generator| storage.draw_prioritized(generator, batch_size))?;
-        storage.gather(&slots, out);
+        // Weights first: the walks have just loaded the leaves they read, and copying the rows
+        // would evict them.
         if let Some(weights) = out.weights.as_deref_mut() {
             storage.fill_weights(&slots, beta, weights);
         }
+        storage.gather(&slots, out);
         Ok(())
     }
 
@@ -568,6 +571,14 @@ impl ReplayBuffer {
         let alpha = storage.spec.alpha;
         let mut leaves = Vec::with_capacity(indices.len());
         for (position, (&index, &priority)) in indices.iter().zip(priorities).enumerate() {
+            // Slots are random, so each check misses the cache; the prefetches start the loads
+            // of a later slot while `powf` runs for this one.
+            if let Some(&ahead) = indices.get(position + AHEAD) {
+                let ahead = ahead as usize;
+                prefetch(&storage.stamps[ahead]);
+                prefetch(&storage.sampleable[ahead]);
+                prefetch(&storage.priorities[ahead]);
+            }
             let slot = index as usize;
             let current = match stamps {
                 Some(stamps) => storage.stamps[slot] == stamps[position],

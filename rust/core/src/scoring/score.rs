@@ -181,7 +181,7 @@ impl Policy {
                 "this policy's state has no item history; pass none",
             ));
         }
-        if rows > 0 && requests.history.len() % rows != 0 {
+        if rows > 0 && !requests.history.len().is_multiple_of(rows) {
             return Err(Error::shape(
                 history_name,
                 format!("a multiple of {rows} ids"),

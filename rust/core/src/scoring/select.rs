@@ -91,7 +91,7 @@ pub fn fuse(
     if k == 0 {
         return Err(Error::shape("weights", "at least one weight", "0"));
     }
-    if predictions.len() % k != 0 {
+    if !predictions.len().is_multiple_of(k) {
         return Err(Error::shape(
             "predictions",
             format!("(C, {k}) values"),
