@@ -278,6 +278,13 @@ def test_update_rejects_bad_priority():
         buffer.update_priorities([0], [0.0])
     with pytest.raises(InvalidArgumentError, match="indices"):
         buffer.update_priorities([8], [1.0])
+    # Float slots and stamps are refused rather than truncated to a neighbouring slot.
+    with pytest.raises(InvalidArgumentError, match="indices: expected integers"):
+        buffer.update_priorities([0.7], [1.0])
+    with pytest.raises(InvalidArgumentError, match="stamps: expected integers"):
+        buffer.update_priorities([0], [1.0], stamps=np.array([0.5]))
+    with pytest.raises(InvalidArgumentError, match="indices: expected integers"):
+        buffer.gather(torch.tensor([0.0]))
 
 
 def test_gather_rejects_boundary_slot():

@@ -265,6 +265,9 @@ def _count(name: str, value: int) -> int:
 
 def _to_numpy(values: ArrayLike) -> Any:
     if isinstance(values, torch.Tensor):
+        # A CPU tensor outside autograd, such as the indices of a batch, converts directly.
+        if values.is_cpu and not values.requires_grad:
+            return values.numpy()
         return values.detach().cpu().numpy()
     return values
 
@@ -503,9 +506,10 @@ class ReplayBuffer:
             indices: int64 ``[B]`` slots, each holding a sampleable transition.
 
         Raises:
-            InvalidArgumentError: A slot that does not hold a sampleable transition.
+            InvalidArgumentError: A slot that does not hold a sampleable transition, or indices
+                that are not integers.
         """
-        slots = np.ascontiguousarray(_to_numpy(indices), dtype=np.int64).reshape(-1)
+        slots = _integers("indices", indices)
         outputs = _Outputs((slots.shape[0],), self._store, False, self._pin_memory)
         self._store.gather(slots, outputs.arrays)
         return outputs.batch
@@ -529,15 +533,15 @@ class ReplayBuffer:
             The number of updates rejected as stale, also added to ``stale_updates``.
 
         Raises:
-            InvalidArgumentError: A slot out of range, or a priority that is not finite and > 0.
+            InvalidArgumentError: A slot out of range, a priority that is not finite and > 0, or
+                indices or stamps that are not integers.
             ShapeError: Arrays of different lengths.
         """
-        slots = np.ascontiguousarray(_to_numpy(indices), dtype=np.int64).reshape(-1)
-        values = np.ascontiguousarray(_to_numpy(priorities), dtype=np.float64).reshape(-1)
-        stamp_values = None
-        if stamps is not None:
-            stamp_values = np.ascontiguousarray(_to_numpy(stamps), dtype=np.int64).reshape(-1)
-        return self._store.update_priorities(slots, values, stamp_values)
+        return self._store.update_priorities(
+            _integers("indices", indices),
+            _floats("priorities", priorities),
+            None if stamps is None else _integers("stamps", stamps),
+        )
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the buffer into the directory ``path``, replacing it atomically.
