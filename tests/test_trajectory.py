@@ -184,14 +184,19 @@ def test_encode_ids_matches_reference(source: list[int], values: list[int]) -> N
 
 # Larger logs than above, so that the parallel chunks of the Rust passes (65,536 rows each) and
 # several scatter parts are used; runs of one user and shuffled times make ties and unsorted
-# groups common.
+# groups common. Users are random int64 ids or a dense range.
 @st.composite
 def long_logs(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     n = draw(st.sampled_from([0, 1, 2, 70_000, 140_001]))
     seed = draw(st.integers(0, 2**32 - 1))
     users_count = draw(st.sampled_from([1, 3, 1000, 100_000]))
     rng = np.random.default_rng(seed)
-    pool = rng.integers(-(2**63), 2**63 - 1, size=users_count, dtype=np.int64, endpoint=True)
+    if draw(st.booleans()):
+        pool = rng.integers(-(2**63), 2**63 - 1, size=users_count, dtype=np.int64, endpoint=True)
+    else:
+        # Densely numbered users, which the sort counts by id offset rather than by rank.
+        first = draw(st.sampled_from([0, -700, 2**63 - 100_000]))
+        pool = first + rng.permutation(users_count).astype(np.int64)
     users = pool[rng.integers(0, users_count, size=n)]
     times = np.sort(rng.integers(0, 5_000, size=n)).astype(np.int64)
     if draw(st.booleans()):

@@ -47,23 +47,45 @@ struct SharedOutput<T>(*mut T);
 unsafe impl<T: Send> Send for SharedOutput<T> {}
 unsafe impl<T: Send> Sync for SharedOutput<T> {}
 
-/// Counting sort of the rows by user rank, then a stable sort by time inside each user.
+/// Counting sort of the rows by user, then a stable sort by time inside each user.
 ///
 /// The rows are cut into `parts` ranges. Each range counts its rows per user, and those counts
 /// give every (range, user) pair its own run of output slots, so the ranges scatter their rows
 /// in parallel and file order survives inside each user. Logs are usually written in time
 /// order, so the per-user time sorts mostly find their runs already sorted.
+///
+/// Users numbered densely (ids spanning a range that `parts` counters per id keep small) are
+/// counted by `id - min` directly, which needs neither an index of the ids nor a rank per row.
+/// Other users get their rank among the sorted distinct ids first.
 fn sort_rows(users: &[i64], times: &[i64], parts: usize) -> SortedRows {
     let n = users.len();
     let parts = parts.clamp(1, n.max(1));
-    let part_rows = n.div_ceil(parts).max(1);
+    let dense = id_range(users).filter(|&(min, max)| {
+        let span = max.abs_diff(min) as u128 + 1;
+        span * parts as u128 <= (n as u128 / 2).max(1 << 16)
+    });
+    match dense {
+        Some((min, max)) => {
+            let span = max.abs_diff(min) as usize + 1;
+            let keys = |row: usize| users[row].abs_diff(min) as usize;
+            scatter_by_key(times, parts, span, keys, |key| min + key as i64)
+        }
+        None => {
+            let (distinct, ranks) = user_ranks(users);
+            let keys = |row: usize| ranks[row] as usize;
+            scatter_by_key(times, parts, distinct.len(), keys, |key| distinct[key])
+        }
+    }
+}
 
-    // Distinct users, sorted: a user's position in `distinct` is its rank.
-    // Logs often hold runs of one user (a session), so a row equal to the one before skips the
-    // lookup.
+/// The sorted distinct users, and the position of each row's user among them.
+fn user_ranks(users: &[i64]) -> (Vec<i64>, Vec<u32>) {
+    let n = users.len();
     let (distinct, index) = IdIndex::build(users, n);
     let mut ranks: Vec<u32> = vec![0; n];
     memory::advise_huge_pages(&mut ranks);
+    // Logs often hold runs of one user (a session), so a row equal to the one before skips the
+    // lookup.
     ranks
         .par_chunks_mut(CHUNK_ROWS)
         .zip(users.par_chunks(CHUNK_ROWS))
@@ -82,30 +104,50 @@ fn sort_rows(users: &[i64], times: &[i64], parts: usize) -> SortedRows {
                 };
             }
         });
+    (distinct, ranks)
+}
 
-    // Rows per (part, user), then the first output slot of each (part, user) run.
-    let users_count = distinct.len();
-    let mut cursors: Vec<Vec<usize>> = ranks
-        .par_chunks(part_rows)
-        .map(|part| {
-            let mut counts = vec![0usize; users_count];
-            for &rank in part {
-                counts[rank as usize] += 1;
+/// Stable counting sort of the rows by `key(row)` in `0..key_count`, then by time inside each
+/// key. `user(key)` names the user of a key; keys that no row has are skipped.
+fn scatter_by_key(
+    times: &[i64],
+    parts: usize,
+    key_count: usize,
+    key: impl Fn(usize) -> usize + Sync,
+    user: impl Fn(usize) -> i64,
+) -> SortedRows {
+    let n = times.len();
+    let part_rows = n.div_ceil(parts).max(1);
+
+    // Rows per (part, key), then the first output slot of each (part, key) run.
+    let mut cursors: Vec<Vec<usize>> = (0..n)
+        .step_by(part_rows)
+        .collect::<Vec<_>>()
+        .into_par_iter()
+        .map(|first| {
+            let mut counts = vec![0usize; key_count];
+            for row in first..(first + part_rows).min(n) {
+                counts[key(row)] += 1;
             }
             counts
         })
         .collect();
-    let mut group_starts = vec![0usize; users_count + 1];
+    let mut distinct = Vec::new();
+    let mut group_starts = Vec::new();
     let mut next_slot = 0usize;
-    for rank in 0..users_count {
-        group_starts[rank] = next_slot;
+    for key in 0..key_count {
+        let first = next_slot;
         for counts in cursors.iter_mut() {
-            let count = counts[rank];
-            counts[rank] = next_slot;
+            let count = counts[key];
+            counts[key] = next_slot;
             next_slot += count;
         }
+        if next_slot > first {
+            distinct.push(user(key));
+            group_starts.push(first);
+        }
     }
-    group_starts[users_count] = next_slot;
+    group_starts.push(next_slot);
 
     let mut order: Vec<i64> = vec![0; n];
     let mut sorted_times: Vec<i64> = vec![0; n];
@@ -113,17 +155,15 @@ fn sort_rows(users: &[i64], times: &[i64], parts: usize) -> SortedRows {
     memory::advise_huge_pages(&mut sorted_times);
     let order_out = SharedOutput(order.as_mut_ptr());
     let times_out = SharedOutput(sorted_times.as_mut_ptr());
-    ranks
-        .par_chunks(part_rows)
-        .zip(cursors.par_iter_mut())
+    cursors
+        .par_iter_mut()
         .enumerate()
-        .for_each(|(part, (ranks, cursor))| {
+        .for_each(|(part, cursor)| {
             let (order_out, times_out) = (order_out, times_out);
             let first_row = part * part_rows;
-            for (offset, &rank) in ranks.iter().enumerate() {
-                let row = first_row + offset;
-                let slot = &mut cursor[rank as usize];
-                // SAFETY: slot < n, and the runs of slots of different (part, user) pairs are
+            for row in first_row..(first_row + part_rows).min(n) {
+                let slot = &mut cursor[key(row)];
+                // SAFETY: slot < n, and the runs of slots of different (part, key) pairs are
                 // disjoint, so every slot is written by exactly one task, exactly once.
                 unsafe {
                     *order_out.0.add(*slot) = row as i64;
@@ -132,11 +172,10 @@ fn sort_rows(users: &[i64], times: &[i64], parts: usize) -> SortedRows {
                 *slot += 1;
             }
         });
-    drop(ranks);
 
     // Sort each user's rows by time; the stable sort keeps file order for equal times.
-    let mut order_groups = Vec::with_capacity(users_count);
-    let mut time_groups = Vec::with_capacity(users_count);
+    let mut order_groups = Vec::with_capacity(distinct.len());
+    let mut time_groups = Vec::with_capacity(distinct.len());
     let (mut order_rest, mut times_rest) = (order.as_mut_slice(), sorted_times.as_mut_slice());
     for window in group_starts.windows(2) {
         let size = window[1] - window[0];
