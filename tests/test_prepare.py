@@ -184,7 +184,7 @@ def test_crash_while_writing_keeps_previous(
     previous = prepare(make_log(), out)
     previous_rewards = np.array(previous["rewards"])
     calls = {"count": 0}
-    syncs = dataset_module._files.BackgroundSync
+    syncs = dataset_module._files.BackgroundWriter
     original = syncs.write
 
     def failing_write(self: object, path: Path, write: object) -> None:
@@ -218,6 +218,28 @@ def test_failed_background_sync_keeps_previous(
 
     monkeypatch.setattr(dataset_module._files.os, "fsync", failing_fsync)
     with pytest.raises(OSError, match="input/output error"):
+        prepare(make_log(seed=9), out, overwrite=True)
+    np.testing.assert_array_equal(load_prepared(out)["rewards"], previous_rewards)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["prepared"]
+
+
+def test_failed_background_write_keeps_previous(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Arrays are written on a worker thread too; a write that fails there stops the commit.
+    out = tmp_path / "prepared"
+    previous_rewards = np.array(prepare(make_log(), out)["rewards"])
+    calls = {"count": 0}
+    original = np.save
+
+    def failing_save(handle: object, array: np.ndarray) -> None:
+        calls["count"] += 1
+        if calls["count"] == 4:
+            raise OSError("no space left on device")
+        original(handle, array)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(dataset_module.np, "save", failing_save)
+    with pytest.raises(OSError, match="no space left"):
         prepare(make_log(seed=9), out, overwrite=True)
     np.testing.assert_array_equal(load_prepared(out)["rewards"], previous_rewards)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["prepared"]

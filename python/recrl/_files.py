@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import IO, Any
 
 __all__ = [
-    "BackgroundSync",
+    "BackgroundWriter",
     "atomic_open",
     "make_staging_folder",
     "sync_directory",
@@ -106,27 +106,36 @@ def _sync_and_close(handle: IO[bytes]) -> None:
         handle.close()
 
 
-class BackgroundSync:
-    """Write files in the calling thread and sync them on a worker thread.
+class BackgroundWriter:
+    """Write and sync files on worker threads while the caller computes the next one.
 
-    Syncing waits on the disk, not the processor, so a caller that writes many large files
-    (a prepared dataset) computes the next file while the previous ones reach the disk.
-    ``wait`` returns once every file written so far is synced and raises the first sync error.
-    Leaving the ``with`` block waits for the syncs and closes every file.
+    One thread writes the files in the order they were handed over, and a second syncs each
+    written file, so the caller's next array, the copy of the previous one into the page cache
+    and the disk's work on the one before all overlap. ``wait`` returns once every file handed
+    over so far is written and synced, and raises the first error. Leaving the ``with`` block
+    after an error drops the files not yet started; otherwise it waits for all of them.
     """
 
     def __init__(self) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recrl-sync")
-        self._pending: list[Future[None]] = []
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recrl-write")
+        self._syncer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recrl-sync")
+        self._pending: list[Future[Future[None]]] = []
 
-    def __enter__(self) -> BackgroundSync:
+    def __enter__(self) -> BackgroundWriter:
         return self
 
     def __exit__(self, kind: object, error: object, traceback: object) -> None:
-        self._pool.shutdown(wait=True)
+        self._writer.shutdown(wait=True, cancel_futures=error is not None)
+        self._syncer.shutdown(wait=True)
 
     def write(self, path: Path, write: Callable[[IO[bytes]], object]) -> None:
-        """Create ``path`` with ``write(handle)`` now and sync it on the worker thread."""
+        """Create ``path`` with ``write(handle)`` on the writer thread, then sync it.
+
+        Whatever ``write`` reads must not change until ``wait`` returns.
+        """
+        self._pending.append(self._writer.submit(self._write, path, write))
+
+    def _write(self, path: Path, write: Callable[[IO[bytes]], object]) -> Future[None]:
         handle = path.open("wb")
         try:
             write(handle)
@@ -134,10 +143,10 @@ class BackgroundSync:
         except BaseException:
             handle.close()
             raise
-        self._pending.append(self._pool.submit(_sync_and_close, handle))
+        return self._syncer.submit(_sync_and_close, handle)
 
     def wait(self) -> None:
-        """Wait until every file written so far is synced; raise the first error."""
+        """Wait until every file handed over so far is written and synced; raise the first error."""
         pending, self._pending = self._pending, []
         for future in pending:
-            future.result()
+            future.result().result()

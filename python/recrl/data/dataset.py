@@ -734,34 +734,37 @@ def write_dataset(out: Path, arrays: dict[str, np.ndarray], manifest: dict[str, 
 class _Staging:
     """A temporary folder beside ``out`` that becomes ``out`` on commit and vanishes otherwise.
 
-    Every file is flushed when written and synced on a worker thread while the next array is
-    computed. Commit waits for those syncs, writes the manifest (with the dtype and shape of
-    every array), syncs the folder and renames it into place. An existing ``out`` is
-    renamed aside first and removed after, so a crash leaves the old or the new dataset whole.
+    Every array is written and synced on worker threads while the next one is computed. Commit
+    waits for those files, writes the manifest (with the dtype and shape of every array), syncs
+    the folder and renames it into place. An existing ``out`` is renamed aside first and
+    removed after, so a crash leaves the old or the new dataset whole.
     """
 
     def __init__(self, out: Path) -> None:
         self.out = out
         self.folder = _files.make_staging_folder(out)
         self.arrays: dict[str, dict[str, Any]] = {}
-        self.syncs = _files.BackgroundSync()
+        self.files = _files.BackgroundWriter()
 
     def __enter__(self) -> _Staging:
         return self
 
     def __exit__(self, kind: object, error: object, traceback: object) -> None:
-        self.syncs.__exit__(kind, error, traceback)
+        self.files.__exit__(kind, error, traceback)
         if self.folder.exists():
             shutil.rmtree(self.folder, ignore_errors=True)
 
     def put(self, name: str, array: np.ndarray) -> None:
-        """Write one array as ``name.npy``; it is synced while the next one is computed."""
-        self.syncs.write(self.folder / f"{name}.npy", lambda handle: np.save(handle, array))
+        """Write one array as ``name.npy`` while the next one is computed.
+
+        The array must not change afterwards; the caller hands it over.
+        """
+        self.files.write(self.folder / f"{name}.npy", lambda handle: np.save(handle, array))
         self.arrays[name] = {"dtype": str(array.dtype), "shape": list(array.shape)}
 
     def commit(self, manifest: dict[str, Any]) -> None:
         """Wait for the array files to be synced, write the manifest and move the folder."""
-        self.syncs.wait()
+        self.files.wait()
         manifest["arrays"] = dict(sorted(self.arrays.items()))
         text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
         _files.write_synced(

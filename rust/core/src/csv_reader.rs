@@ -71,12 +71,40 @@ enum Partial<'a> {
     Int64(Vec<i64>),
     Float32(Vec<f32>),
     Float64(Vec<f64>),
-    /// Codes local to the piece (0 = missing) and the text of each local code.
+    /// Codes local to the piece (0 = missing) and the text of each local code. Labels that are
+    /// canonical integers are looked up by value in `numbers`, others by text in `lookup`.
     Category {
         codes: Vec<i64>,
         labels: Vec<&'a [u8]>,
         lookup: FxHashMap<&'a [u8], i64>,
+        numbers: FxHashMap<i64, i64>,
     },
+}
+
+/// Returns the value of `text` when it is an integer written as `i64::to_string` writes it (a
+/// '-' for negatives only, no leading zero, at most 18 digits), else None. Integer labels such
+/// as ids then hash and compare as numbers, while "007" and "7" stay different labels.
+#[inline]
+fn canonical_int(text: &[u8]) -> Option<i64> {
+    let (negative, digits) = match text.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, text),
+    };
+    if digits.is_empty()
+        || digits.len() > 18
+        || (digits[0] == b'0' && (digits.len() > 1 || negative))
+    {
+        return None;
+    }
+    let mut value: i64 = 0;
+    for &byte in digits {
+        let digit = byte.wrapping_sub(b'0');
+        if digit > 9 {
+            return None;
+        }
+        value = value * 10 + i64::from(digit);
+    }
+    Some(if negative { -value } else { value })
 }
 
 impl<'a> Partial<'a> {
@@ -89,6 +117,7 @@ impl<'a> Partial<'a> {
                 codes: Vec::with_capacity(capacity),
                 labels: Vec::new(),
                 lookup: FxHashMap::default(),
+                numbers: FxHashMap::default(),
             },
         }
     }
@@ -102,13 +131,17 @@ impl<'a> Partial<'a> {
                 codes,
                 labels,
                 lookup,
+                numbers,
             } => {
                 if field.is_empty() {
                     codes.push(0);
                 } else {
                     // One hash per field: the entry is found or made in the same lookup.
                     let next = labels.len() as i64 + 1;
-                    let code = *lookup.entry(field).or_insert(next);
+                    let code = match canonical_int(field) {
+                        Some(value) => *numbers.entry(value).or_insert(next),
+                        None => *lookup.entry(field).or_insert(next),
+                    };
                     if code == next {
                         labels.push(field);
                     }
@@ -159,6 +192,7 @@ enum Builder {
         codes: Vec<i64>,
         labels: Vec<String>,
         lookup: FxHashMap<Vec<u8>, i64>,
+        numbers: FxHashMap<i64, i64>,
     },
 }
 
@@ -172,17 +206,31 @@ impl Builder {
                 codes: Vec::new(),
                 labels: Vec::new(),
                 lookup: FxHashMap::default(),
+                numbers: FxHashMap::default(),
             },
         }
     }
 
-    fn code_of(labels: &mut Vec<String>, lookup: &mut FxHashMap<Vec<u8>, i64>, text: &[u8]) -> i64 {
-        if let Some(&code) = lookup.get(text) {
-            return code;
+    fn code_of(
+        labels: &mut Vec<String>,
+        lookup: &mut FxHashMap<Vec<u8>, i64>,
+        numbers: &mut FxHashMap<i64, i64>,
+        text: &[u8],
+    ) -> i64 {
+        let next = labels.len() as i64 + 1;
+        let code = match canonical_int(text) {
+            Some(value) => *numbers.entry(value).or_insert(next),
+            None => match lookup.get(text) {
+                Some(&code) => code,
+                None => {
+                    lookup.insert(text.to_vec(), next);
+                    next
+                }
+            },
+        };
+        if code == next {
+            labels.push(String::from_utf8_lossy(text).into_owned());
         }
-        labels.push(String::from_utf8_lossy(text).into_owned());
-        let code = labels.len() as i64;
-        lookup.insert(text.to_vec(), code);
         code
     }
 
@@ -195,10 +243,11 @@ impl Builder {
                 codes,
                 labels,
                 lookup,
+                numbers,
             } => codes.push(if field.is_empty() {
                 0
             } else {
-                Self::code_of(labels, lookup, field)
+                Self::code_of(labels, lookup, numbers, field)
             }),
         }
         Ok(())
@@ -216,6 +265,7 @@ impl Builder {
                     codes,
                     labels,
                     lookup,
+                    numbers,
                 },
                 Partial::Category {
                     codes: local_codes,
@@ -226,7 +276,7 @@ impl Builder {
                 let mut global = Vec::with_capacity(local_labels.len() + 1);
                 global.push(0);
                 for text in local_labels {
-                    global.push(Self::code_of(labels, lookup, text));
+                    global.push(Self::code_of(labels, lookup, numbers, text));
                 }
                 codes.extend(local_codes.iter().map(|&code| global[code as usize]));
             }
@@ -1031,6 +1081,75 @@ mod tests {
                 labels: vec!["a".into(), "[1,5)".into()]
             }
         );
+    }
+
+    #[test]
+    fn canonical_integers_are_the_ones_to_string_writes() {
+        for value in [
+            0,
+            7,
+            -5,
+            10,
+            123_456_789_012_345_678,
+            -999_999_999_999_999_999,
+        ] {
+            assert_eq!(canonical_int(value.to_string().as_bytes()), Some(value));
+        }
+        for text in [
+            "",
+            "-",
+            "007",
+            "-0",
+            "+5",
+            " 5",
+            "5 ",
+            "1e3",
+            "1.0",
+            "1_000",
+            "x",
+            "1234567890123456789",
+        ] {
+            assert_eq!(canonical_int(text.as_bytes()), None, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn integer_and_text_labels_share_one_code_sequence() {
+        // "7" and "007" are different labels; numbers and text interleave in first-seen order.
+        let mut text = String::from("id,label\n");
+        let labels = [
+            "7",
+            "007",
+            "b",
+            "-0",
+            "0",
+            "7",
+            "-5",
+            "b",
+            "1234567890123456789",
+            "007",
+        ];
+        for (row, label) in labels.iter().cycle().take(150_000).enumerate() {
+            text.push_str(&format!("{row},{label}\n"));
+        }
+        let columns = [
+            spec("id", ColumnKind::Int64),
+            spec("label", ColumnKind::Category),
+        ];
+        let data = read(&text, b',', &columns).unwrap();
+        let ColumnData::Category {
+            codes,
+            labels: read_labels,
+        } = &data[1]
+        else {
+            panic!("expected a category column, got {:?}", data[1]);
+        };
+        let expected_labels = ["7", "007", "b", "-0", "0", "-5", "1234567890123456789"];
+        assert_eq!(read_labels, &expected_labels.map(String::from));
+        let expected_codes = [1, 2, 3, 4, 5, 1, 6, 3, 7, 2];
+        for (row, &code) in codes.iter().enumerate() {
+            assert_eq!(code, expected_codes[row % labels.len()], "row {row}");
+        }
     }
 
     #[test]
