@@ -334,3 +334,41 @@ def test_take_columns_int64_matches_numpy(width: int, order: list[int]) -> None:
     np.testing.assert_array_equal(taken, np.stack([column[order] for column in columns], axis=1))
     with pytest.raises(InvalidArgumentError, match="index 10 is out of range"):
         _core.take_columns_int64([np.zeros(10, dtype=np.int64)], int64([10]))
+
+
+# Placement scatters rows to the places a permutation gives them; its results must equal the
+# gather by the same order. Sizes above 65,536 rows use several parallel parts.
+@settings(max_examples=60, deadline=None)
+@given(
+    st.sampled_from([0, 1, 2, 17, 70_001]),
+    st.integers(0, 3),
+    st.integers(0, 2**32 - 1),
+)
+def test_placement_matches_gather(rows: int, width: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(rows).astype(np.int64)
+    placement = _core.Placement(order)
+    assert len(placement) == rows
+    floats = [rng.standard_normal(rows).astype(np.float32) for _ in range(width)]
+    floats[:1] = [np.where(rng.random(rows) < 0.1, np.nan, column) for column in floats[:1]]
+    integers = [rng.integers(-(2**63), 2**63 - 1, rows, dtype=np.int64) for _ in range(width)]
+    for columns, take in (
+        (floats, placement.take_columns_float32),
+        (integers, placement.take_columns_int64),
+    ):
+        placed = take(columns)
+        assert placed.shape == (rows, width)
+        for k, column in enumerate(columns):
+            np.testing.assert_array_equal(placed[:, k], column[order])
+
+
+def test_placement_rejects_what_is_not_a_permutation() -> None:
+    with pytest.raises(InvalidArgumentError, match="row 1 appears at positions 0 and 2"):
+        _core.Placement(int64([1, 0, 1]))
+    with pytest.raises(InvalidArgumentError, match="index 3 at position 1 is out of range"):
+        _core.Placement(int64([0, 3, 1]))
+    with pytest.raises(InvalidArgumentError, match="index -1 at position 0"):
+        _core.Placement(int64([-1, 0]))
+    placement = _core.Placement(int64([1, 0]))
+    with pytest.raises(ShapeError, match=r"columns\[1\]"):
+        placement.take_columns_int64([int64([5, 6]), int64([7])])

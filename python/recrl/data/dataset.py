@@ -273,12 +273,14 @@ def split_cut_index(fraction: float, rows: int) -> int:
     return int(round(fraction * rows))
 
 
-def _take(values: npt.NDArray[Any], order: npt.NDArray[np.int64]) -> npt.NDArray[Any]:
-    """Return ``values[order]``, gathered in parallel for the common dtypes."""
+def _take(
+    values: npt.NDArray[Any], order: npt.NDArray[np.int64], placement: _core.Placement
+) -> npt.NDArray[Any]:
+    """Return ``values[order]``; ``placement`` (of ``order``) moves int64 and float32 rows."""
     if values.dtype == np.int64:
-        return _core.take_int64(np.ascontiguousarray(values), order)
+        return placement.take_columns_int64([np.ascontiguousarray(values)]).reshape(-1)
     if values.dtype == np.float32:
-        return _core.take_columns_float32([np.ascontiguousarray(values)], order)[:, 0]
+        return placement.take_columns_float32([np.ascontiguousarray(values)]).reshape(-1)
     return np.ascontiguousarray(values[order])
 
 
@@ -522,9 +524,12 @@ def build_arrays(
     timestamps = np.asarray(sorted_log.pop("times"), dtype=np.int64)
     split = np.asarray(sorted_log.pop("segments"), dtype=np.uint8)
     episodes = sorted_log
-    item_ids = _take(log.item_ids, order)
+    # Columns are reordered by scattering each source row to its place: after a sort by user of
+    # a log in time order, gathering by `order` would miss the cache on nearly every row.
+    placement = _core.Placement(order)
+    item_ids = _take(log.item_ids, order, placement)
     assert log.source_rows is not None
-    source_rows = _take(log.source_rows, order)
+    source_rows = _take(log.source_rows, order, placement)
     train = split == 0
 
     user_source = user_ids[train] if shared is None else shared.user_vocabulary
@@ -533,12 +538,8 @@ def build_arrays(
     items, item_vocabulary = _core.encode_ids(item_source, item_ids)
     history = _core.history_windows(user_ids, items, options.history_length)
 
-    rewards = _core.take_columns_float32(
-        [
-            np.ascontiguousarray(log.responses[name], dtype=np.float32)
-            for name in log.response_names
-        ],
-        order,
+    rewards = placement.take_columns_float32(
+        [np.ascontiguousarray(log.responses[name], dtype=np.float32) for name in log.response_names]
     )
     reward_means = {name: float(rewards[:, k].mean()) for k, name in enumerate(log.response_names)}
     episode_lengths = np.diff(episodes["episode_starts"])
@@ -585,7 +586,7 @@ def build_arrays(
     row_numeric = []
     for name, values in log.numeric_features.items():
         fixed = None if shared is None else shared.row_numeric[name]
-        normalised, stats = _normalise(_take(values, order), train, name, False, fixed)
+        normalised, stats = _normalise(_take(values, order, placement), train, name, False, fixed)
         if options.on_invalid == "impute":
             stats["imputed"] = counts.get(f"invalid_{name}", 0)
         row_numeric.append(normalised)
@@ -607,7 +608,7 @@ def build_arrays(
         row_categorical_info.append({"name": name, "cardinality": len(vocabulary) + 1})
     emit(
         "row_categorical",
-        _core.take_columns_int64(row_categorical, order)
+        placement.take_columns_int64(row_categorical)
         if row_categorical
         else np.zeros((len(order), 0), np.int64),
     )
@@ -624,7 +625,7 @@ def build_arrays(
         emit(name, array)
     del user_arrays, item_arrays
     for name, context_values in log.context.items():
-        emit(f"context_{name}", _take(context_values, order))
+        emit(f"context_{name}", _take(context_values, order, placement))
     emit("user_ids", user_ids)
     emit("item_ids", item_ids)
 

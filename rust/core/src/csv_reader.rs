@@ -408,10 +408,20 @@ fn field_count_message(expected: usize, count: usize) -> String {
     format!("expected {expected} fields, got {count}; {cause}")
 }
 
-/// Returns the end of the field that starts at `start`: the next delimiter, or the line's end.
+/// Returns the end of the field at `start`: the position of the next delimiter, or the line's
+/// end. Fields are mostly a few bytes long, so the first 16 bytes are searched by a plain loop,
+/// which costs less than setting up `memchr` for each of millions of short fields.
 #[inline]
 fn field_end(line: &[u8], start: usize, delimiter: u8) -> usize {
-    memchr::memchr(delimiter, &line[start..]).map_or(line.len(), |offset| start + offset)
+    const SHORT: usize = 16;
+    let rest = &line[start..];
+    if let Some(offset) = rest.iter().take(SHORT).position(|&byte| byte == delimiter) {
+        return start + offset;
+    }
+    if rest.len() <= SHORT {
+        return line.len();
+    }
+    memchr::memchr(delimiter, &rest[SHORT..]).map_or(line.len(), |offset| start + SHORT + offset)
 }
 
 /// Read the field at `start` as [`parse_short_int`] would, and return it with the field's end,

@@ -6,6 +6,7 @@
 
 use rayon::prelude::*;
 use rustc_hash::{FxHashMap, FxHashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::error::{check_len, Error, Result};
 use crate::memory;
@@ -46,6 +47,14 @@ struct SharedOutput<T>(*mut T);
 // and the buffer outlives every task.
 unsafe impl<T: Send> Send for SharedOutput<T> {}
 unsafe impl<T: Send> Sync for SharedOutput<T> {}
+
+impl<T> SharedOutput<T> {
+    /// Returns the pointer. A closure that calls this captures the whole `SharedOutput`, which
+    /// is `Sync`, where using the field would capture the raw pointer alone, which is not.
+    fn get(&self) -> *mut T {
+        self.0
+    }
+}
 
 /// Counting sort of the rows by user, then a stable sort by time inside each user.
 ///
@@ -345,6 +354,126 @@ pub fn take_columns<T: Copy + Send + Sync>(columns: &[&[T]], order: &[i64]) -> R
     // SAFETY: the capacity is `size`, and the loop wrote `width` slots for each of the rows.
     unsafe { matrix.set_len(size) };
     Ok(matrix)
+}
+
+/// The inverse of a permutation `order` of the rows 0..n, checked once: row `order[i]` of a
+/// source column goes to row i of the output.
+///
+/// [`take_columns`] reads its source rows in the order of `order`. After a sort by user of a
+/// log written in time order, consecutive outputs then read rows far apart, one cache miss
+/// each. [`Placement::place_columns`] reads the sources front to back instead and writes each
+/// row to its place; the writes of one part of the rows go to one run per user, which stays in
+/// cache. On 5M rows sorted from time order into 2,500 users it takes half the time.
+#[derive(Debug)]
+pub struct Placement {
+    // Written by parallel tasks while the order is checked; read with plain loads afterwards.
+    positions: Vec<AtomicUsize>,
+}
+
+impl Placement {
+    /// Check that `order` holds every row 0..n exactly once and build its inverse.
+    ///
+    /// Three parallel passes: a range check, a scatter of each position to its row, and a check
+    /// that every row got its own position back. A repeated row loses one of its writes, which
+    /// the last pass finds; with n indices in range and none repeated, none is missing.
+    pub fn new(order: &[i64]) -> Result<Self> {
+        let n = order.len();
+        if let Some(position) = order
+            .par_iter()
+            .position_any(|&row| usize::try_from(row).map_or(true, |row| row >= n))
+        {
+            let row = order[position];
+            return Err(Error::invalid(
+                "order",
+                format!("index {row} at position {position} is out of range for {n} rows"),
+            ));
+        }
+        let positions: Vec<AtomicUsize> = (0..n)
+            .into_par_iter()
+            .map(|_| AtomicUsize::new(0))
+            .collect();
+        order
+            .par_iter()
+            .enumerate()
+            .with_min_len(CHUNK_ROWS)
+            .for_each(|(position, &row)| {
+                positions[row as usize].store(position, Ordering::Relaxed)
+            });
+        if let Some(position) = (0..n)
+            .into_par_iter()
+            .with_min_len(CHUNK_ROWS)
+            .position_any(|position| {
+                positions[order[position] as usize].load(Ordering::Relaxed) != position
+            })
+        {
+            let row = order[position];
+            let first = order
+                .iter()
+                .position(|&other| other == row)
+                .unwrap_or(position);
+            let second = order[first + 1..]
+                .iter()
+                .position(|&other| other == row)
+                .map_or(position, |offset| first + 1 + offset);
+            return Err(Error::invalid(
+                "order",
+                format!(
+                    "row {row} appears at positions {first} and {second}; expected a permutation"
+                ),
+            ));
+        }
+        Ok(Placement { positions })
+    }
+
+    /// Returns the number of rows.
+    pub fn len(&self) -> usize {
+        self.positions.len()
+    }
+
+    /// Returns true when there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.positions.is_empty()
+    }
+
+    /// Return the [N, C] row-major matrix whose row i holds row `order[i]` of every column, as
+    /// [`take_columns`] with `order` does.
+    pub fn place_columns<T: Copy + Send + Sync>(&self, columns: &[&[T]]) -> Result<Vec<T>> {
+        let n = self.positions.len();
+        for (position, column) in columns.iter().enumerate() {
+            check_len(&format!("columns[{position}]"), column, n)?;
+        }
+        let width = columns.len();
+        let size = n * width;
+        let mut matrix: Vec<T> = Vec::with_capacity(size);
+        if width == 0 {
+            return Ok(matrix);
+        }
+        let slots = &mut matrix.spare_capacity_mut()[..size];
+        memory::advise_huge_pages(slots);
+        let out = SharedOutput(slots.as_mut_ptr());
+        let part_rows = n.div_ceil(rayon::current_num_threads() * 4).max(CHUNK_ROWS);
+        self.positions
+            .par_chunks(part_rows)
+            .enumerate()
+            .for_each(|(part, positions)| {
+                let first = part * part_rows;
+                for (offset, position) in positions.iter().enumerate() {
+                    let row = first + offset;
+                    let position = position.load(Ordering::Relaxed);
+                    for (lane, column) in columns.iter().enumerate() {
+                        // SAFETY: `positions` is a permutation of 0..n (checked in `new`), so
+                        // every output row is written by exactly one source row, and
+                        // position * width + lane < n * width = size.
+                        unsafe {
+                            (*out.get().add(position * width + lane)).write(column[row]);
+                        }
+                    }
+                }
+            });
+        // SAFETY: the capacity is `size`, and every one of the n rows wrote its `width` slots.
+        unsafe { matrix.set_len(size) };
+        Ok(matrix)
+    }
 }
 
 /// Options for cutting episodes and flagging their ends.

@@ -186,6 +186,59 @@ fn take_columns_int64<'py>(
     take_matrix(py, &columns, order)
 }
 
+/// The inverse of a permutation of rows, for reordering many columns by it.
+#[pyclass(name = "Placement", module = "recrl._core", frozen)]
+struct PyPlacement {
+    inner: trajectory::Placement,
+}
+
+impl PyPlacement {
+    fn place<'py, T: Element + Copy + Send + Sync>(
+        &self,
+        py: Python<'py>,
+        columns: &[PyReadonlyArray1<'py, T>],
+    ) -> PyResult<Bound<'py, PyArray2<T>>> {
+        let slices = columns
+            .iter()
+            .map(|column| column.as_slice())
+            .collect::<Result<Vec<_>, _>>()?;
+        let matrix = run_detached(py, || self.inner.place_columns(&slices))?;
+        let matrix = Array2::from_shape_vec((self.inner.len(), slices.len()), matrix)
+            .map_err(|e| PyValueError::new_err(format!("placed columns: {e}")))?;
+        Ok(matrix.into_pyarray(py))
+    }
+}
+
+#[pymethods]
+impl PyPlacement {
+    #[new]
+    fn new(py: Python<'_>, order: PyReadonlyArray1<'_, i64>) -> PyResult<Self> {
+        let order = order.as_slice()?;
+        let inner = run_detached(py, || trajectory::Placement::new(order))?;
+        Ok(PyPlacement { inner })
+    }
+
+    fn __len__(&self) -> usize {
+        self.inner.len()
+    }
+
+    fn take_columns_float32<'py>(
+        &self,
+        py: Python<'py>,
+        columns: Vec<PyReadonlyArray1<'py, f32>>,
+    ) -> PyResult<Bound<'py, PyArray2<f32>>> {
+        self.place(py, &columns)
+    }
+
+    fn take_columns_int64<'py>(
+        &self,
+        py: Python<'py>,
+        columns: Vec<PyReadonlyArray1<'py, i64>>,
+    ) -> PyResult<Bound<'py, PyArray2<i64>>> {
+        self.place(py, &columns)
+    }
+}
+
 /// Counts of each code where the mask is set, and over all rows.
 type CodeCounts<'py> = (Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<i64>>);
 
@@ -219,6 +272,7 @@ pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(take_int64, module)?)?;
     module.add_function(wrap_pyfunction!(take_columns_float32, module)?)?;
     module.add_function(wrap_pyfunction!(take_columns_int64, module)?)?;
+    module.add_class::<PyPlacement>()?;
     module.add_function(wrap_pyfunction!(count_codes, module)?)?;
     module.add_function(wrap_pyfunction!(count_distinct, module)?)?;
     Ok(())
