@@ -303,3 +303,37 @@ def test_timestamps_in_1970_are_warned_about(
     with caplog.at_level("WARNING", logger="recrl.data.dataset"):
         prepare(log, tmp_path / "milliseconds")
     assert "before 1990" not in caplog.text
+
+
+def test_constant_training_feature_keeps_unit_scale(tmp_path: Path) -> None:
+    # Over 6 training rows NumPy's std of 0.1 is 1.4e-17, not 0; dividing by it would scale the
+    # other splits' 0.5 to about 3e16.
+    assert np.full(6, 0.1).std() > 0
+    log = make_log(40)
+    dataset = prepare(log, tmp_path / "probe")
+    train = np.asarray(dataset["split"]) == 0
+    order = np.asarray(dataset["source_rows"])
+    log.numeric_features["f1"][order[train]] = 0.1
+    log.numeric_features["f1"][order[~train]] = 0.5
+    prepared = prepare(log, tmp_path / "prepared")
+    stats = prepared.manifest["features"]["row_numeric"][0]
+    assert stats["name"] == "f1"
+    assert stats["std"] == 1.0
+    values = np.asarray(prepared["row_numeric"])[:, 0]
+    np.testing.assert_allclose(values[train], 0.0, atol=1e-6)
+    np.testing.assert_allclose(values[~train], 0.4, atol=1e-6)
+
+
+def test_constant_side_feature_keeps_unit_scale() -> None:
+    # Five training rows of one video whose log1p(1920) has a std of 8.9e-16 in NumPy.
+    value = np.log1p(1920.0)
+    assert np.full(5, value).std() > 0
+    values = np.array([np.nan, value, value, np.log1p(1080.0)])
+    stats = dataset_module._weighted_statistics(
+        values, np.array([0, 2, 3, 0]), np.array([0, 2, 3, 2]), "server_height", True
+    )
+    assert stats["std"] == 1.0
+    assert stats["mean"] == pytest.approx(value)
+    assert dataset_module.training_moments(np.full(5, value)) == (pytest.approx(value), 1.0)
+    # A real spread, however small against the mean, is kept.
+    assert dataset_module.training_moments(np.array([1e6, 1e6 + 1e-3]))[1] == pytest.approx(5e-4)

@@ -321,14 +321,24 @@ def _normalise(
     return normalised, stats
 
 
+def usable_std(mean: float, std: float) -> float:
+    """Return ``std``, or 1.0 where the values do not spread.
+
+    The standard deviation of a constant column often comes out as rounding error (1e-17 for
+    0.1, say) instead of 0, and dividing by it would scale the other splits' values to 1e15 and
+    more. A spread below 1e-12 of the mean's magnitude is far under any real variation and far
+    above float64 rounding, so it counts as none.
+    """
+    return std if std > 1e-12 * abs(mean) and std > 0 else 1.0
+
+
 def training_moments(values: npt.NDArray[np.float64]) -> tuple[float, float]:
     """Return the mean and standard deviation of the finite ``values`` (0 and 1 if none)."""
     finite = values[np.isfinite(values)]
-    mean = float(finite.mean()) if len(finite) else 0.0
-    std = float(finite.std()) if len(finite) else 1.0
-    if not std > 0:
-        std = 1.0
-    return mean, std
+    if not len(finite):
+        return 0.0, 1.0
+    mean = float(finite.mean(dtype=np.float64))
+    return mean, usable_std(mean, float(finite.std(dtype=np.float64)))
 
 
 def _weighted_statistics(
@@ -345,8 +355,7 @@ def _weighted_statistics(
     safe = np.where(finite, values, 0.0)
     mean = float((weights * safe).sum() / total) if total else 0.0
     std = float(np.sqrt((weights * (safe - mean) ** 2).sum() / total)) if total else 1.0
-    if not std > 0:
-        std = 1.0
+    std = usable_std(mean, std)
     missing = int(all_counts[~finite].sum())
     return {"name": name, "mean": mean, "std": std, "log1p": log_transform, "missing": missing}
 

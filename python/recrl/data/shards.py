@@ -239,7 +239,13 @@ class _Moments:
     def add(self, values: npt.NDArray[np.float64]) -> None:
         finite = values[np.isfinite(values)]
         if len(finite):
-            self.parts.append((len(finite), float(finite.mean()), float(finite.var())))
+            self.parts.append(
+                (
+                    len(finite),
+                    float(finite.mean(dtype=np.float64)),
+                    float(finite.var(dtype=np.float64)),
+                )
+            )
             if len(self.parts) == 1:
                 # One part alone gives exactly what the unsharded prepare computes.
                 self.single = dataset.training_moments(finite)
@@ -250,8 +256,7 @@ class _Moments:
         count = sum(n for n, _, _ in self.parts)
         mean = sum(n * m for n, m, _ in self.parts) / count
         variance = sum(n * (v + (m - mean) ** 2) for n, m, v in self.parts) / count
-        std = math.sqrt(variance)
-        return mean, std if std > 0 else 1.0
+        return mean, dataset.usable_std(mean, math.sqrt(variance))
 
 
 @dataclass
