@@ -287,6 +287,40 @@ def test_update_rejects_bad_priority():
         buffer.gather(torch.tensor([0.0]))
 
 
+def test_priorities_that_overflow_or_underflow_the_tree_are_rejected():
+    buffer = ReplayBuffer(8, 3, alpha=1.0)
+    add(buffer, [0.0, 1.0, 2.0])
+    before = buffer.priorities()
+    # Two priorities of 1e308 would sum to infinity.
+    with pytest.raises(InvalidArgumentError, match="priorities: 1e308 raised to alpha = 1"):
+        buffer.update_priorities([0, 1], [1e308, 1e308])
+    steep = ReplayBuffer(8, 3, alpha=100.0)
+    add(steep, [0.0, 1.0, 2.0])
+    with pytest.raises(InvalidArgumentError, match="gives inf, which is above"):
+        steep.update_priorities([0], [1e10])
+    with pytest.raises(InvalidArgumentError, match="underflows to 0"):
+        steep.update_priorities([1], [1e-5])
+    np.testing.assert_array_equal(buffer.priorities(), before)
+
+
+def test_sum_tree_rejects_values_whose_sum_overflows():
+    tree = SumTree(3)
+    assert tree.max_value() == np.finfo(np.float64).max / 3
+    with pytest.raises(InvalidArgumentError, match="values: 1e308 is above"):
+        tree.set_many([0, 1, 2], [1e308, 1e308, 1.0])
+    with pytest.raises(InvalidArgumentError, match="expected a finite value >= 0, got -1e-300"):
+        tree.set_many([0], [-1e-300])
+    with pytest.raises(InvalidArgumentError, match="indices: expected a leaf below 3, got 5"):
+        tree.set_many([5], [1.0])
+    with pytest.raises(InvalidArgumentError, match="index: expected an integer >= 0, got -1"):
+        tree.set(-1, 1.0)
+    with pytest.raises(InvalidArgumentError, match="index: expected an integer >= 0, got -1"):
+        tree.get(-1)
+    with pytest.raises(InvalidArgumentError, match="capacity"):
+        SumTree(-1)
+    assert tree.total() == 0.0
+
+
 def test_gather_rejects_boundary_slot():
     buffer = ReplayBuffer(8, 3)
     add(buffer, [0.0], terminals=[True])

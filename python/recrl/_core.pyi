@@ -283,6 +283,8 @@ class SumTree:
         """Return the smallest positive leaf, or infinity."""
     def max(self) -> float:
         """Return the largest leaf."""
+    def max_value(self) -> float:
+        """Return the largest leaf value accepted; capacity times it is still finite."""
     def find_prefix(self, mass: float) -> int:
         """Return the leaf i with prefix sum before i <= mass < prefix sum through i."""
     def find_prefix_many(self, masses: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:

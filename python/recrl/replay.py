@@ -92,6 +92,13 @@ def _floats(name: str, values: ArrayLike) -> npt.NDArray[np.float64]:
     return np.ascontiguousarray(array, dtype=np.float64).reshape(-1)
 
 
+def _leaf(index: int) -> int:
+    # Checked here so that a negative index is named, not a failed unsigned conversion.
+    if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or index < 0:
+        raise InvalidArgumentError(f"index: expected an integer >= 0, got {index!r}")
+    return int(index)
+
+
 class SumTree:
     """A sum tree over float64 leaves that also keeps their smallest positive value and maximum.
 
@@ -104,7 +111,7 @@ class SumTree:
     """
 
     def __init__(self, capacity: int) -> None:
-        self._tree = _core.SumTree(capacity)
+        self._tree = _core.SumTree(_count("capacity", capacity))
 
     @property
     def capacity(self) -> int:
@@ -112,8 +119,12 @@ class SumTree:
         return self._tree.capacity
 
     def set(self, index: int, value: float) -> None:
-        """Set leaf ``index`` to a finite ``value >= 0``."""
-        self._tree.set(index, value)
+        """Set leaf ``index`` to a finite ``value >= 0``, at most :meth:`max_value`."""
+        self._tree.set(_leaf(index), value)
+
+    def max_value(self) -> float:
+        """Return the largest leaf value accepted, so that the sum of all leaves stays finite."""
+        return self._tree.max_value()
 
     def set_many(self, indices: ArrayLike, values: ArrayLike) -> None:
         """Set leaf ``indices[i]`` to ``values[i]``. A repeated index keeps its last value.
@@ -129,7 +140,7 @@ class SumTree:
 
     def get(self, index: int) -> float:
         """Return leaf ``index``."""
-        return self._tree.get(index)
+        return self._tree.get(_leaf(index))
 
     def total(self) -> float:
         """Return the sum of all leaves."""
@@ -357,7 +368,11 @@ class ReplayBuffer:
 
     @property
     def stale_updates(self) -> int:
-        """Priority updates rejected so far because their slot had been overwritten."""
+        """Number of priority updates rejected so far.
+
+        An update is rejected when its slot was overwritten after it was sampled, or holds no
+        sampleable transition (a never-written or episode boundary slot).
+        """
         return self._store.stale_updates
 
     @property
@@ -466,7 +481,9 @@ class ReplayBuffer:
             beta: Importance-sampling exponent, at least 0; 1 corrects the sampling bias fully.
 
         Returns:
-            A batch with float32 ``weights`` [B] in (0, 1].
+            A batch with float32 ``weights`` [B] in (0, 1]. A weight below the smallest
+            positive float32 (about 1.4e-45, for priorities hundreds of orders of magnitude
+            apart) is 0.
 
         Raises:
             InvalidArgumentError: The buffer is empty or beta is negative.
@@ -533,8 +550,9 @@ class ReplayBuffer:
             The number of updates rejected as stale, also added to ``stale_updates``.
 
         Raises:
-            InvalidArgumentError: A slot out of range, a priority that is not finite and > 0, or
-                indices or stamps that are not integers.
+            InvalidArgumentError: A slot out of range, a priority that is not finite and > 0,
+                a ``p ** alpha`` that overflows the tree's sum or underflows to 0, or indices or
+                stamps that are not integers.
             ShapeError: Arrays of different lengths.
         """
         return self._store.update_priorities(

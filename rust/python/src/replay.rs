@@ -389,6 +389,10 @@ impl PySumTree {
         self.inner.max()
     }
 
+    fn max_value(&self) -> f64 {
+        self.inner.max_value()
+    }
+
     fn find_prefix(&self, mass: f64) -> PyResult<usize> {
         self.inner.find_prefix(mass).map_err(to_py_err)
     }

@@ -556,11 +556,40 @@ impl ReplayBuffer {
         if let Some(bad) = priorities.iter().find(|p| !(p.is_finite() && **p > 0.0)) {
             return Err(Error::invalid(
                 "priorities",
-                format!("expected finite values > 0, got {bad}"),
+                format!("expected finite values > 0, got {}", tree::shown(*bad)),
             ));
         }
 
         let mut storage = self.write()?;
+        // The tree holds p^alpha: it must neither overflow the sum of all slots nor underflow
+        // to zero, which would make the slot impossible to draw while `priorities` shows p.
+        let alpha = storage.spec.alpha;
+        let largest = storage.tree.max_value();
+        let scaled: Vec<f64> = priorities.iter().map(|p| p.powf(alpha)).collect();
+        if let Some((p, value)) = priorities
+            .iter()
+            .zip(&scaled)
+            .find(|(_, value)| !(**value > 0.0 && **value <= largest))
+        {
+            let problem = if *value > 0.0 {
+                format!(
+                    "is above {}, the largest a sum over {} slots can hold",
+                    tree::shown(largest),
+                    storage.capacity()
+                )
+            } else {
+                "underflows to 0".to_owned()
+            };
+            return Err(Error::invalid(
+                "priorities",
+                format!(
+                    "{} raised to alpha = {alpha} gives {}, which {problem}; scale the \
+                     priorities towards 1 or lower alpha",
+                    tree::shown(*p),
+                    tree::shown(*value)
+                ),
+            ));
+        }
         let capacity = storage.capacity() as i64;
         if let Some(bad) = indices.iter().find(|&&i| i < 0 || i >= capacity) {
             return Err(Error::invalid(
@@ -568,9 +597,10 @@ impl ReplayBuffer {
                 format!("expected slots in [0, {capacity}), got {bad}"),
             ));
         }
-        let alpha = storage.spec.alpha;
         let mut leaves = Vec::with_capacity(indices.len());
-        for (position, (&index, &priority)) in indices.iter().zip(priorities).enumerate() {
+        for (position, ((&index, &priority), &value)) in
+            indices.iter().zip(priorities).zip(&scaled).enumerate()
+        {
             // Slots are random, so each check misses the cache; the prefetches start the loads
             // of a later slot while `powf` runs for this one.
             if let Some(&ahead) = indices.get(position + AHEAD) {
@@ -586,7 +616,7 @@ impl ReplayBuffer {
             };
             if current && storage.sampleable[slot] {
                 storage.priorities[slot] = priority;
-                leaves.push((slot, priority.powf(alpha), priority));
+                leaves.push((slot, value, priority));
             }
         }
         // One batched refresh: the ancestors shared by several slots are recomputed once.

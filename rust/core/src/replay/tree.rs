@@ -11,6 +11,17 @@ const FANOUT: usize = 8;
 /// How many walks or updates ahead the batched operations prefetch the lines they need.
 pub(crate) const AHEAD: usize = 16;
 
+/// Returns `value` as Rust displays it, or in exponent form where that would be long (1e-300
+/// is otherwise written out with 300 zeros).
+pub(crate) fn shown(value: f64) -> String {
+    let text = value.to_string();
+    if text.len() <= 24 {
+        text
+    } else {
+        format!("{value:e}")
+    }
+}
+
 /// The values of the children of one node, aligned to a cache line.
 #[derive(Clone, Copy, Debug)]
 #[repr(C, align(64))]
@@ -312,17 +323,41 @@ impl SumTree {
         self.leaves[index / FANOUT].0[index % FANOUT]
     }
 
-    fn check_leaf(&self, index: usize, value: f64) -> Result<()> {
+    /// Returns the largest leaf value accepted: `capacity` leaves of it still sum to a finite
+    /// total.
+    pub fn max_value(&self) -> f64 {
+        f64::MAX / self.capacity as f64
+    }
+
+    // Check one leaf of `set` (`batched` false) or `set_many` (true); errors name the argument.
+    fn check_leaf(&self, index: usize, value: f64, batched: bool) -> Result<()> {
+        let (index_name, value_name) = if batched {
+            ("indices", "values")
+        } else {
+            ("index", "value")
+        };
         if index >= self.capacity {
             return Err(Error::invalid(
-                "index",
+                index_name,
                 format!("expected a leaf below {}, got {index}", self.capacity),
             ));
         }
         if !(value.is_finite() && value >= 0.0) {
             return Err(Error::invalid(
-                "value",
-                format!("expected a finite value >= 0, got {value}"),
+                value_name,
+                format!("expected a finite value >= 0, got {}", shown(value)),
+            ));
+        }
+        if value > self.max_value() {
+            return Err(Error::invalid(
+                value_name,
+                format!(
+                    "{} is above {}, the largest value whose sum over {} leaves stays finite; \
+                     scale the values down",
+                    shown(value),
+                    shown(self.max_value()),
+                    self.capacity
+                ),
             ));
         }
         Ok(())
@@ -334,7 +369,7 @@ impl SumTree {
     /// A zero leaf is excluded from the minimum, so it can never be drawn and never sets the
     /// largest importance weight.
     pub fn set(&mut self, index: usize, value: f64) -> Result<()> {
-        self.check_leaf(index, value)?;
+        self.check_leaf(index, value, false)?;
         self.set_unchecked(index, value, value);
         Ok(())
     }
@@ -351,7 +386,7 @@ impl SumTree {
             ));
         }
         for (&index, &value) in indices.iter().zip(values) {
-            self.check_leaf(index, value)?;
+            self.check_leaf(index, value, true)?;
         }
         let leaves: Vec<(usize, f64, f64)> = indices
             .iter()
@@ -508,7 +543,11 @@ impl SumTree {
         if !(mass >= 0.0 && mass < total) {
             return Err(Error::invalid(
                 "mass",
-                format!("expected a value in [0, {total}), got {mass}"),
+                format!(
+                    "expected a value in [0, {}), got {}",
+                    shown(total),
+                    shown(mass)
+                ),
             ));
         }
         Ok(())
