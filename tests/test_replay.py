@@ -285,6 +285,8 @@ def test_update_rejects_bad_priority():
         buffer.update_priorities([0], [1.0], stamps=np.array([0.5]))
     with pytest.raises(InvalidArgumentError, match="indices: expected integers"):
         buffer.gather(torch.tensor([0.0]))
+    with pytest.raises(InvalidArgumentError, match="indices: 9223372036854775808 does not fit"):
+        buffer.update_priorities(np.array([2**63], dtype=np.uint64), [1.0])
 
 
 def test_priorities_that_overflow_or_underflow_the_tree_are_rejected():

@@ -78,6 +78,9 @@ def _integers(name: str, values: ArrayLike) -> npt.NDArray[np.int64]:
     array = np.asarray(_to_numpy(values))
     if array.size and not np.issubdtype(array.dtype, np.integer):
         raise InvalidArgumentError(f"{name}: expected integers, got dtype {array.dtype}")
+    # Unsigned values above the int64 range would wrap around to negative ones.
+    if array.size and array.dtype.kind == "u" and array.max() > np.iinfo(np.int64).max:
+        raise InvalidArgumentError(f"{name}: {array.max()} does not fit in int64")
     return np.ascontiguousarray(array, dtype=np.int64).reshape(-1)
 
 
