@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -201,45 +200,31 @@ def test_crash_while_writing_keeps_previous(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["prepared"]
 
 
-def test_failed_background_sync_keeps_previous(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("module", "name", "failing_call"),
+    [
+        # The sync of the third array file fails on the sync thread.
+        (dataset_module._files.os, "fsync", 3),
+        # The fourth array fails while it is written on the writer thread.
+        (dataset_module.np, "save", 4),
+    ],
+)
+def test_failed_background_file_keeps_previous(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, module: object, name: str, failing_call: int
 ) -> None:
-    # Array files are synced on a worker thread; an error there must still stop the commit.
     out = tmp_path / "prepared"
     previous_rewards = np.array(prepare(make_log(), out)["rewards"])
     calls = {"count": 0}
-    original = os.fsync
+    original = getattr(module, name)
 
-    def failing_fsync(descriptor: int) -> None:
+    def failing(*arguments: object) -> None:
         calls["count"] += 1
-        if calls["count"] == 3:
+        if calls["count"] == failing_call:
             raise OSError("input/output error")
-        original(descriptor)
+        original(*arguments)
 
-    monkeypatch.setattr(dataset_module._files.os, "fsync", failing_fsync)
+    monkeypatch.setattr(module, name, failing)
     with pytest.raises(OSError, match="input/output error"):
-        prepare(make_log(seed=9), out, overwrite=True)
-    np.testing.assert_array_equal(load_prepared(out)["rewards"], previous_rewards)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["prepared"]
-
-
-def test_failed_background_write_keeps_previous(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Arrays are written on a worker thread too; a write that fails there stops the commit.
-    out = tmp_path / "prepared"
-    previous_rewards = np.array(prepare(make_log(), out)["rewards"])
-    calls = {"count": 0}
-    original = np.save
-
-    def failing_save(handle: object, array: np.ndarray) -> None:
-        calls["count"] += 1
-        if calls["count"] == 4:
-            raise OSError("no space left on device")
-        original(handle, array)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(dataset_module.np, "save", failing_save)
-    with pytest.raises(OSError, match="no space left"):
         prepare(make_log(seed=9), out, overwrite=True)
     np.testing.assert_array_equal(load_prepared(out)["rewards"], previous_rewards)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["prepared"]
@@ -306,7 +291,7 @@ def test_timestamps_in_1970_are_warned_about(
 
 
 def test_constant_training_feature_keeps_unit_scale(tmp_path: Path) -> None:
-    # Over 6 training rows NumPy's std of 0.1 is 1.4e-17, not 0; dividing by it would scale the
+    # Over 6 training rows NumPy's std of 0.1 is 1.4e-17, not 0. Dividing by it would scale the
     # other splits' 0.5 to about 3e16.
     assert np.full(6, 0.1).std() > 0
     log = make_log(40)

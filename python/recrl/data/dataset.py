@@ -276,7 +276,7 @@ def split_cut_index(fraction: float, rows: int) -> int:
 def _take(
     values: npt.NDArray[Any], order: npt.NDArray[np.int64], placement: _core.Placement
 ) -> npt.NDArray[Any]:
-    """Return ``values[order]``; ``placement`` (of ``order``) moves int64 and float32 rows."""
+    """Return ``values[order]``. ``placement``, built from ``order``, moves int64 and float32."""
     if values.dtype == np.int64:
         return placement.take_columns_int64([np.ascontiguousarray(values)]).reshape(-1)
     if values.dtype == np.float32:
@@ -329,7 +329,8 @@ def usable_std(mean: float, std: float) -> float:
     more. A spread below 1e-12 of the mean's magnitude is far under any real variation and far
     above float64 rounding, so it counts as none.
     """
-    return std if std > 1e-12 * abs(mean) and std > 0 else 1.0
+    # Also 1.0 for a spread of 0 or NaN, which no comparison passes.
+    return std if std > 1e-12 * abs(mean) else 1.0
 
 
 def training_moments(values: npt.NDArray[np.float64]) -> tuple[float, float]:
@@ -767,7 +768,7 @@ class _Staging:
     def put(self, name: str, array: np.ndarray) -> None:
         """Write one array as ``name.npy`` while the next one is computed.
 
-        The array must not change afterwards; the caller hands it over.
+        The array must not change afterwards, because the caller hands it over.
         """
         self.files.write(self.folder / f"{name}.npy", lambda handle: np.save(handle, array))
         self.arrays[name] = {"dtype": str(array.dtype), "shape": list(array.shape)}

@@ -90,21 +90,11 @@ fn canonical_int(text: &[u8]) -> Option<i64> {
         Some((b'-', rest)) => (true, rest),
         _ => (false, text),
     };
-    if digits.is_empty()
-        || digits.len() > 18
-        || (digits[0] == b'0' && (digits.len() > 1 || negative))
-    {
+    let leading_zero = digits.first() == Some(&b'0') && (digits.len() > 1 || negative);
+    if leading_zero {
         return None;
     }
-    let mut value: i64 = 0;
-    for &byte in digits {
-        let digit = byte.wrapping_sub(b'0');
-        if digit > 9 {
-            return None;
-        }
-        value = value * 10 + i64::from(digit);
-    }
-    Some(if negative { -value } else { value })
+    parse_short_int(text)
 }
 
 impl<'a> Partial<'a> {
@@ -424,10 +414,11 @@ fn field_end(line: &[u8], start: usize, delimiter: u8) -> usize {
     memchr::memchr(delimiter, &rest[SHORT..]).map_or(line.len(), |offset| start + SHORT + offset)
 }
 
-/// [`scan_int`] for 1 to 7 digits followed by the delimiter, on the eight bytes at `start`
-/// at once; None when the field is anything else or fewer than eight bytes remain.
+/// Read a field of 1 to 7 digits followed by the delimiter, as [`scan_int`] does, from the
+/// eight bytes at `start` at once. Returns None for any other field, or when fewer than eight
+/// bytes remain on the line.
 ///
-/// Bytes are ASCII digits when they lie in 0x30..=0x39; adding 0x50 to a byte below 0x30, or
+/// Bytes are ASCII digits when they lie in 0x30..=0x39. Adding 0x50 to a byte below 0x30, or
 /// 0x46 to one above 0x39, decides its top bit, and no sum carries into the next byte once
 /// the top bits are masked off. Little-endian order puts the first character in the lowest
 /// byte, so the first non-digit is the lowest flagged byte. Subtracting '0' from every byte
@@ -1216,7 +1207,7 @@ mod tests {
 
     #[test]
     fn integer_and_text_labels_share_one_code_sequence() {
-        // "7" and "007" are different labels; numbers and text interleave in first-seen order.
+        // "7" and "007" are different labels. Numbers and text share first-seen order.
         let mut text = String::from("id,label\n");
         let labels = [
             "7",

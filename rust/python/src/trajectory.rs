@@ -159,10 +159,19 @@ fn take_matrix<'py, T: Element + Copy + Send + Sync>(
         .map(|column| column.as_slice())
         .collect::<Result<Vec<_>, _>>()?;
     let order = order.as_slice()?;
-    let rows = order.len();
     let matrix = run_detached(py, || trajectory::take_columns(&slices, order))?;
-    let matrix = Array2::from_shape_vec((rows, slices.len()), matrix)
-        .map_err(|e| PyValueError::new_err(format!("gathered columns: {e}")))?;
+    into_matrix(py, order.len(), slices.len(), matrix)
+}
+
+// Shape `values` (row-major) into a [rows, width] NumPy array.
+fn into_matrix<T: Element>(
+    py: Python<'_>,
+    rows: usize,
+    width: usize,
+    values: Vec<T>,
+) -> PyResult<Bound<'_, PyArray2<T>>> {
+    let matrix = Array2::from_shape_vec((rows, width), values)
+        .map_err(|e| PyValueError::new_err(format!("reordered columns: {e}")))?;
     Ok(matrix.into_pyarray(py))
 }
 
@@ -203,9 +212,7 @@ impl PyPlacement {
             .map(|column| column.as_slice())
             .collect::<Result<Vec<_>, _>>()?;
         let matrix = run_detached(py, || self.inner.place_columns(&slices))?;
-        let matrix = Array2::from_shape_vec((self.inner.len(), slices.len()), matrix)
-            .map_err(|e| PyValueError::new_err(format!("placed columns: {e}")))?;
-        Ok(matrix.into_pyarray(py))
+        into_matrix(py, self.inner.len(), slices.len(), matrix)
     }
 }
 
