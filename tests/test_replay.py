@@ -278,7 +278,7 @@ def test_update_rejects_bad_priority():
         buffer.update_priorities([0], [0.0])
     with pytest.raises(InvalidArgumentError, match="indices"):
         buffer.update_priorities([8], [1.0])
-    # Float slots and stamps are refused rather than truncated to a neighbouring slot.
+    # Float slots and stamps are rejected rather than truncated to a neighbouring slot.
     with pytest.raises(InvalidArgumentError, match="indices: expected integers"):
         buffer.update_priorities([0.7], [1.0])
     with pytest.raises(InvalidArgumentError, match="stamps: expected integers"):
@@ -289,7 +289,7 @@ def test_update_rejects_bad_priority():
         buffer.update_priorities(np.array([2**63], dtype=np.uint64), [1.0])
 
 
-def test_priorities_that_overflow_or_underflow_the_tree_are_rejected():
+def test_update_rejects_overflowing_priorities():
     buffer = ReplayBuffer(8, 3, alpha=1.0)
     add(buffer, [0.0, 1.0, 2.0])
     before = buffer.priorities()
@@ -305,7 +305,7 @@ def test_priorities_that_overflow_or_underflow_the_tree_are_rejected():
     np.testing.assert_array_equal(buffer.priorities(), before)
 
 
-def test_sum_tree_rejects_values_whose_sum_overflows():
+def test_sum_tree_rejects_overflowing_values():
     tree = SumTree(3)
     assert tree.max_value() == np.finfo(np.float64).max / 3
     with pytest.raises(InvalidArgumentError, match="values: 1e308 is above"):

@@ -336,8 +336,8 @@ def test_take_columns_int64_matches_numpy(width: int, order: list[int]) -> None:
         _core.take_columns_int64([np.zeros(10, dtype=np.int64)], int64([10]))
 
 
-# Placement scatters rows to the places a permutation gives them; its results must equal the
-# gather by the same order. Sizes above 65,536 rows use several parallel parts.
+# Placement scatters rows to the places a permutation gives them, and its results must equal
+# the gather by the same order. Sizes above 65,536 rows use several parallel parts.
 @settings(max_examples=60, deadline=None)
 @given(
     st.sampled_from([0, 1, 2, 17, 70_001]),

@@ -87,7 +87,7 @@ class Placement:
     """
 
     def __new__(cls, order: npt.NDArray[np.int64]) -> Placement:
-        """Check that ``order`` holds every row 0..N-1 exactly once."""
+        """Check that ``order`` contains every row 0..N-1 exactly once."""
     def __len__(self) -> int: ...
     def take_columns_float32(
         self, columns: list[npt.NDArray[np.float32]]

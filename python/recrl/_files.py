@@ -113,7 +113,7 @@ class BackgroundWriter:
     written file, so the caller's next array, the copy of the previous one into the page cache
     and the disk's work on the one before all overlap. ``wait`` returns once every file handed
     over so far is written and synced, and raises the first error. Leaving the ``with`` block
-    after an error drops the files not yet started; otherwise it waits for all of them.
+    after an error drops the files not yet started. Otherwise it waits for all of them.
     """
 
     def __init__(self) -> None:
@@ -146,7 +146,7 @@ class BackgroundWriter:
         return self._syncer.submit(_sync_and_close, handle)
 
     def wait(self) -> None:
-        """Wait until every file handed over so far is written and synced; raise the first error."""
+        """Wait until all files handed over are written and synced, and raise the first error."""
         pending, self._pending = self._pending, []
         for future in pending:
             future.result().result()

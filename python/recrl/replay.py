@@ -373,8 +373,8 @@ class ReplayBuffer:
     def stale_updates(self) -> int:
         """Number of priority updates rejected so far.
 
-        An update is rejected when its slot was overwritten after it was sampled, or holds no
-        sampleable transition (a never-written or episode boundary slot).
+        An update is rejected when its slot was overwritten after it was sampled, or contains
+        no sampleable transition (a never-written or episode boundary slot).
         """
         return self._store.stale_updates
 

@@ -87,7 +87,7 @@ fn sort_rows(users: &[i64], times: &[i64], parts: usize) -> SortedRows {
     }
 }
 
-/// The sorted distinct users, and the position of each row's user among them.
+/// Returns the sorted distinct users, and the position of each row's user among them.
 fn user_ranks(users: &[i64]) -> (Vec<i64>, Vec<u32>) {
     let n = users.len();
     let (distinct, index) = IdIndex::build(users, n);
@@ -116,8 +116,8 @@ fn user_ranks(users: &[i64]) -> (Vec<i64>, Vec<u32>) {
     (distinct, ranks)
 }
 
-/// Stable counting sort of the rows by `key(row)` in `0..key_count`, then by time inside each
-/// key. `user(key)` names the user of a key; keys that no row has are skipped.
+/// Sort the rows stably by `key(row)` in `0..key_count` (a counting sort), then by time inside
+/// each key. `user(key)` names the user of a key. Keys that no row has are skipped.
 fn scatter_by_key(
     times: &[i64],
     parts: usize,
@@ -362,20 +362,20 @@ pub fn take_columns<T: Copy + Send + Sync>(columns: &[&[T]], order: &[i64]) -> R
 /// [`take_columns`] reads its source rows in the order of `order`. After a sort by user of a
 /// log written in time order, consecutive outputs then read rows far apart, one cache miss
 /// each. [`Placement::place_columns`] reads the sources front to back instead and writes each
-/// row to its place; the writes of one part of the rows go to one run per user, which stays in
-/// cache. On 5M rows sorted from time order into 2,500 users it takes half the time.
+/// row to its place. The writes of one part of the rows then go to one run per user, which
+/// stays in cache. On 5M rows sorted from time order into 2,500 users it takes half the time.
 #[derive(Debug)]
 pub struct Placement {
-    // Written by parallel tasks while the order is checked; read with plain loads afterwards.
+    // Written by parallel tasks while the order is checked, then read with plain loads.
     positions: Vec<AtomicUsize>,
 }
 
 impl Placement {
-    /// Check that `order` holds every row 0..n exactly once and build its inverse.
+    /// Check that `order` contains every row 0..n exactly once and build its inverse.
     ///
     /// Three parallel passes: a range check, a scatter of each position to its row, and a check
     /// that every row got its own position back. A repeated row loses one of its writes, which
-    /// the last pass finds; with n indices in range and none repeated, none is missing.
+    /// the last pass finds. With n indices in range and none repeated, none is missing.
     pub fn new(order: &[i64]) -> Result<Self> {
         let n = order.len();
         if let Some(position) = order
@@ -435,19 +435,21 @@ impl Placement {
         self.positions.is_empty()
     }
 
-    /// Return the [N, C] row-major matrix whose row i holds row `order[i]` of every column, as
+    /// Return the [N, C] row-major matrix whose row i contains row `order[i]` of every column, as
     /// [`take_columns`] with `order` does.
     pub fn place_columns<T: Copy + Send + Sync>(&self, columns: &[&[T]]) -> Result<Vec<T>> {
         let n = self.positions.len();
         for (position, column) in columns.iter().enumerate() {
             check_len(&format!("columns[{position}]"), column, n)?;
         }
+
         let width = columns.len();
         let size = n * width;
         let mut matrix: Vec<T> = Vec::with_capacity(size);
         if width == 0 {
             return Ok(matrix);
         }
+
         let slots = &mut matrix.spare_capacity_mut()[..size];
         memory::advise_huge_pages(slots);
         let out = SharedOutput(slots.as_mut_ptr());
@@ -470,6 +472,7 @@ impl Placement {
                     }
                 }
             });
+
         // SAFETY: the capacity is `size`, and every one of the n rows wrote its `width` slots.
         unsafe { matrix.set_len(size) };
         Ok(matrix)

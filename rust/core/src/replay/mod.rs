@@ -561,8 +561,8 @@ impl ReplayBuffer {
         }
 
         let mut storage = self.write()?;
-        // The tree holds p^alpha: it must neither overflow the sum of all slots nor underflow
-        // to zero, which would make the slot impossible to draw while `priorities` shows p.
+        // The tree stores p^alpha, which must not overflow the sum of all slots. Nor may it
+        // underflow to zero, which would make the slot undrawable while `priorities` shows p.
         let alpha = storage.spec.alpha;
         let largest = storage.tree.max_value();
         let scaled: Vec<f64> = priorities.iter().map(|p| p.powf(alpha)).collect();

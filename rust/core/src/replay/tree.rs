@@ -174,10 +174,10 @@ impl Level {
     }
 }
 
-/// AVX-512 versions of the group reductions: one register holds a group. They return exactly
-/// what the portable code returns: the sum adds the same pairs, and the order in which a
-/// minimum or maximum visits values that are never NaN cannot change it, since stored leaves
-/// are never -0.0.
+/// AVX-512 versions of the group reductions, with one group in one register. They return
+/// exactly what the portable code returns. The sum adds the same pairs, and the order in which
+/// a minimum or maximum visits its values cannot change the result, because the values are
+/// never NaN and stored leaves are never -0.0.
 #[cfg(target_arch = "x86_64")]
 mod wide {
     use super::FANOUT;
@@ -196,7 +196,7 @@ mod wide {
     #[target_feature(enable = "avx512f")]
     #[inline]
     fn load(values: &[f64; FANOUT]) -> __m512d {
-        // SAFETY: `values` holds the eight f64 an unaligned 512-bit load reads.
+        // SAFETY: `values` contains the eight f64 that an unaligned 512-bit load reads.
         unsafe { _mm512_loadu_pd(values.as_ptr()) }
     }
 
@@ -329,7 +329,8 @@ impl SumTree {
         f64::MAX / self.capacity as f64
     }
 
-    // Check one leaf of `set` (`batched` false) or `set_many` (true); errors name the argument.
+    // Check one leaf of `set` (`batched` false) or `set_many` (true). Errors name the argument
+    // of the method called.
     fn check_leaf(&self, index: usize, value: f64, batched: bool) -> Result<()> {
         let (index_name, value_name) = if batched {
             ("indices", "values")
