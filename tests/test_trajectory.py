@@ -182,6 +182,61 @@ def test_encode_ids_matches_reference(source: list[int], values: list[int]) -> N
     assert _core.count_distinct(int64(values)) == len(set(values))
 
 
+@st.composite
+def side_tables(draw: st.DrawFn) -> tuple[list[int], list[int], list[bool], bool]:
+    table = draw(st.lists(ids, unique=True, max_size=30))
+    entity_pool = table + draw(st.lists(ids, max_size=5))
+    size = draw(st.sampled_from([0, 1, 40, 70_000]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    picks = rng.integers(0, len(entity_pool), size) if entity_pool else []
+    entities = [entity_pool[k] for k in picks]
+    train = (rng.random(len(entities)) < 0.6).tolist()
+    return table, entities, train, draw(st.booleans())
+
+
+@settings(max_examples=100, deadline=None)
+@given(side_tables())
+def test_side_rows_matches_reference(case: tuple[list[int], list[int], list[bool], bool]) -> None:
+    table, entities, train, give_counts = case
+    given_counts = None
+    if give_counts:
+        # Counts as another part of the log would add: some table rows in use, some not.
+        rng = np.random.default_rng(len(table))
+        given_counts = (
+            rng.integers(0, 3, len(table) + 1).tolist(),
+            rng.integers(0, 3, len(table) + 1).tolist(),
+        )
+    side = _core.side_rows(
+        int64(table),
+        int64(entities),
+        np.array(train, dtype=bool),
+        *(() if given_counts is None else map(int64, given_counts)),
+    )
+    expected = reference.side_rows(table, entities, train, given_counts)
+    assert {key: np.asarray(value).tolist() for key, value in side.items()} == expected
+
+
+def test_side_rows_by_hand() -> None:
+    # Table rows 30, 10, 20 (file order); the log uses ids 20, 99 (no row) and 30, not 10.
+    side = _core.side_rows(
+        int64([30, 10, 20]), int64([20, 99, 30, 20]), np.array([True, True, False, False])
+    )
+    assert side["rows"].tolist() == [1, 0, 2, 1]
+    assert side["used"].tolist() == [2, 0]
+    assert side["train_counts"].tolist() == [1, 1, 0]
+    assert side["all_counts"].tolist() == [1, 2, 1]
+    assert side["matched"] == 3
+
+
+def test_side_rows_rejects_bad_input() -> None:
+    with pytest.raises(InvalidArgumentError, match="3 ids but 2 distinct ones"):
+        _core.side_rows(int64([1, 2, 1]), int64([1]), np.array([True]))
+    with pytest.raises(ShapeError, match="all_counts"):
+        _core.side_rows(int64([1]), int64([1]), np.array([True]), int64([0, 1]), int64([1]))
+    with pytest.raises(InvalidArgumentError, match="together"):
+        _core.side_rows(int64([1]), int64([1]), np.array([True]), int64([0, 1]))
+
+
 # Larger logs than above, so that the parallel chunks of the Rust passes (65,536 rows each) and
 # several scatter parts are used; runs of one user and shuffled times make ties and unsorted
 # groups common. Users are random int64 ids or a dense range.

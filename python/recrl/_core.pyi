@@ -101,6 +101,22 @@ def count_codes(
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
     """Return (counts where ``mask`` is set, counts over all rows) of each code 0..=size."""
 
+def side_rows(
+    table_ids: npt.NDArray[np.int64],
+    entity_ids: npt.NDArray[np.int64],
+    train: npt.NDArray[np.bool_],
+    train_counts: npt.NDArray[np.int64] | None = None,
+    all_counts: npt.NDArray[np.int64] | None = None,
+) -> dict[str, Any]:
+    """Match each log row's entity to its side-table row, numbering the table rows in use.
+
+    Returns ``rows`` (int64 [N]: k for table row ``used[k - 1]``, 0 without one), ``used``
+    (int64 table positions of the rows in use, by increasing id), ``train_counts`` and
+    ``all_counts`` (int64 per code 0..len(used)) and ``matched`` (rows with a table row). Given
+    counts per table row in increasing id order (index 0: rows without one) replace the log's
+    own and decide which rows are in use.
+    """
+
 def count_distinct(values: npt.NDArray[np.int64]) -> int:
     """Return the number of distinct values."""
 

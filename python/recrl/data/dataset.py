@@ -152,7 +152,12 @@ class SharedStatistics:
     side_counts: dict[str, tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]]
 
 
-def _first_invalid(values: npt.NDArray[np.floating], max_abs: float) -> npt.NDArray[np.bool_]:
+def _invalid_rows(values: npt.NDArray[np.floating], max_abs: float) -> npt.NDArray[np.bool_] | None:
+    """Return the mask of NaN, infinite and too large values, or None when there are none."""
+    # The extremes alone decide whether any value is out of bounds, and NaN propagates through
+    # them and fails the comparison, so a column without problems costs two reductions.
+    if not len(values) or (values.min() >= -max_abs and values.max() <= max_abs):
+        return None
     # NaN fails every comparison and infinity exceeds any bound, so one test catches all three.
     invalid: npt.NDArray[np.bool_] = ~(np.abs(values) <= max_abs)
     return invalid
@@ -180,8 +185,8 @@ def _check_row_values(
     columns = {**log.responses, **log.numeric_features}
     invalid_any = np.zeros(len(log), dtype=bool)
     for name, values in columns.items():
-        invalid = _first_invalid(values, options.max_abs_value)
-        if not invalid.any():
+        invalid = _invalid_rows(values, options.max_abs_value)
+        if invalid is None:
             continue
         row = int(np.flatnonzero(invalid)[0])
         source_row = int(log.source_rows[row]) if log.source_rows is not None else row
@@ -214,7 +219,8 @@ def _check_row_values(
             )
         counts["invalid_timestamps"] = int(invalid.sum())
         invalid_any |= invalid
-    if len(log) and np.median(log.timestamps) < EARLIEST_PLAUSIBLE_MS:
+    # Counting the early values is cheaper than finding the median.
+    if np.count_nonzero(log.timestamps < EARLIEST_PLAUSIBLE_MS) * 2 > len(log):
         logger.warning(
             "most timestamps fall before 1990 (median %d ms since the Unix epoch): if the log "
             "holds seconds, declare time_unit: s in the schema, or the sessions and splits "
@@ -395,23 +401,19 @@ def _side_table(
         }
         return arrays, {"source": None, "numeric": [], "categorical": [], "matched_rows": 0}
 
-    # Row codes over the table's ids: 0 where the log's id has no features.
-    table_codes, table_vocabulary = _core.encode_ids(table.ids, entity_ids)
-    position_of = np.argsort(table.ids, kind="stable")  # vocabulary is the sorted ids
-    table_train_counts, table_all_counts = counts or _table_code_counts(
-        table_codes, train_mask, len(table_vocabulary)
+    # Rows in use numbered by increasing id, 0 where the log's id has no features. Statistics
+    # are over training rows, as if each row carried its entity's value: every table row is
+    # weighted by how many (training) rows of the log point at it.
+    side = _core.side_rows(
+        np.ascontiguousarray(table.ids, dtype=np.int64),
+        np.ascontiguousarray(entity_ids, dtype=np.int64),
+        np.ascontiguousarray(train_mask, dtype=bool),
+        *(counts or (None, None)),
     )
-    used = np.flatnonzero(table_all_counts[1:]) + 1
-    compact = np.zeros(len(table_vocabulary) + 1, dtype=np.int64)
-    compact[used] = np.arange(1, len(used) + 1)
-    rows = compact[table_codes]
-    source_positions = position_of[used - 1]
-
-    # Statistics over training rows, as if each row carried its entity's value: every table row
-    # is weighted by how many (training) rows of the log point at it.
-    kept = np.concatenate([[0], used])
-    train_counts = table_train_counts[kept]
-    all_counts = table_all_counts[kept]
+    rows = side["rows"]
+    source_positions = side["used"]
+    train_counts = side["train_counts"]
+    all_counts = side["all_counts"]
     numeric_columns = []
     numeric_stats = []
     for name, values in table.numeric.items():
@@ -429,35 +431,27 @@ def _side_table(
         scaled = np.where(np.isfinite(transformed), (transformed - stats["mean"]) / stats["std"], 0)
         numeric_columns.append(scaled.astype(np.float32))
         numeric_stats.append(stats)
-    categorical_columns = []
+    size = len(source_positions) + 1
+    categorical = np.zeros((size, len(table.categorical)), dtype=np.int64)
     categorical_info = []
-    for name, codes in table.categorical.items():
-        categorical_columns.append(np.concatenate([[0], codes[source_positions]]).astype(np.int64))
+    for position, (name, codes) in enumerate(table.categorical.items()):
+        categorical[1:, position] = codes[source_positions]
         categorical_info.append({"name": name, "cardinality": len(table.labels.get(name, [])) + 1})
 
-    size = len(used) + 1
     arrays = {
         f"{kind}_rows": rows,
         f"{kind}_numeric": np.stack(numeric_columns, axis=1)
         if numeric_columns
         else np.zeros((size, 0), dtype=np.float32),
-        f"{kind}_categorical": np.stack(categorical_columns, axis=1)
-        if categorical_columns
-        else np.zeros((size, 0), dtype=np.int64),
+        f"{kind}_categorical": categorical,
     }
     info = {
         "source": str(table.source) if table.source else None,
         "numeric": numeric_stats,
         "categorical": categorical_info,
-        "matched_rows": int(np.count_nonzero(rows)),
+        "matched_rows": int(side["matched"]),
     }
     return arrays, info
-
-
-def _table_code_counts(
-    table_codes: npt.NDArray[np.int64], train_mask: npt.NDArray[np.bool_], size: int
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    return _core.count_codes(table_codes, np.ascontiguousarray(train_mask), size)
 
 
 def side_table_counts(
@@ -469,7 +463,7 @@ def side_table_counts(
     whose id has no features. Counts of parts of a log add up to those of the whole log.
     """
     table_codes, table_vocabulary = _core.encode_ids(table.ids, entity_ids)
-    return _table_code_counts(table_codes, train_mask, len(table_vocabulary))
+    return _core.count_codes(table_codes, np.ascontiguousarray(train_mask), len(table_vocabulary))
 
 
 def _sha256(path: Path) -> str:
@@ -534,24 +528,36 @@ def build_arrays(
     timestamps = np.asarray(sorted_log.pop("times"), dtype=np.int64)
     split = np.asarray(sorted_log.pop("segments"), dtype=np.uint8)
     episodes = sorted_log
+    # Arrays are handed to `emit` as soon as they are complete, so the disk writes the first
+    # ones while the rest are computed.
+    emit("timestamps", timestamps)
+    emit("split", split)
+    for name, flags in episodes.items():
+        emit(name, flags)
     # Columns are reordered by scattering each source row to its place: after a sort by user of
     # a log in time order, gathering by `order` would miss the cache on nearly every row.
     placement = _core.Placement(order)
     item_ids = _take(log.item_ids, order, placement)
     assert log.source_rows is not None
-    source_rows = _take(log.source_rows, order, placement)
+    emit("source_rows", _take(log.source_rows, order, placement))
     train = split == 0
 
     user_source = user_ids[train] if shared is None else shared.user_vocabulary
     item_source = item_ids[train] if shared is None else shared.item_vocabulary
     users, user_vocabulary = _core.encode_ids(user_source, user_ids)
     items, item_vocabulary = _core.encode_ids(item_source, item_ids)
-    history = _core.history_windows(user_ids, items, options.history_length)
+    emit("history", _core.history_windows(user_ids, items, options.history_length))
+    emit("users", users)
+    emit("items", items)
+    emit("user_vocabulary", user_vocabulary)
+    emit("item_vocabulary", item_vocabulary)
 
     rewards = placement.take_columns_float32(
         [np.ascontiguousarray(log.responses[name], dtype=np.float32) for name in log.response_names]
     )
-    reward_means = {name: float(rewards[:, k].mean()) for k, name in enumerate(log.response_names)}
+    emit("rewards", rewards)
+    # Means over the source columns, which are contiguous, where a column of `rewards` is not.
+    reward_means = {name: float(log.responses[name].mean()) for name in log.response_names}
     episode_lengths = np.diff(episodes["episode_starts"])
     episode_statistics = {
         "terminated": int(episodes["terminals"].sum()),
@@ -572,24 +578,10 @@ def build_arrays(
             "items": _core.count_distinct(item_ids),
         }
     vocabulary_sizes = {"users": len(user_vocabulary) + 1, "items": len(item_vocabulary) + 1}
-    split_counts = np.bincount(split, minlength=len(SPLIT_NAMES))
-    split_rows = {name: int(split_counts[code]) for code, name in enumerate(SPLIT_NAMES)}
-    outputs: list[tuple[str, np.ndarray]] = [
-        ("timestamps", timestamps),
-        ("source_rows", source_rows),
-        ("users", users),
-        ("items", items),
-        ("user_vocabulary", user_vocabulary),
-        ("item_vocabulary", item_vocabulary),
-        ("rewards", rewards.astype(np.float32, copy=False)),
-        ("split", split),
-        *episodes.items(),
-        ("history", history),
-    ]
-    for name, array in outputs:
-        emit(name, array)
-    del outputs, timestamps, source_rows, users, items, user_vocabulary, item_vocabulary
-    del rewards, episodes, history
+    split_rows = {
+        name: int(np.count_nonzero(split == code)) for code, name in enumerate(SPLIT_NAMES)
+    }
+    del timestamps, users, items, user_vocabulary, item_vocabulary, rewards, episodes
 
     # Per-row features: numeric standardised with training statistics, codes kept.
     row_numeric_stats = []

@@ -189,11 +189,11 @@ def read_kuairand(
         data = {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
 
     responses, context = _kuairand_responses(data, counts)
-    categorical: dict[str, npt.NDArray[np.int64]] = {
-        "hour": (data["hourmin"] // 100).astype(np.int64) + 1,
-    }
+    hour = data["hourmin"] // 100
+    hour += 1
+    categorical: dict[str, npt.NDArray[np.int64]] = {"hour": hour}
     if "tab" in data:
-        categorical["tab"] = data["tab"].astype(np.int64) + 1
+        categorical["tab"] = data["tab"] + 1
 
     user_path = Path(user_features) if user_features else _first(folder, "user_features*.csv")
     video_path = (

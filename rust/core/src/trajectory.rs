@@ -858,32 +858,165 @@ pub fn count_codes(codes: &[i64], mask: &[bool], size: usize) -> Result<(Vec<i64
             format!("code {bad} is outside 0..={size}"),
         ));
     }
-    let part = codes
-        .len()
-        .div_ceil(rayon::current_num_threads())
-        .max(1 << 16);
-    let empty = || (vec![0i64; size + 1], vec![0i64; size + 1]);
-    let counts = codes
+    Ok(count_codes_unchecked(codes, mask, size))
+}
+
+/// [`count_codes`] for codes known to be in `0..=size` and a mask as long as the codes.
+fn count_codes_unchecked(codes: &[i64], mask: &[bool], size: usize) -> (Vec<i64>, Vec<i64>) {
+    let part = counting_part(codes.len());
+    let parts: Vec<PackedCounts> = codes
         .par_chunks(part)
         .zip(mask.par_chunks(part))
         .map(|(codes, mask)| {
-            let (mut masked, mut all) = empty();
+            let mut counts = PackedCounts::new(size);
             for (&code, &set) in codes.iter().zip(mask) {
-                all[code as usize] += 1;
-                masked[code as usize] += i64::from(set);
+                counts.add(code as usize, set);
             }
-            (masked, all)
+            counts
         })
-        .reduce(empty, |(mut masked, mut all), (more_masked, more_all)| {
-            for (total, more) in masked.iter_mut().zip(more_masked) {
-                *total += more;
+        .collect();
+    PackedCounts::totals(&parts, size)
+}
+
+/// Rows per task of a pass that counts codes: one task per thread, since each task keeps its
+/// own counters for every code, and at most what [`PackedCounts`] can count.
+fn counting_part(rows: usize) -> usize {
+    rows.div_ceil(rayon::current_num_threads())
+        .clamp(1 << 16, u32::MAX as usize)
+}
+
+/// One task's occurrences of each code, over all rows in the low 32 bits of a word and over
+/// masked rows in the high 32. A task counts at most `u32::MAX` rows, so neither half spills
+/// into the other, and one word per code halves the memory that counting touches at random.
+struct PackedCounts(Vec<u64>);
+
+impl PackedCounts {
+    /// Zero counts for codes `0..=size`.
+    fn new(size: usize) -> Self {
+        PackedCounts(vec![0; size + 1])
+    }
+
+    #[inline]
+    fn add(&mut self, code: usize, masked: bool) {
+        self.0[code] += 1 + (u64::from(masked) << 32);
+    }
+
+    /// Returns the (masked counts, all counts) of codes `0..=size` summed over `parts`.
+    fn totals(parts: &[PackedCounts], size: usize) -> (Vec<i64>, Vec<i64>) {
+        (0..=size)
+            .into_par_iter()
+            .map(|code| {
+                parts.iter().fold((0i64, 0i64), |(masked, all), part| {
+                    let word = part.0[code];
+                    (masked + (word >> 32) as i64, all + (word as u32) as i64)
+                })
+            })
+            .unzip()
+    }
+}
+
+/// The rows of a side table (user or item features) that the rows of a log point at.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SideRows {
+    /// For each log row, k where its entity's table row is `used[k - 1]`, or 0 where the entity
+    /// has no table row.
+    pub rows: Vec<i64>,
+    /// Positions in the table of the rows in use, in increasing id order.
+    pub used: Vec<i64>,
+    /// Training rows per code `0..=used.len()`, code 0 counting the rows without a table row.
+    pub train_counts: Vec<i64>,
+    /// All rows per code `0..=used.len()`.
+    pub all_counts: Vec<i64>,
+    /// Log rows whose entity has a table row.
+    pub matched: usize,
+}
+
+/// Match each log row's entity to its side-table row, numbering the table rows in use.
+///
+/// A table row is in use when a log row points at it, or, with `given_counts` (training and
+/// all row counts per table row in increasing id order, index 0 for rows without one), when
+/// its count over all rows is positive. Those counts then replace the log's own, so the shards
+/// of one log number a table alike.
+pub fn side_rows(
+    table_ids: &[i64],
+    entity_ids: &[i64],
+    train: &[bool],
+    given_counts: Option<(&[i64], &[i64])>,
+) -> Result<SideRows> {
+    let n = entity_ids.len();
+    check_len("train", train, n)?;
+    let (sorted_ids, index) = IdIndex::build(table_ids, n);
+    let m = sorted_ids.len();
+    if m != table_ids.len() {
+        return Err(Error::invalid(
+            "table_ids",
+            format!(
+                "{} ids but {m} distinct ones; give every table row its own id",
+                table_ids.len()
+            ),
+        ));
+    }
+    if let Some((train_counts, all_counts)) = given_counts {
+        check_len("train_counts", train_counts, m + 1)?;
+        check_len("all_counts", all_counts, m + 1)?;
+    }
+
+    // Codes over the sorted table ids (position + 1, or 0), counted unless counts are given.
+    // Looking up and counting in separate passes keeps the misses of each pass independent.
+    let mut rows: Vec<i64> = vec![0; n];
+    rows.par_chunks_mut(CHUNK_ROWS)
+        .zip(entity_ids.par_chunks(CHUNK_ROWS))
+        .for_each(|(rows, ids)| {
+            for (row, &id) in rows.iter_mut().zip(ids) {
+                *row = index
+                    .position(id)
+                    .map_or(0, |position| i64::from(position) + 1);
             }
-            for (total, more) in all.iter_mut().zip(more_all) {
-                *total += more;
-            }
-            (masked, all)
         });
-    Ok(counts)
+    let counted = given_counts
+        .is_none()
+        .then(|| count_codes_unchecked(&rows, train, m));
+    let (train_counts, all_counts) = match (given_counts, &counted) {
+        (Some(given), _) => given,
+        (None, Some((train_counts, all_counts))) => {
+            (train_counts.as_slice(), all_counts.as_slice())
+        }
+        (None, None) => unreachable!("counts are computed when none are given"),
+    };
+
+    // Number the table rows in use by increasing id, and note where each sits in the table.
+    let mut table_position = vec![0i64; m];
+    for (position, &id) in table_ids.iter().enumerate() {
+        let sorted = index.position(id).expect("every table id is indexed");
+        table_position[sorted as usize] = position as i64;
+    }
+    let mut renumbered = vec![0i64; m + 1];
+    let mut side = SideRows {
+        train_counts: vec![train_counts[0]],
+        all_counts: vec![all_counts[0]],
+        ..SideRows::default()
+    };
+    for sorted in 0..m {
+        if all_counts[sorted + 1] > 0 {
+            side.used.push(table_position[sorted]);
+            renumbered[sorted + 1] = side.used.len() as i64;
+            side.train_counts.push(train_counts[sorted + 1]);
+            side.all_counts.push(all_counts[sorted + 1]);
+        }
+    }
+    side.matched = rows
+        .par_chunks_mut(CHUNK_ROWS)
+        .map(|rows| {
+            let mut matched = 0;
+            for row in rows {
+                *row = renumbered[*row as usize];
+                matched += usize::from(*row != 0);
+            }
+            matched
+        })
+        .sum();
+    side.rows = rows;
+    Ok(side)
 }
 
 /// Count the distinct values of `values`.
@@ -1093,6 +1226,27 @@ mod tests {
         assert!(count_codes(&[-1], &[true], 3).is_err());
         assert!(count_codes(&[1], &[], 3).is_err());
         assert_eq!(count_codes(&[], &[], 0).unwrap(), (vec![0], vec![0]));
+    }
+
+    #[test]
+    fn side_rows_number_the_rows_in_use() {
+        // Table ids 30, 10, 20 in file order; the log uses 20, 30 and 99 (no row), never 10.
+        let train = [true, true, false, false];
+        let side = side_rows(&[30, 10, 20], &[20, 99, 30, 20], &train, None).unwrap();
+        assert_eq!(side.rows, vec![1, 0, 2, 1]);
+        assert_eq!(side.used, vec![2, 0]);
+        assert_eq!(side.train_counts, vec![1, 1, 0]);
+        assert_eq!(side.all_counts, vec![1, 2, 1]);
+        assert_eq!(side.matched, 3);
+        // Given counts mark id 10 in use and 30 not, whatever this log holds.
+        let given: (&[i64], &[i64]) = (&[0, 4, 0, 1], &[0, 5, 2, 0]);
+        let side = side_rows(&[30, 10, 20], &[20, 99, 30, 20], &train, Some(given)).unwrap();
+        assert_eq!(side.rows, vec![2, 0, 0, 2]);
+        assert_eq!(side.used, vec![1, 2]);
+        assert_eq!(side.train_counts, vec![0, 4, 0]);
+        assert_eq!(side.all_counts, vec![0, 5, 2]);
+        assert_eq!(side.matched, 2);
+        assert!(side_rows(&[1, 1], &[1], &[true], None).is_err());
     }
 
     #[test]

@@ -7,7 +7,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use recrl_core::trajectory::{self, EpisodeOptions, Episodes};
 
-use crate::errors::run_detached;
+use crate::errors::{run_detached, to_py_err};
 
 /// Return the permutation sorting rows by (user, time), ties kept in row order.
 #[pyfunction]
@@ -263,6 +263,44 @@ fn count_codes<'py>(
     Ok((masked.into_pyarray(py), all.into_pyarray(py)))
 }
 
+/// Match log rows to side-table rows, numbering the table rows in use.
+#[pyfunction]
+#[pyo3(signature = (table_ids, entity_ids, train, train_counts=None, all_counts=None))]
+fn side_rows<'py>(
+    py: Python<'py>,
+    table_ids: PyReadonlyArray1<'py, i64>,
+    entity_ids: PyReadonlyArray1<'py, i64>,
+    train: PyReadonlyArray1<'py, bool>,
+    train_counts: Option<PyReadonlyArray1<'py, i64>>,
+    all_counts: Option<PyReadonlyArray1<'py, i64>>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let table_ids = table_ids.as_slice()?;
+    let entity_ids = entity_ids.as_slice()?;
+    let train = train.as_slice()?;
+    let given = match (&train_counts, &all_counts) {
+        (Some(train_counts), Some(all_counts)) => {
+            Some((train_counts.as_slice()?, all_counts.as_slice()?))
+        }
+        (None, None) => None,
+        _ => {
+            return Err(to_py_err(recrl_core::Error::invalid(
+                "train_counts",
+                "give train_counts and all_counts together, or neither",
+            )))
+        }
+    };
+    let side = run_detached(py, || {
+        trajectory::side_rows(table_ids, entity_ids, train, given)
+    })?;
+    let result = PyDict::new(py);
+    result.set_item("rows", side.rows.into_pyarray(py))?;
+    result.set_item("used", side.used.into_pyarray(py))?;
+    result.set_item("train_counts", side.train_counts.into_pyarray(py))?;
+    result.set_item("all_counts", side.all_counts.into_pyarray(py))?;
+    result.set_item("matched", side.matched)?;
+    Ok(result)
+}
+
 /// Count the distinct values of an int64 array.
 #[pyfunction]
 fn count_distinct<'py>(py: Python<'py>, values: PyReadonlyArray1<'py, i64>) -> PyResult<usize> {
@@ -276,6 +314,7 @@ pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(sort_episodes, module)?)?;
     module.add_function(wrap_pyfunction!(history_windows, module)?)?;
     module.add_function(wrap_pyfunction!(encode_ids, module)?)?;
+    module.add_function(wrap_pyfunction!(side_rows, module)?)?;
     module.add_function(wrap_pyfunction!(take_int64, module)?)?;
     module.add_function(wrap_pyfunction!(take_columns_float32, module)?)?;
     module.add_function(wrap_pyfunction!(take_columns_int64, module)?)?;
