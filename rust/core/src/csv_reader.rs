@@ -739,7 +739,7 @@ fn read_csv_sized<R: Read>(
             // The whole header line must be in the block, however long it is.
             while !at_end && !block.contains(&b'\n') {
                 let size = block.len() + block_bytes;
-                at_end = fill_block_to(&mut reader, &mut block, size).map_err(io_error)?;
+                at_end = fill_block(&mut reader, &mut block, size).map_err(io_error)?;
             }
             let end = block
                 .iter()
@@ -834,7 +834,7 @@ fn read_csv_sized<R: Read>(
         if usable == consumed && !at_end {
             // No line end in the whole block: one line is longer than a block, so read on.
             let size = block.len() + block_bytes;
-            at_end = fill_block_to(&mut reader, &mut block, size).map_err(io_error)?;
+            at_end = fill_block(&mut reader, &mut block, size).map_err(io_error)?;
             continue;
         }
         let lines = &block[consumed..usable];
@@ -913,34 +913,18 @@ fn read_csv_sized<R: Read>(
     Ok(builders.into_iter().map(Builder::finish).collect())
 }
 
-/// Top `block` up to `size` bytes (the block size); returns true once the reader is exhausted.
-fn fill_block<R: Read>(reader: &mut R, block: &mut Vec<u8>, size: usize) -> std::io::Result<bool> {
-    fill_block_to(reader, block, size)
-}
-
 /// Top `block` up to `size` bytes; returns true once the reader is exhausted.
-fn fill_block_to<R: Read>(
-    reader: &mut R,
-    block: &mut Vec<u8>,
-    size: usize,
-) -> std::io::Result<bool> {
-    while block.len() < size {
-        let start = block.len();
-        block.resize(size, 0);
-        match reader.read(&mut block[start..]) {
-            Ok(0) => {
-                block.truncate(start);
-                return Ok(true);
-            }
-            Ok(read) => block.truncate(start + read),
-            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => block.truncate(start),
-            Err(error) => {
-                block.truncate(start);
-                return Err(error);
-            }
-        }
+///
+/// The bytes are read straight into the block's spare capacity (`read_to_end` on a `File` does
+/// not zero it first), so a block costs one copy from the page cache and nothing more.
+fn fill_block<R: Read>(reader: &mut R, block: &mut Vec<u8>, size: usize) -> std::io::Result<bool> {
+    let wanted = size.saturating_sub(block.len());
+    if wanted == 0 {
+        return Ok(false);
     }
-    Ok(false)
+    block.reserve(wanted);
+    let read = reader.by_ref().take(wanted as u64).read_to_end(block)?;
+    Ok(read < wanted)
 }
 
 /// Parse the rest of a file with the `csv` crate, which understands quoted fields.

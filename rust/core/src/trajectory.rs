@@ -581,19 +581,10 @@ fn check_episode_inputs(
     Ok(())
 }
 
-/// Outcome of a sorted row: its episode goes on to the next row, or ends there.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum StepEnd {
-    /// The next row continues the episode.
-    Continues,
-    Terminated,
-    Truncated,
-}
-
 /// Cut rows already sorted by (user, time) into episodes, in parallel chunks of `chunk_rows`.
 ///
 /// Whether row i ends an episode depends on rows i and i + 1 only, so every chunk flags its
-/// rows alone. A chunk's first row starts an episode when the row before it ends one.
+/// rows alone, without branches, and then lists the rows that follow an episode end.
 fn cut_sorted(
     users: &[i64],
     times: &[i64],
@@ -607,29 +598,16 @@ fn cut_sorted(
     let window_end = options
         .window_end_ms
         .unwrap_or_else(|| times.par_iter().copied().max().unwrap_or(0));
-    let step_end = |i: usize| -> StepEnd {
-        let last_of_user = i + 1 == n || users[i + 1] != users[i];
-        let flagged_end = episode_ends.is_some_and(|ends| ends[i] != 0);
-        let segment_change =
-            !last_of_user && segments.is_some_and(|segments| segments[i + 1] != segments[i]);
-        let session_end = !last_of_user
-            && options
-                .session_gap_ms
-                .is_some_and(|gap| times[i + 1] - times[i] > gap);
-        if flagged_end || session_end {
-            StepEnd::Terminated
-        } else if segment_change {
-            StepEnd::Truncated
-        } else if last_of_user {
-            let may_still_be_active = window_end - times[i] < options.active_within_ms;
-            if may_still_be_active {
-                StepEnd::Truncated
-            } else {
-                StepEnd::Terminated
-            }
-        } else {
-            StepEnd::Continues
-        }
+    let rules = CutRules {
+        users,
+        times,
+        segments: segments.unwrap_or_default(),
+        episode_ends: episode_ends.unwrap_or_default(),
+        // Times of one user are sorted, so the difference of neighbours is their true distance
+        // as an unsigned number even where it exceeds i64::MAX. No gap is u64::MAX.
+        gap: options.session_gap_ms.map_or(u64::MAX, |gap| gap as u64),
+        window_end,
+        active_within_ms: options.active_within_ms,
     };
 
     let mut terminals: Vec<u8> = vec![0; n];
@@ -645,25 +623,22 @@ fn cut_sorted(
         .enumerate()
         .map(|(chunk, ((next, terminal), truncated))| {
             let first = chunk * chunk_rows;
+            // One loop per combination of optional inputs keeps the loop free of their checks.
+            match (segments.is_some(), episode_ends.is_some()) {
+                (false, false) => rules.flag::<false, false>(first, next, terminal, truncated),
+                (true, false) => rules.flag::<true, false>(first, next, terminal, truncated),
+                (false, true) => rules.flag::<false, true>(first, next, terminal, truncated),
+                (true, true) => rules.flag::<true, true>(first, next, terminal, truncated),
+            }
+            // A row starts an episode when the row before it ended one.
             let mut starts = Vec::new();
-            let mut episode_open = first > 0 && step_end(first - 1) == StepEnd::Continues;
-            for offset in 0..next.len() {
-                let i = first + offset;
-                if !episode_open {
-                    starts.push(i as i64);
-                }
-                let end = step_end(i);
-                episode_open = end == StepEnd::Continues;
-                match end {
-                    StepEnd::Continues => next[offset] = i as i64 + 1,
-                    StepEnd::Terminated => {
-                        next[offset] = -1;
-                        terminal[offset] = 1;
-                    }
-                    StepEnd::Truncated => {
-                        next[offset] = -1;
-                        truncated[offset] = 1;
-                    }
+            if first == 0 || rules.ends_after(first - 1, segments.is_some(), episode_ends.is_some())
+            {
+                starts.push(first as i64);
+            }
+            for (offset, &following) in next[..next.len().saturating_sub(1)].iter().enumerate() {
+                if following < 0 {
+                    starts.push((first + offset + 1) as i64);
                 }
             }
             starts
@@ -680,6 +655,124 @@ fn cut_sorted(
         terminals,
         truncations,
         next_index,
+    }
+}
+
+/// What decides where the episodes of sorted rows end.
+struct CutRules<'a> {
+    users: &'a [i64],
+    times: &'a [i64],
+    /// Empty when not given.
+    segments: &'a [u8],
+    /// Empty when not given.
+    episode_ends: &'a [u8],
+    gap: u64,
+    window_end: i64,
+    active_within_ms: i64,
+}
+
+impl CutRules<'_> {
+    /// Returns (terminated, truncated) for a row given whether it is its user's last, its end
+    /// flag, whether the segment changes after it, its time and the next row's time.
+    ///
+    /// A flagged end or a session gap terminates. Otherwise a segment change truncates, and the
+    /// last row of a user truncates if the user may still be active at the window's end and
+    /// terminates if not.
+    #[inline(always)]
+    fn row_end(
+        &self,
+        last: bool,
+        flagged: bool,
+        segment_change: bool,
+        time: i64,
+        next_time: i64,
+    ) -> (bool, bool) {
+        let session_end = !last & (next_time.wrapping_sub(time) as u64 > self.gap);
+        let active = self.window_end.saturating_sub(time) < self.active_within_ms;
+        let terminated = flagged | session_end | (last & !active);
+        let truncated = !terminated & ((!last & segment_change) | (last & active));
+        (terminated, truncated)
+    }
+
+    /// Flag the rows `first..first + next.len()`. `SEGMENTS` and `ENDS` say whether segments
+    /// and end flags were given.
+    ///
+    /// Every slice of the loop over the rows that have a next row is cut to the loop's length,
+    /// so the loop needs no bounds checks and the compiler can vectorise it.
+    fn flag<const SEGMENTS: bool, const ENDS: bool>(
+        &self,
+        first: usize,
+        next: &mut [i64],
+        terminal: &mut [u8],
+        truncated: &mut [u8],
+    ) {
+        let rows = next.len();
+        // `first` is a row of the input, so the input is not empty.
+        let with_next = rows.min(self.users.len() - 1 - first);
+        let window = first..first + with_next;
+        let following = first + 1..first + with_next + 1;
+        let (users, next_users) = (&self.users[window.clone()], &self.users[following.clone()]);
+        let (times, next_times) = (&self.times[window.clone()], &self.times[following.clone()]);
+        let (segments, next_segments) = if SEGMENTS {
+            (&self.segments[window.clone()], &self.segments[following])
+        } else {
+            (&[][..], &[][..])
+        };
+        let ends = if ENDS {
+            &self.episode_ends[window]
+        } else {
+            &[][..]
+        };
+        let (next_out, terminal_out, truncated_out) = (
+            &mut next[..with_next],
+            &mut terminal[..with_next],
+            &mut truncated[..with_next],
+        );
+        for offset in 0..with_next {
+            let last = users[offset] != next_users[offset];
+            let flagged = ENDS && ends[offset] != 0;
+            let segment_change = SEGMENTS && segments[offset] != next_segments[offset];
+            let (ends_terminated, ends_truncated) = self.row_end(
+                last,
+                flagged,
+                segment_change,
+                times[offset],
+                next_times[offset],
+            );
+            terminal_out[offset] = u8::from(ends_terminated);
+            truncated_out[offset] = u8::from(ends_truncated);
+            let ended = ends_terminated | ends_truncated;
+            next_out[offset] = if ended {
+                -1
+            } else {
+                (first + offset) as i64 + 1
+            };
+        }
+        // The last row of the whole input, if this chunk has it.
+        if with_next < rows {
+            let i = first + with_next;
+            let (ends_terminated, ends_truncated) = self.row_end(
+                true,
+                ENDS && self.episode_ends[i] != 0,
+                false,
+                self.times[i],
+                0,
+            );
+            terminal[with_next] = u8::from(ends_terminated);
+            truncated[with_next] = u8::from(ends_truncated);
+            next[with_next] = -1;
+        }
+    }
+
+    /// Whether row i ends an episode, with `segments` and `ends` saying what was given.
+    fn ends_after(&self, i: usize, segments: bool, ends: bool) -> bool {
+        let last = i + 1 == self.users.len() || self.users[i + 1] != self.users[i];
+        let flagged = ends && self.episode_ends[i] != 0;
+        let segment_change = segments && !last && self.segments[i + 1] != self.segments[i];
+        let next_time = if last { 0 } else { self.times[i + 1] };
+        let (terminated, truncated) =
+            self.row_end(last, flagged, segment_change, self.times[i], next_time);
+        terminated | truncated
     }
 }
 
