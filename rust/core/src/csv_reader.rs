@@ -398,84 +398,6 @@ fn field_count_message(expected: usize, count: usize) -> String {
     format!("expected {expected} fields, got {count}; {cause}")
 }
 
-/// Returns the end of the field at `start`: the position of the next delimiter, or the line's
-/// end. Fields are mostly a few bytes long, so the first 16 bytes are searched by a plain loop,
-/// which costs less than setting up `memchr` for each of millions of short fields.
-#[inline]
-fn field_end(line: &[u8], start: usize, delimiter: u8) -> usize {
-    const SHORT: usize = 16;
-    let rest = &line[start..];
-    if let Some(offset) = rest.iter().take(SHORT).position(|&byte| byte == delimiter) {
-        return start + offset;
-    }
-    if rest.len() <= SHORT {
-        return line.len();
-    }
-    memchr::memchr(delimiter, &rest[SHORT..]).map_or(line.len(), |offset| start + SHORT + offset)
-}
-
-/// Read a field of 1 to 7 digits followed by the delimiter, as [`scan_int`] does, from the
-/// eight bytes at `start` at once. Returns None for any other field, or when fewer than eight
-/// bytes remain on the line.
-///
-/// Bytes are ASCII digits when they lie in 0x30..=0x39. Adding 0x50 to a byte below 0x30, or
-/// 0x46 to one above 0x39, decides its top bit, and no sum carries into the next byte once
-/// the top bits are masked off. Little-endian order puts the first character in the lowest
-/// byte, so the first non-digit is the lowest flagged byte. Subtracting '0' from every byte
-/// only borrows upwards from that non-digit, leaving the digits below it intact. Shifted to the
-/// top of the word, the digits are combined in pairs, then fours, then eights (the usual SWAR
-/// conversion), with zeros in front.
-#[inline]
-fn scan_short_int(line: &[u8], start: usize, delimiter: u8) -> Option<(i64, usize)> {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const TOP: u64 = 0x8080_8080_8080_8080;
-    let bytes: [u8; 8] = line.get(start..start + 8)?.try_into().ok()?;
-    let chunk = u64::from_le_bytes(bytes);
-    let low = chunk & !TOP;
-    let non_digit = (!(low + 0x50 * ONES) | (low + 0x46 * ONES) | chunk) & TOP;
-    let length = (non_digit.trailing_zeros() / 8) as usize;
-    if length == 0 || length == 8 || bytes[length] != delimiter {
-        return None;
-    }
-    let digits = chunk.wrapping_sub(0x30 * ONES) << (8 * (8 - length));
-    let pairs = (digits & 0x0f0f_0f0f_0f0f_0f0f).wrapping_mul(2561) >> 8;
-    let fours = (pairs & 0x00ff_00ff_00ff_00ff).wrapping_mul(6_553_601) >> 16;
-    let value = (fours & 0x0000_ffff_0000_ffff).wrapping_mul(42_949_672_960_001) >> 32;
-    Some((value as i64, start + length))
-}
-
-/// Read the field at `start` as [`parse_short_int`] would, and return it with the field's end,
-/// in one pass. Returns None for anything but an optional minus and 1 to 18 digits followed by
-/// the delimiter or the line's end, so that [`parse_int`] decides those fields.
-#[inline]
-fn scan_int(line: &[u8], start: usize, delimiter: u8) -> Option<(i64, usize)> {
-    if let Some(found) = scan_short_int(line, start, delimiter) {
-        return Some(found);
-    }
-    let field = &line[start..];
-    let negative = field.first() == Some(&b'-');
-    let mut position = usize::from(negative);
-    let mut value: i64 = 0;
-    while let Some(&byte) = field.get(position) {
-        let digit = byte.wrapping_sub(b'0');
-        if digit > 9 {
-            if byte != delimiter {
-                return None;
-            }
-            break;
-        }
-        if position - usize::from(negative) == 18 {
-            return None;
-        }
-        value = value * 10 + i64::from(digit);
-        position += 1;
-    }
-    if position == usize::from(negative) {
-        return None;
-    }
-    Some((if negative { -value } else { value }, start + position))
-}
-
 fn parse_int(field: &[u8]) -> std::result::Result<i64, String> {
     if let Some(value) = parse_short_int(field) {
         return Ok(value);
@@ -583,46 +505,6 @@ fn count_rows(piece: &[u8]) -> usize {
 }
 
 impl Layout<'_> {
-    fn parse_line<'a>(
-        &self,
-        line: &'a [u8],
-        row: usize,
-        outputs: &mut [Target<'a, '_>],
-    ) -> std::result::Result<(), (Option<usize>, String)> {
-        // `start` is the first byte of the next field; past the line's end once the last
-        // field has been read.
-        let mut start = 0;
-        for target in &self.targets {
-            if start > line.len() {
-                return Err((None, self.field_count_message(line)));
-            }
-            let end = match *target {
-                Some(column) => {
-                    // An integer column reads its digits in the same pass that finds the end of
-                    // the field. Anything but a plain integer takes the general path below.
-                    if let Target::Int64(slots) = &mut outputs[column] {
-                        if let Some((value, end)) = scan_int(line, start, self.delimiter) {
-                            slots[row].write(value);
-                            start = end + 1;
-                            continue;
-                        }
-                    }
-                    let end = field_end(line, start, self.delimiter);
-                    outputs[column]
-                        .put(row, &line[start..end])
-                        .map_err(|message| (Some(column), message))?;
-                    end
-                }
-                None => field_end(line, start, self.delimiter),
-            };
-            start = end + 1;
-        }
-        if start != line.len() + 1 {
-            return Err((None, self.field_count_message(line)));
-        }
-        Ok(())
-    }
-
     fn field_count_message(&self, line: &[u8]) -> String {
         let count = memchr::memchr_iter(self.delimiter, line).count() + 1;
         field_count_message(self.fields, count)
@@ -630,23 +512,244 @@ impl Layout<'_> {
 
     /// Parse the lines of `piece` into `outputs`, one target per column with room for exactly
     /// the piece's rows. Returns the number of lines seen, empty ones included.
+    ///
+    /// The piece is scanned 64 bytes at a time for delimiters and line ends, and the set bits
+    /// of those masks, taken in order, end the fields one after the other. Fields are parsed in
+    /// line order, so the first bad field of a line is the one reported, before a wrong number
+    /// of fields.
     fn parse_piece<'a>(
         &self,
         piece: &'a [u8],
         outputs: &mut [Target<'a, '_>],
     ) -> std::result::Result<u64, PieceError> {
+        let last_field = self.fields - 1;
         let mut lines = 0u64;
         let mut row = 0usize;
-        for line in lines_of(piece) {
-            if !line.is_empty() {
-                self.parse_line(line, row, outputs)
-                    .map_err(|(column, message)| (lines, column, message))?;
-                row += 1;
+        let mut line_start = 0usize;
+        let mut field_start = 0usize;
+        let mut field = 0usize;
+        let mut chunk_start = 0;
+        while chunk_start < piece.len() {
+            let (delimiters, line_ends) = byte_masks(piece, chunk_start, self.delimiter);
+            let mut bits = delimiters | line_ends;
+            while bits != 0 {
+                let offset = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let position = chunk_start + offset;
+                if line_ends >> offset & 1 == 0 {
+                    // A delimiter ends field `field`. After the last field, it means the line
+                    // has too many.
+                    self.store(piece, field_start, position, field, row, outputs)
+                        .map_err(|(column, message)| (lines, column, message))?;
+                    if field == last_field {
+                        let end = memchr::memchr(b'\n', &piece[position..])
+                            .map_or(piece.len(), |offset| position + offset);
+                        let line = &piece[line_start..end];
+                        let line = line.strip_suffix(b"\r").unwrap_or(line);
+                        return Err((lines, None, self.field_count_message(line)));
+                    }
+                    field += 1;
+                    field_start = position + 1;
+                } else {
+                    let filled = self
+                        .finish_line(
+                            piece,
+                            line_start..position,
+                            field,
+                            field_start,
+                            row,
+                            outputs,
+                        )
+                        .map_err(|(column, message)| (lines, column, message))?;
+                    row += usize::from(filled);
+                    lines += 1;
+                    field = 0;
+                    line_start = position + 1;
+                    field_start = line_start;
+                }
             }
+            chunk_start += 64;
+        }
+        // A last line without a line end.
+        if line_start < piece.len() {
+            self.finish_line(
+                piece,
+                line_start..piece.len(),
+                field,
+                field_start,
+                row,
+                outputs,
+            )
+            .map_err(|(column, message)| (lines, column, message))?;
             lines += 1;
         }
         Ok(lines)
     }
+
+    /// Parse the last field of the line `piece[line]` (without its line end), which started at
+    /// `field_start` as field number `field`, and check the line's field count. Returns false
+    /// for an empty line, which holds no row.
+    fn finish_line<'a>(
+        &self,
+        piece: &'a [u8],
+        line: std::ops::Range<usize>,
+        field: usize,
+        field_start: usize,
+        row: usize,
+        outputs: &mut [Target<'a, '_>],
+    ) -> std::result::Result<bool, (Option<usize>, String)> {
+        let line_start = line.start;
+        let text = &piece[line];
+        let text = text.strip_suffix(b"\r").unwrap_or(text);
+        if text.is_empty() {
+            return Ok(false);
+        }
+        let field_end = line_start + text.len();
+        // The fields before this one were parsed without errors, and so is this one before a
+        // short line is reported.
+        self.store(piece, field_start, field_end, field, row, outputs)?;
+        if field != self.fields - 1 {
+            return Err((None, self.field_count_message(text)));
+        }
+        Ok(true)
+    }
+
+    /// Parse the field `piece[start..end]`, field number `field` of its line, into row `row`
+    /// of its column, if it is read at all.
+    #[inline(always)]
+    fn store<'a>(
+        &self,
+        piece: &'a [u8],
+        start: usize,
+        end: usize,
+        field: usize,
+        row: usize,
+        outputs: &mut [Target<'a, '_>],
+    ) -> std::result::Result<(), (Option<usize>, String)> {
+        let Some(column) = self.targets[field] else {
+            return Ok(());
+        };
+        if let Target::Int64(slots) = &mut outputs[column] {
+            if let Some(value) = digits_at(piece, start, end) {
+                slots[row].write(value);
+                return Ok(());
+            }
+        }
+        outputs[column]
+            .put(row, &piece[start..end])
+            .map_err(|message| (Some(column), message))
+    }
+}
+
+/// Bit i of the first mask is set where byte `start + i` of `piece` is the delimiter, and of
+/// the second where it is a line end, for the 64 bytes from `start` (fewer at the end).
+#[inline]
+fn byte_masks(piece: &[u8], start: usize, delimiter: u8) -> (u64, u64) {
+    let rest = &piece[start..];
+    if let Some(chunk) = rest.first_chunk::<64>() {
+        return chunk_masks(chunk, delimiter);
+    }
+    let mut padded = [0u8; 64];
+    padded[..rest.len()].copy_from_slice(rest);
+    // Zero bytes are neither a delimiter nor a line end, unless zero is the delimiter.
+    let valid = (1u64 << rest.len()) - 1;
+    let (delimiters, line_ends) = chunk_masks(&padded, delimiter);
+    (delimiters & valid, line_ends & valid)
+}
+
+/// [`byte_masks`] of 64 bytes: four 16-byte comparisons and byte-mask moves (SSE2, which every
+/// x86-64 processor has).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+fn chunk_masks(chunk: &[u8; 64], delimiter: u8) -> (u64, u64) {
+    use std::arch::x86_64::{
+        __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8,
+    };
+    // SAFETY: SSE2 is part of the x86-64 baseline, and each load reads 16 bytes inside `chunk`.
+    unsafe {
+        let delimiters = _mm_set1_epi8(delimiter as i8);
+        let line_ends = _mm_set1_epi8(b'\n' as i8);
+        let mut masks = (0u64, 0u64);
+        for part in 0..4 {
+            let bytes = _mm_loadu_si128(chunk.as_ptr().add(16 * part).cast::<__m128i>());
+            let found = _mm_movemask_epi8(_mm_cmpeq_epi8(bytes, delimiters)) as u16;
+            masks.0 |= u64::from(found) << (16 * part);
+            let found = _mm_movemask_epi8(_mm_cmpeq_epi8(bytes, line_ends)) as u16;
+            masks.1 |= u64::from(found) << (16 * part);
+        }
+        masks
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[inline]
+fn chunk_masks(chunk: &[u8; 64], delimiter: u8) -> (u64, u64) {
+    let mut masks = (0u64, 0u64);
+    for (i, &byte) in chunk.iter().enumerate() {
+        masks.0 |= u64::from(byte == delimiter) << i;
+        masks.1 |= u64::from(byte == b'\n') << i;
+    }
+    masks
+}
+
+/// Read `piece[start..end]` as an optional minus and 1 to 18 digits, as [`parse_short_int`]
+/// does. Up to 16 digits with 16 bytes of the piece from `start` are read eight at a time.
+#[inline(always)]
+fn digits_at(piece: &[u8], start: usize, end: usize) -> Option<i64> {
+    // Flags and counts are mostly one digit.
+    if end == start + 1 {
+        let digit = piece[start].wrapping_sub(b'0');
+        return (digit <= 9).then_some(i64::from(digit));
+    }
+    let negative = piece.get(start) == Some(&b'-');
+    let first = start + usize::from(negative);
+    let length = end.checked_sub(first)?;
+    let value = match piece.get(first..).and_then(|rest| rest.first_chunk::<16>()) {
+        Some(bytes) if (1..=16).contains(&length) => {
+            let (high, low) = bytes.split_at(8);
+            let high_length = length.min(8);
+            let high = eight_digits(high.try_into().ok()?, high_length)?;
+            if length > 8 {
+                let low = eight_digits(low.try_into().ok()?, length - 8)?;
+                high * POWERS_OF_TEN[length - 8] + low
+            } else {
+                high
+            }
+        }
+        _ => return parse_short_int(&piece[start..end]),
+    };
+    Some(if negative { -value } else { value })
+}
+
+/// 10^k for k from 0 to 8.
+const POWERS_OF_TEN: [i64; 9] = [
+    1,
+    10,
+    100,
+    1_000,
+    10_000,
+    100_000,
+    1_000_000,
+    10_000_000,
+    100_000_000,
+];
+
+/// The value of the first `length` (1 to 8) bytes of `bytes`, if they are all digits.
+#[inline]
+fn eight_digits(bytes: [u8; 8], length: usize) -> Option<i64> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const TOP: u64 = 0x8080_8080_8080_8080;
+    let chunk = u64::from_le_bytes(bytes);
+    let low = chunk & !TOP;
+    let non_digit = (!(low + 0x50 * ONES) | (low + 0x46 * ONES) | chunk) & TOP;
+    if (non_digit.trailing_zeros() / 8) < length as u32 {
+        return None;
+    }
+    let digits = chunk.wrapping_sub(0x30 * ONES) << (8 * (8 - length));
+    let pairs = (digits & 0x0f0f_0f0f_0f0f_0f0f).wrapping_mul(2561) >> 8;
+    let fours = (pairs & 0x00ff_00ff_00ff_00ff).wrapping_mul(6_553_601) >> 16;
+    let value = (fours & 0x0000_ffff_0000_ffff).wrapping_mul(42_949_672_960_001) >> 32;
+    Some(value as i64)
 }
 
 /// Cut `block` into about `pieces` parts that each end at a line end.
@@ -996,7 +1099,7 @@ mod tests {
     }
 
     #[test]
-    fn scanned_integers_match_the_field_parser() {
+    fn field_digits_match_the_field_parser() {
         let fields: [&[u8]; 14] = [
             b"0",
             b"-0",
@@ -1014,23 +1117,13 @@ mod tests {
             b"1.5",
         ];
         for field in fields {
-            for tail in [&b""[..], b",9", b";9"] {
+            // Short and long tails decide whether the eight-byte reads have room.
+            for tail in [&b""[..], b",9", b",12345678901234567"] {
                 let line = [field, tail].concat();
-                let scanned = scan_int(&line, 0, b',');
-                let end = field_end(&line, 0, b',');
-                match scanned {
-                    // Accepted: the value and the end agree with the general path.
-                    Some((value, scanned_end)) => {
-                        assert_eq!(scanned_end, end, "{line:?}");
-                        assert_eq!(parse_int(&line[..end]), Ok(value), "{line:?}");
-                        assert_eq!(parse_short_int(&line[..end]), Some(value));
-                    }
-                    // Declined: only fields the fast parser also declines, or fields that do
-                    // not end at the delimiter.
-                    None => assert!(
-                        parse_short_int(field).is_none() || tail == b";9",
-                        "{line:?}"
-                    ),
+                let read = digits_at(&line, 0, field.len());
+                assert_eq!(read, parse_short_int(field), "{line:?}");
+                if let Some(value) = read {
+                    assert_eq!(parse_int(field), Ok(value), "{line:?}");
                 }
             }
         }
@@ -1100,35 +1193,20 @@ mod tests {
         );
     }
 
-    // The digit loop of `scan_int`, the reference for the eight-byte version.
-    fn scan_digits(line: &[u8], start: usize, delimiter: u8) -> Option<(i64, usize)> {
-        let first = start + usize::from(line.get(start) == Some(&b'-'));
-        let digits = line[first..]
-            .iter()
-            .take_while(|b| b.is_ascii_digit())
-            .count();
-        let end = first + digits;
-        let ends_field = line.get(end).is_none_or(|&b| b == delimiter);
-        (digits > 0 && digits <= 18 && ends_field).then(|| {
-            let text = std::str::from_utf8(&line[start..end]).unwrap();
-            (text.parse().unwrap(), end)
-        })
+    // A plain digit loop, the reference for the eight-byte reads of `digits_at`.
+    fn digit_loop(field: &[u8]) -> Option<i64> {
+        let digits = field.strip_prefix(b"-").unwrap_or(field);
+        let plain = (1..=18).contains(&digits.len()) && digits.iter().all(u8::is_ascii_digit);
+        plain.then(|| std::str::from_utf8(field).unwrap().parse().unwrap())
     }
 
     #[test]
     fn eight_byte_integers_match_the_digit_loop() {
-        let check = |line: &[u8], start: usize| {
-            if let Some(found) = scan_short_int(line, start, b',') {
-                assert_eq!(
-                    Some(found),
-                    scan_digits(line, start, b','),
-                    "{line:?} at {start}"
-                );
-            }
+        let check = |line: &[u8], start: usize, end: usize| {
             assert_eq!(
-                scan_int(line, start, b','),
-                scan_digits(line, start, b','),
-                "{line:?} at {start}"
+                digits_at(line, start, end),
+                digit_loop(&line[start..end]),
+                "{line:?} from {start} to {end}"
             );
         };
         // Every length of every leading digit, with leading zeros and a tail after the comma.
@@ -1137,25 +1215,36 @@ mod tests {
             .chain([9_999_999, 1_000_000, 10])
         {
             for zeros in 0..3 {
-                let line = format!("x,{}{value},123456789", "0".repeat(zeros));
-                check(line.as_bytes(), 2);
+                let number = format!("{}{value}", "0".repeat(zeros));
+                let line = format!("x,{number},123456789");
+                check(line.as_bytes(), 2, 2 + number.len());
+                let line = format!("x,{number}{number},1");
+                check(line.as_bytes(), 2, 2 + 2 * number.len());
             }
         }
-        // Random bytes around the boundaries of the digit range ('/' and ':') and past ASCII.
+        // Random bytes around the boundaries of the digit range ('/' and ':') and past ASCII,
+        // read over every field of up to 20 bytes.
         let alphabet = [
             b'0', b'5', b'9', b'/', b':', b',', b'-', b' ', 0x80, 0xb0, 0xff, b'\t',
         ];
         let mut state = 0x2545_f491_4f6c_dd1d_u64;
-        for _ in 0..200_000 {
-            let line: Vec<u8> = (0..12)
+        for _ in 0..20_000 {
+            let line: Vec<u8> = (0..24)
                 .map(|_| {
                     state ^= state << 13;
                     state ^= state >> 7;
                     state ^= state << 17;
-                    alphabet[(state % alphabet.len() as u64) as usize]
+                    if state.is_multiple_of(3) {
+                        alphabet[(state % alphabet.len() as u64) as usize]
+                    } else {
+                        b'0' + (state % 10) as u8
+                    }
                 })
                 .collect();
-            check(&line, (state % 5) as usize);
+            let start = (state % 4) as usize;
+            for end in start..=line.len().min(start + 20) {
+                check(&line, start, end);
+            }
         }
     }
 
