@@ -24,13 +24,17 @@ pub fn stable_order(users: &[i64], times: &[i64]) -> Result<Vec<i64>> {
     Ok(sort_rows(users, times, scatter_parts(users.len())).order)
 }
 
-/// A permutation by (user, time, row) with the times gathered in that order.
+/// A permutation by (user, time, row) with the times gathered in that order. Straight from the
+/// scatter, each user's rows are in file order, sorted by time only once
+/// [`SortedRows::sort_groups_by_time`] has run.
 struct SortedRows {
     order: Vec<i64>,
     times: Vec<i64>,
     /// Distinct users in sorted order and the start of each one's rows: length U + 1.
     distinct: Vec<i64>,
     group_starts: Vec<usize>,
+    /// The latest time of all rows (0 for no rows).
+    max_time: i64,
 }
 
 /// Number of parts the counting sort scatters in parallel. Each part keeps one counter per
@@ -67,6 +71,13 @@ impl<T> SharedOutput<T> {
 /// counted by `id - min` directly, which needs neither an index of the ids nor a rank per row.
 /// Other users get their rank among the sorted distinct ids first.
 fn sort_rows(users: &[i64], times: &[i64], parts: usize) -> SortedRows {
+    let mut sorted = scatter_rows(users, times, parts);
+    sorted.sort_groups_by_time(times);
+    sorted
+}
+
+/// The counting sort of [`sort_rows`] by user alone: each user's rows stay in file order.
+fn scatter_rows(users: &[i64], times: &[i64], parts: usize) -> SortedRows {
     let n = users.len();
     let parts = parts.clamp(1, n.max(1));
     let dense = id_range(users).filter(|&(min, max)| {
@@ -116,8 +127,8 @@ fn user_ranks(users: &[i64]) -> (Vec<i64>, Vec<u32>) {
     (distinct, ranks)
 }
 
-/// Sort the rows stably by `key(row)` in `0..key_count` (a counting sort), then by time inside
-/// each key. `user(key)` names the user of a key. Keys that no row has are skipped.
+/// Sort the rows stably by `key(row)` in `0..key_count` (a counting sort). `user(key)` names the
+/// user of a key. Keys that no row has are skipped.
 fn scatter_by_key(
     times: &[i64],
     parts: usize,
@@ -164,12 +175,13 @@ fn scatter_by_key(
     memory::advise_huge_pages(&mut sorted_times);
     let order_out = SharedOutput(order.as_mut_ptr());
     let times_out = SharedOutput(sorted_times.as_mut_ptr());
-    cursors
+    let max_time = cursors
         .par_iter_mut()
         .enumerate()
-        .for_each(|(part, cursor)| {
+        .map(|(part, cursor)| {
             let (order_out, times_out) = (order_out, times_out);
             let first_row = part * part_rows;
+            let mut max_time = i64::MIN;
             for row in first_row..(first_row + part_rows).min(n) {
                 let slot = &mut cursor[key(row)];
                 // SAFETY: slot < n, and the runs of slots of different (part, key) pairs are
@@ -179,39 +191,50 @@ fn scatter_by_key(
                     *times_out.0.add(*slot) = times[row];
                 }
                 *slot += 1;
+                max_time = max_time.max(times[row]);
             }
-        });
-
-    // Sort each user's rows by time; the stable sort keeps file order for equal times.
-    let mut order_groups = Vec::with_capacity(distinct.len());
-    let mut time_groups = Vec::with_capacity(distinct.len());
-    let (mut order_rest, mut times_rest) = (order.as_mut_slice(), sorted_times.as_mut_slice());
-    for window in group_starts.windows(2) {
-        let size = window[1] - window[0];
-        let (group, tail) = order_rest.split_at_mut(size);
-        order_groups.push(group);
-        order_rest = tail;
-        let (group, tail) = times_rest.split_at_mut(size);
-        time_groups.push(group);
-        times_rest = tail;
-    }
-    order_groups
-        .into_par_iter()
-        .zip(time_groups)
-        .for_each(|(rows, group_times)| {
-            if group_times.windows(2).all(|pair| pair[0] <= pair[1]) {
-                return;
-            }
-            rows.sort_by_key(|&row| times[row as usize]);
-            for (time, &row) in group_times.iter_mut().zip(rows.iter()) {
-                *time = times[row as usize];
-            }
-        });
+            max_time
+        })
+        .max()
+        .unwrap_or(0);
     SortedRows {
         order,
         times: sorted_times,
         distinct,
         group_starts,
+        max_time,
+    }
+}
+
+impl SortedRows {
+    /// Sort each user's rows by time; the stable sort keeps file order for equal times.
+    /// `times` are the times in input row order.
+    fn sort_groups_by_time(&mut self, times: &[i64]) {
+        let mut order_groups = Vec::with_capacity(self.distinct.len());
+        let mut time_groups = Vec::with_capacity(self.distinct.len());
+        let (mut order_rest, mut times_rest) =
+            (self.order.as_mut_slice(), self.times.as_mut_slice());
+        for window in self.group_starts.windows(2) {
+            let size = window[1] - window[0];
+            let (group, tail) = order_rest.split_at_mut(size);
+            order_groups.push(group);
+            order_rest = tail;
+            let (group, tail) = times_rest.split_at_mut(size);
+            time_groups.push(group);
+            times_rest = tail;
+        }
+        order_groups
+            .into_par_iter()
+            .zip(time_groups)
+            .for_each(|(rows, group_times)| {
+                if group_times.windows(2).all(|pair| pair[0] <= pair[1]) {
+                    return;
+                }
+                rows.sort_by_key(|&row| times[row as usize]);
+                for (time, &row) in group_times.iter_mut().zip(rows.iter()) {
+                    *time = times[row as usize];
+                }
+            });
     }
 }
 
@@ -266,7 +289,7 @@ fn sort_episodes_in_parts(
     chunk_rows: usize,
 ) -> Result<SortedEpisodes> {
     let n = users.len();
-    let sorted = sort_rows(users, times, parts);
+    let mut sorted = scatter_rows(users, times, parts);
     let mut sorted_users: Vec<i64> = vec![0; n];
     memory::advise_huge_pages(&mut sorted_users);
     let mut user_groups = Vec::with_capacity(sorted.distinct.len());
@@ -281,23 +304,36 @@ fn sort_episodes_in_parts(
         .zip(sorted.distinct.par_iter())
         .for_each(|(group, &user)| group.fill(user));
 
-    let gather = |values: &[u8]| -> Vec<u8> {
-        sorted
-            .order
-            .par_iter()
-            .map(|&row| values[row as usize])
-            .collect()
+    let window_end = options.window_end_ms.unwrap_or(sorted.max_time);
+    let cut = |sorted: &SortedRows| {
+        let gather = |values: &[u8]| -> Vec<u8> {
+            sorted
+                .order
+                .par_iter()
+                .map(|&row| values[row as usize])
+                .collect()
+        };
+        let sorted_segments = segments.map(gather);
+        let sorted_ends = episode_ends.map(gather);
+        let (episodes, in_order) = cut_sorted(
+            &sorted_users,
+            &sorted.times,
+            sorted_segments.as_deref(),
+            sorted_ends.as_deref(),
+            options,
+            window_end,
+            chunk_rows,
+        );
+        (episodes, sorted_segments, in_order)
     };
-    let sorted_segments = segments.map(gather);
-    let sorted_ends = episode_ends.map(gather);
-    let episodes = cut_sorted(
-        &sorted_users,
-        &sorted.times,
-        sorted_segments.as_deref(),
-        sorted_ends.as_deref(),
-        options,
-        chunk_rows,
-    );
+    // Logs are mostly written in time order, so the cut runs on the scattered rows first and
+    // notices whether any user's times go backwards. Only then are the users' rows sorted by
+    // time and cut again.
+    let (mut episodes, mut sorted_segments, in_order) = cut(&sorted);
+    if !in_order {
+        sorted.sort_groups_by_time(times);
+        (episodes, sorted_segments, _) = cut(&sorted);
+    }
     Ok(SortedEpisodes {
         order: sorted.order,
         users: sorted_users,
@@ -540,14 +576,19 @@ pub fn build_episodes(
             ),
         ));
     }
-    Ok(cut_sorted(
+    let window_end = options
+        .window_end_ms
+        .unwrap_or_else(|| times.par_iter().copied().max().unwrap_or(0));
+    let (episodes, _) = cut_sorted(
         users,
         times,
         segments,
         episode_ends,
         options,
+        window_end,
         CHUNK_ROWS,
-    ))
+    );
+    Ok(episodes)
 }
 
 fn check_episode_inputs(
@@ -581,7 +622,9 @@ fn check_episode_inputs(
     Ok(())
 }
 
-/// Cut rows already sorted by (user, time) into episodes, in parallel chunks of `chunk_rows`.
+/// Cut rows sorted by user into episodes, in parallel chunks of `chunk_rows`, with
+/// `window_end` the end of the data window. Also returns whether each user's times are in
+/// order: the episodes are right only if they are.
 ///
 /// Whether row i ends an episode depends on rows i and i + 1 only, so every chunk flags its
 /// rows alone, without branches, and then lists the rows that follow an episode end.
@@ -591,13 +634,11 @@ fn cut_sorted(
     segments: Option<&[u8]>,
     episode_ends: Option<&[u8]>,
     options: &EpisodeOptions,
+    window_end: i64,
     chunk_rows: usize,
-) -> Episodes {
+) -> (Episodes, bool) {
     let n = users.len();
     let chunk_rows = chunk_rows.max(1);
-    let window_end = options
-        .window_end_ms
-        .unwrap_or_else(|| times.par_iter().copied().max().unwrap_or(0));
     let rules = CutRules {
         users,
         times,
@@ -616,7 +657,7 @@ fn cut_sorted(
     memory::advise_huge_pages(&mut terminals);
     memory::advise_huge_pages(&mut truncations);
     memory::advise_huge_pages(&mut next_index);
-    let chunk_starts: Vec<Vec<i64>> = next_index
+    let chunk_starts: Vec<(Vec<i64>, bool)> = next_index
         .par_chunks_mut(chunk_rows)
         .zip(terminals.par_chunks_mut(chunk_rows))
         .zip(truncations.par_chunks_mut(chunk_rows))
@@ -624,12 +665,12 @@ fn cut_sorted(
         .map(|(chunk, ((next, terminal), truncated))| {
             let first = chunk * chunk_rows;
             // One loop per combination of optional inputs keeps the loop free of their checks.
-            match (segments.is_some(), episode_ends.is_some()) {
+            let in_order = match (segments.is_some(), episode_ends.is_some()) {
                 (false, false) => rules.flag::<false, false>(first, next, terminal, truncated),
                 (true, false) => rules.flag::<true, false>(first, next, terminal, truncated),
                 (false, true) => rules.flag::<false, true>(first, next, terminal, truncated),
                 (true, true) => rules.flag::<true, true>(first, next, terminal, truncated),
-            }
+            };
             // A row starts an episode when the row before it ended one.
             let mut starts = Vec::new();
             if first == 0 || rules.ends_after(first - 1, segments.is_some(), episode_ends.is_some())
@@ -641,21 +682,29 @@ fn cut_sorted(
                     starts.push((first + offset + 1) as i64);
                 }
             }
-            starts
+            (starts, in_order)
         })
         .collect();
-    let mut episode_starts =
-        Vec::with_capacity(chunk_starts.iter().map(Vec::len).sum::<usize>() + 1);
-    for starts in chunk_starts {
+    let mut episode_starts = Vec::with_capacity(
+        chunk_starts
+            .iter()
+            .map(|(starts, _)| starts.len())
+            .sum::<usize>()
+            + 1,
+    );
+    let mut in_order = true;
+    for (starts, chunk_in_order) in chunk_starts {
         episode_starts.extend_from_slice(&starts);
+        in_order &= chunk_in_order;
     }
     episode_starts.push(n as i64);
-    Episodes {
+    let episodes = Episodes {
         episode_starts,
         terminals,
         truncations,
         next_index,
-    }
+    };
+    (episodes, in_order)
 }
 
 /// What decides where the episodes of sorted rows end.
@@ -694,8 +743,8 @@ impl CutRules<'_> {
         (terminated, truncated)
     }
 
-    /// Flag the rows `first..first + next.len()`. `SEGMENTS` and `ENDS` say whether segments
-    /// and end flags were given.
+    /// Flag the rows `first..first + next.len()`, and return whether each user's times are in
+    /// order there. `SEGMENTS` and `ENDS` say whether segments and end flags were given.
     ///
     /// Every slice of the loop over the rows that have a next row is cut to the loop's length,
     /// so the loop needs no bounds checks and the compiler can vectorise it.
@@ -705,7 +754,7 @@ impl CutRules<'_> {
         next: &mut [i64],
         terminal: &mut [u8],
         truncated: &mut [u8],
-    ) {
+    ) -> bool {
         let rows = next.len();
         // `first` is a row of the input, so the input is not empty.
         let with_next = rows.min(self.users.len() - 1 - first);
@@ -728,8 +777,10 @@ impl CutRules<'_> {
             &mut terminal[..with_next],
             &mut truncated[..with_next],
         );
+        let mut backwards = false;
         for offset in 0..with_next {
             let last = users[offset] != next_users[offset];
+            backwards |= !last & (next_times[offset] < times[offset]);
             let flagged = ENDS && ends[offset] != 0;
             let segment_change = SEGMENTS && segments[offset] != next_segments[offset];
             let (ends_terminated, ends_truncated) = self.row_end(
@@ -762,6 +813,7 @@ impl CutRules<'_> {
             truncated[with_next] = u8::from(ends_truncated);
             next[with_next] = -1;
         }
+        !backwards
     }
 
     /// Whether row i ends an episode, with `segments` and `ends` saying what was given.
@@ -1278,15 +1330,18 @@ mod tests {
                 assert_eq!(actual.times, sorted_times, "seed {seed}");
                 assert_eq!(actual.segments.as_ref(), Some(&sorted_segments));
                 assert_eq!(actual.episodes, expected, "seed {seed}, chunk {chunk_rows}");
-                let cut = cut_sorted(
+                let window_end = sorted_times.iter().copied().max().unwrap_or(0);
+                let (cut, in_order) = cut_sorted(
                     &sorted_users,
                     &sorted_times,
                     Some(&sorted_segments),
                     use_flags.then_some(sorted_flags.as_slice()),
                     &opts,
+                    window_end,
                     chunk_rows,
                 );
                 assert_eq!(cut, expected, "seed {seed}, chunk {chunk_rows}");
+                assert!(in_order, "seed {seed}");
             }
         }
     }
