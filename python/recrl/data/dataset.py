@@ -528,16 +528,18 @@ def build_arrays(
     timestamps = np.asarray(sorted_log.pop("times"), dtype=np.int64)
     split = np.asarray(sorted_log.pop("segments"), dtype=np.uint8)
     episodes = sorted_log
-    # Arrays are handed to `emit` as soon as they are complete, so the disk writes the first
-    # ones while the rest are computed.
+    # Arrays are handed to `emit` as soon as they are complete, the largest as early as they can
+    # be, so the disk writes them while the rest are computed.
     emit("timestamps", timestamps)
     emit("split", split)
+    emit("user_ids", user_ids)
     for name, flags in episodes.items():
         emit(name, flags)
     # Columns are reordered by scattering each source row to its place: after a sort by user of
     # a log in time order, gathering by `order` would miss the cache on nearly every row.
     placement = _core.Placement(order)
     item_ids = _take(log.item_ids, order, placement)
+    emit("item_ids", item_ids)
     assert log.source_rows is not None
     emit("source_rows", _take(log.source_rows, order, placement))
     train = split == 0
@@ -556,6 +558,8 @@ def build_arrays(
         [np.ascontiguousarray(log.responses[name], dtype=np.float32) for name in log.response_names]
     )
     emit("rewards", rewards)
+    for name, context_values in log.context.items():
+        emit(f"context_{name}", _take(context_values, order, placement))
     # Means over the source columns, which are contiguous, where a column of `rewards` is not.
     reward_means = {name: float(log.responses[name].mean()) for name in log.response_names}
     episode_lengths = np.diff(episodes["episode_starts"])
@@ -626,10 +630,6 @@ def build_arrays(
     for name, array in (*user_arrays.items(), *item_arrays.items()):
         emit(name, array)
     del user_arrays, item_arrays
-    for name, context_values in log.context.items():
-        emit(f"context_{name}", _take(context_values, order, placement))
-    emit("user_ids", user_ids)
-    emit("item_ids", item_ids)
 
     manifest: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
