@@ -5,19 +5,23 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from recrl import _core
+from recrl.errors import DataFormatError
 
 from .reference import csv as reference
 
-KINDS = ("int64", "float32", "float64", "category")
+KINDS = ("int64", "uint8", "float32", "float64", "category")
 
 
 def field_text(kind: str) -> st.SearchStrategy[str]:
     if kind == "int64":
         return st.one_of(st.integers(-50, 50), st.integers(-(2**63), 2**63 - 1)).map(str)
+    if kind == "uint8":
+        return st.integers(0, 255).map(str)
     if kind in ("float32", "float64"):
         return st.one_of(st.just(""), st.floats(allow_nan=True, allow_infinity=True).map(repr))
     return st.text(alphabet="ab yz", max_size=3)
@@ -105,3 +109,19 @@ def test_read_csv_many_pieces_match_reference(
     path.write_text(text, newline="")
     wanted = read_some(columns, keep)
     assert_same(_core.read_csv(path, wanted), reference.read_columns(text, wanted))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("256", "from 0 to 255, got 256"),
+        ("-1", "from 0 to 255, got -1"),
+        ("1.0", 'expected an integer, got "1.0"'),
+    ],
+)
+def test_uint8_out_of_range_names_line_and_column(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "flags.csv"
+    path.write_text(f"id,flag\n1,0\n2,{text}\n")
+    with pytest.raises(DataFormatError, match=r"line 3.*column flag") as error:
+        _core.read_csv(path, [("id", "int64"), ("flag", "uint8")])
+    assert message in str(error.value)

@@ -129,7 +129,7 @@ def read_csv(
     delimiter: str = ",",
     headerless_names: list[str] | None = None,
 ) -> dict[str, npt.NDArray[np.generic] | tuple[npt.NDArray[np.int64], list[str]]]:
-    """Read the named columns (kinds int64, float32, float64, category) of a delimited file."""
+    """Read the named columns (kinds int64, uint8, float32, float64, category) of a file."""
 
 def write_csv(
     path: str | PathLike[str],

@@ -23,8 +23,8 @@ def read_columns(
     result: dict[str, object] = {}
     for name, kind in columns:
         texts = values[name]
-        if kind == "int64":
-            result[name] = np.asarray([int(str(t).strip()) for t in texts], dtype=np.int64)
+        if kind in ("int64", "uint8"):
+            result[name] = np.asarray([int(str(t).strip()) for t in texts], dtype=kind)
         elif kind in ("float32", "float64"):
             numbers = [float(str(t).strip()) if str(t).strip() else float("nan") for t in texts]
             # Values beyond float32 become infinite, as a Rust `as f32` cast makes them.

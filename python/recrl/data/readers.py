@@ -114,11 +114,11 @@ def _kuairand_responses(
     context: dict[str, npt.NDArray[np.generic]] = {
         "watch_ratio": watch["watch_ratio"],
         "duration_zero": watch["duration_zero"],
-        "long_view": data["long_view"].astype(np.uint8),
+        "long_view": data["long_view"].astype(np.uint8, copy=False),
         "duration_ms": duration_ms.astype(np.int64, copy=False),
     }
     if "is_rand" in data:
-        context["is_rand"] = data["is_rand"].astype(np.uint8)
+        context["is_rand"] = data["is_rand"].astype(np.uint8, copy=False)
     return responses, context
 
 
@@ -234,21 +234,12 @@ def _read_kuairand_file(path: Path, counts: dict[str, int]) -> dict[str, Any]:
     with path.open("rb") as handle:
         header = handle.readline().decode("utf-8", errors="replace").strip()
     likehate = header.split("\t") == list(KUAIRAND_LIKEHATE_COLUMNS)
-    numeric = [
-        "user_id",
-        "video_id",
-        "hourmin",
-        "time_ms",
-        "is_click",
-        "is_follow",
-        "is_comment",
-        "is_forward",
-        "long_view",
-        "play_time_ms",
-        "duration_ms",
-    ]
+    integers = ["user_id", "video_id", "hourmin", "time_ms", "play_time_ms", "duration_ms"]
+    # 0/1 flags, read into one byte each.
+    flags = ["is_click", "is_follow", "is_comment", "is_forward", "long_view"]
     if likehate:
-        data = _read_columns(path, [(c, "int64") for c in [*numeric, "label"]], delimiter="\t")
+        columns = [(c, "int64") for c in integers] + [(c, "uint8") for c in [*flags, "label"]]
+        data = _read_columns(path, columns, delimiter="\t")
         label = data.pop("label")
         if not np.isin(label, (0, 1)).all():
             row = int(np.flatnonzero(~np.isin(label, (0, 1)))[0])
@@ -263,8 +254,9 @@ def _read_kuairand_file(path: Path, counts: dict[str, int]) -> dict[str, Any]:
             f"{path}, line 1: expected the official KuaiRand header "
             f"{','.join(KUAIRAND_LOG_COLUMNS)} or the processed like/hate header, got {header!r}"
         )
-    wanted = [*numeric, "is_like", "is_hate", "is_rand", "tab"]
-    return _read_columns(path, [(c, "int64") for c in wanted])
+    flags += ["is_like", "is_hate", "is_rand"]
+    columns = [(c, "int64") for c in [*integers, "tab"]] + [(c, "uint8") for c in flags]
+    return _read_columns(path, columns)
 
 
 def read_taobao(

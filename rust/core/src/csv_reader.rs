@@ -27,6 +27,8 @@ const MIN_PIECE_BYTES: usize = 256 << 10;
 pub enum ColumnKind {
     /// Integers such as ids and millisecond timestamps; a missing value is an error.
     Int64,
+    /// Integers from 0 to 255, such as flags and small counts; anything else is an error.
+    UInt8,
     /// Decimal numbers; an empty field or `NaN` becomes NaN.
     Float32,
     /// Decimal numbers kept in double precision; an empty field or `NaN` becomes NaN.
@@ -56,6 +58,7 @@ pub struct CsvOptions {
 #[derive(Clone, Debug, PartialEq)]
 pub enum ColumnData {
     Int64(Vec<i64>),
+    UInt8(Vec<u8>),
     Float32(Vec<f32>),
     Float64(Vec<f64>),
     /// Codes (0 = missing) and the text of each code: `labels[k - 1]` for code k.
@@ -69,6 +72,7 @@ pub enum ColumnData {
 /// labels borrow their text from the block, which outlives the piece.
 enum Partial<'a> {
     Int64(Vec<i64>),
+    UInt8(Vec<u8>),
     Float32(Vec<f32>),
     Float64(Vec<f64>),
     /// Codes local to the piece (0 = missing) and the text of each local code. Labels that are
@@ -101,6 +105,7 @@ impl<'a> Partial<'a> {
     fn new(kind: ColumnKind, capacity: usize) -> Self {
         match kind {
             ColumnKind::Int64 => Partial::Int64(Vec::with_capacity(capacity)),
+            ColumnKind::UInt8 => Partial::UInt8(Vec::with_capacity(capacity)),
             ColumnKind::Float32 => Partial::Float32(Vec::with_capacity(capacity)),
             ColumnKind::Float64 => Partial::Float64(Vec::with_capacity(capacity)),
             ColumnKind::Category => Partial::Category {
@@ -115,6 +120,7 @@ impl<'a> Partial<'a> {
     fn push(&mut self, field: &'a [u8]) -> std::result::Result<(), String> {
         match self {
             Partial::Int64(values) => values.push(parse_int(field)?),
+            Partial::UInt8(values) => values.push(parse_byte(field)?),
             Partial::Float32(values) => values.push(parse_float(field)? as f32),
             Partial::Float64(values) => values.push(parse_float(field)?),
             Partial::Category {
@@ -148,6 +154,7 @@ impl<'a> Partial<'a> {
 /// afterwards.
 enum Target<'a, 'o> {
     Int64(&'o mut [MaybeUninit<i64>]),
+    UInt8(&'o mut [MaybeUninit<u8>]),
     Float32(&'o mut [MaybeUninit<f32>]),
     Float64(&'o mut [MaybeUninit<f64>]),
     Category(Partial<'a>),
@@ -160,6 +167,9 @@ impl<'a> Target<'a, '_> {
         match self {
             Target::Int64(slots) => {
                 slots[row].write(parse_int(field)?);
+            }
+            Target::UInt8(slots) => {
+                slots[row].write(parse_byte(field)?);
             }
             Target::Float32(slots) => {
                 slots[row].write(parse_float(field)? as f32);
@@ -176,6 +186,7 @@ impl<'a> Target<'a, '_> {
 /// An output column being filled, block after block.
 enum Builder {
     Int64(Vec<i64>),
+    UInt8(Vec<u8>),
     Float32(Vec<f32>),
     Float64(Vec<f64>),
     Category {
@@ -190,6 +201,7 @@ impl Builder {
     fn new(kind: ColumnKind) -> Self {
         match kind {
             ColumnKind::Int64 => Builder::Int64(Vec::new()),
+            ColumnKind::UInt8 => Builder::UInt8(Vec::new()),
             ColumnKind::Float32 => Builder::Float32(Vec::new()),
             ColumnKind::Float64 => Builder::Float64(Vec::new()),
             ColumnKind::Category => Builder::Category {
@@ -227,6 +239,7 @@ impl Builder {
     fn push(&mut self, field: &[u8]) -> std::result::Result<(), String> {
         match self {
             Builder::Int64(values) => values.push(parse_int(field)?),
+            Builder::UInt8(values) => values.push(parse_byte(field)?),
             Builder::Float32(values) => values.push(parse_float(field)? as f32),
             Builder::Float64(values) => values.push(parse_float(field)?),
             Builder::Category {
@@ -248,6 +261,7 @@ impl Builder {
     fn append(&mut self, partial: Partial) {
         match (self, partial) {
             (Builder::Int64(values), Partial::Int64(more)) => values.extend_from_slice(&more),
+            (Builder::UInt8(values), Partial::UInt8(more)) => values.extend_from_slice(&more),
             (Builder::Float32(values), Partial::Float32(more)) => values.extend_from_slice(&more),
             (Builder::Float64(values), Partial::Float64(more)) => values.extend_from_slice(&more),
             (
@@ -301,6 +315,10 @@ impl Builder {
                 .into_iter()
                 .map(Target::Int64)
                 .collect(),
+            Builder::UInt8(values) => split(values, piece_rows)
+                .into_iter()
+                .map(Target::UInt8)
+                .collect(),
             Builder::Float32(values) => split(values, piece_rows)
                 .into_iter()
                 .map(Target::Float32)
@@ -323,6 +341,7 @@ impl Builder {
     unsafe fn commit(&mut self, rows: usize) {
         match self {
             Builder::Int64(values) => values.set_len(values.len() + rows),
+            Builder::UInt8(values) => values.set_len(values.len() + rows),
             Builder::Float32(values) => values.set_len(values.len() + rows),
             Builder::Float64(values) => values.set_len(values.len() + rows),
             Builder::Category { .. } => {}
@@ -338,6 +357,7 @@ impl Builder {
         }
         match self {
             Builder::Int64(values) => reserve_huge(values, rows),
+            Builder::UInt8(values) => reserve_huge(values, rows),
             Builder::Float32(values) => reserve_huge(values, rows),
             Builder::Float64(values) => reserve_huge(values, rows),
             Builder::Category { codes, .. } => reserve_huge(codes, rows),
@@ -347,6 +367,7 @@ impl Builder {
     fn finish(self) -> ColumnData {
         match self {
             Builder::Int64(values) => ColumnData::Int64(values),
+            Builder::UInt8(values) => ColumnData::UInt8(values),
             Builder::Float32(values) => ColumnData::Float32(values),
             Builder::Float64(values) => ColumnData::Float64(values),
             Builder::Category { codes, labels, .. } => ColumnData::Category { codes, labels },
@@ -439,6 +460,11 @@ fn parse_int(field: &[u8]) -> std::result::Result<i64, String> {
             .checked_neg()
             .ok_or_else(|| format!("{} does not fit in int64", String::from_utf8_lossy(text)))
     }
+}
+
+fn parse_byte(field: &[u8]) -> std::result::Result<u8, String> {
+    let value = parse_int(field)?;
+    u8::try_from(value).map_err(|_| format!("expected an integer from 0 to 255, got {value}"))
 }
 
 fn parse_float(field: &[u8]) -> std::result::Result<f64, String> {
@@ -629,11 +655,21 @@ impl Layout<'_> {
         let Some(column) = self.targets[field] else {
             return Ok(());
         };
-        if let Target::Int64(slots) = &mut outputs[column] {
-            if let Some(value) = digits_at(piece, start, end) {
-                slots[row].write(value);
-                return Ok(());
+        match &mut outputs[column] {
+            Target::Int64(slots) => {
+                if let Some(value) = digits_at(piece, start, end) {
+                    slots[row].write(value);
+                    return Ok(());
+                }
             }
+            Target::UInt8(slots) => {
+                if let Some(value) = digits_at(piece, start, end).and_then(|v| u8::try_from(v).ok())
+                {
+                    slots[row].write(value);
+                    return Ok(());
+                }
+            }
+            _ => {}
         }
         outputs[column]
             .put(row, &piece[start..end])
@@ -1174,6 +1210,21 @@ mod tests {
             }
         }
         result
+    }
+
+    #[test]
+    fn byte_columns_take_0_to_255() {
+        let columns = [spec("flag", ColumnKind::UInt8)];
+        let data = read("flag\n0\n255\n007\n", b',', &columns).unwrap();
+        assert_eq!(data[0], ColumnData::UInt8(vec![0, 255, 7]));
+        // The same through the csv crate, once a quote appears.
+        let data = read("flag\n1\n\"2\"\n", b',', &columns).unwrap();
+        assert_eq!(data[0], ColumnData::UInt8(vec![1, 2]));
+        for bad in ["256", "-1", "x"] {
+            let error = read(&format!("flag\n1\n{bad}\n"), b',', &columns).unwrap_err();
+            let text = error.to_string();
+            assert!(text.contains("line 3") && text.contains("flag"), "{text}");
+        }
     }
 
     #[test]

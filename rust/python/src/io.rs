@@ -15,11 +15,12 @@ use crate::errors::run_detached;
 fn parse_kind(name: &str, kind: &str) -> PyResult<ColumnKind> {
     match kind {
         "int64" => Ok(ColumnKind::Int64),
+        "uint8" => Ok(ColumnKind::UInt8),
         "float32" => Ok(ColumnKind::Float32),
         "float64" => Ok(ColumnKind::Float64),
         "category" => Ok(ColumnKind::Category),
         other => Err(PyValueError::new_err(format!(
-            "columns[{name:?}]: expected one of 'int64', 'float32', 'float64', 'category', got {other:?}"
+            "columns[{name:?}]: expected one of 'int64', 'uint8', 'float32', 'float64', 'category', got {other:?}"
         ))),
     }
 }
@@ -57,6 +58,7 @@ fn read_csv<'py>(
     for (spec, column) in specs.iter().zip(data) {
         match column {
             ColumnData::Int64(values) => result.set_item(&spec.name, values.into_pyarray(py))?,
+            ColumnData::UInt8(values) => result.set_item(&spec.name, values.into_pyarray(py))?,
             ColumnData::Float32(values) => result.set_item(&spec.name, values.into_pyarray(py))?,
             ColumnData::Float64(values) => result.set_item(&spec.name, values.into_pyarray(py))?,
             ColumnData::Category { codes, labels } => {
