@@ -9,7 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recrl.data import InteractionLog, PrepareOptions, load_prepared, prepare
+from recrl.data import (
+    InteractionLog,
+    PrepareOptions,
+    SyntheticConfig,
+    load_prepared,
+    prepare,
+    read_kuairand,
+    write_synthetic_kuairand,
+)
 from recrl.data import dataset as dataset_module
 from recrl.errors import InvalidArgumentError, InvalidDataError, RecrlIOError
 
@@ -238,6 +246,17 @@ def test_manifest_records_sources_and_options(tmp_path: Path) -> None:
     assert manifest["reward_names"] == ["click"]
     assert manifest["arrays"]["rewards"] == {"dtype": "float32", "shape": [40, 1]}
     assert sum(manifest["split"]["rows"].values()) == 40
+
+
+def test_manifest_hashes_each_source_file(tmp_path: Path) -> None:
+    # A log of a few MiB, read in several blocks by the hash, and two small feature files.
+    source = tmp_path / "kuairand"
+    write_synthetic_kuairand(SyntheticConfig(rows=40_000, seed=3), source)
+    dataset = prepare(read_kuairand(source), tmp_path / "prepared")
+    recorded = {entry["name"]: entry["sha256"] for entry in dataset.manifest["sources"]}
+    expected = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in source.iterdir()}
+    assert recorded == expected
+    assert (source / "log_standard_synthetic.csv").stat().st_size > 2 << 20
 
 
 def test_user_split_keeps_users_whole(tmp_path: Path) -> None:
