@@ -309,8 +309,12 @@ def test_sort_episodes_long_logs_match_numpy(
         episode_ends=flags if use_flags else None,
         session_gap_ms=gap,
         active_within_ms=25,
+        placement=True,
     )
     order = np.lexsort((np.arange(len(users)), times, users))
+    # The placement the sort made moves columns as indexing by the order does.
+    moved = actual.pop("placement").take_columns_int64([times, np.arange(len(users))])
+    np.testing.assert_array_equal(moved, np.stack([times[order], order], axis=1).reshape(-1, 2))
     np.testing.assert_array_equal(actual["order"], order)
     np.testing.assert_array_equal(actual["users"], users[order])
     np.testing.assert_array_equal(actual["times"], times[order])

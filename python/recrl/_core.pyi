@@ -44,13 +44,14 @@ def sort_episodes(
     session_gap_ms: int | None = None,
     window_end_ms: int | None = None,
     active_within_ms: int = 0,
-) -> dict[str, npt.NDArray[np.int64] | npt.NDArray[np.uint8]]:
+    placement: bool = False,
+) -> dict[str, Any]:
     """Sort rows by (user, time, row) and cut them into episodes in one call.
 
     ``segments`` and ``episode_ends`` are in input row order. Returns ``order`` [N] (the
     permutation of :func:`stable_order`), ``users`` and ``times`` [N] in sorted order,
-    ``segments`` [N] sorted (only when given), and the arrays of :func:`build_episodes` for the
-    sorted rows.
+    ``segments`` [N] sorted (only when given), the arrays of :func:`build_episodes` for the
+    sorted rows and, with ``placement``, the :class:`Placement` of ``order``.
     """
 
 def history_windows(

@@ -521,6 +521,7 @@ def build_arrays(
         session_gap_ms=session_gap,
         window_end_ms=None if shared is None else shared.window_end_ms,
         active_within_ms=active_ms,
+        placement=True,
     )
     # Training rows in source order, for the per-row codes encoded before they are gathered.
     train_by_row = split_by_row == 0
@@ -530,6 +531,10 @@ def build_arrays(
     user_ids = np.asarray(sorted_log.pop("users"), dtype=np.int64)
     timestamps = np.asarray(sorted_log.pop("times"), dtype=np.int64)
     split = np.asarray(sorted_log.pop("segments"), dtype=np.uint8)
+    # Columns are reordered by scattering each source row to its place: after a sort by user of
+    # a log in time order, gathering by `order` would miss the cache on nearly every row. The
+    # sort keeps each row's place as it goes.
+    placement: _core.Placement = sorted_log.pop("placement")
     episodes = sorted_log
     # Arrays are handed to `emit` as soon as they are complete, the largest as early as they can
     # be, so the disk writes them while the rest are computed.
@@ -538,9 +543,6 @@ def build_arrays(
     emit("user_ids", user_ids)
     for name, flags in episodes.items():
         emit(name, flags)
-    # Columns are reordered by scattering each source row to its place: after a sort by user of
-    # a log in time order, gathering by `order` would miss the cache on nearly every row.
-    placement = _core.Placement(order)
     item_ids = _take(log.item_ids, order, placement)
     emit("item_ids", item_ids)
     assert log.source_rows is not None

@@ -21,7 +21,7 @@ const CHUNK_ROWS: usize = 1 << 16;
 /// of most steps and must be reproducible.
 pub fn stable_order(users: &[i64], times: &[i64]) -> Result<Vec<i64>> {
     check_len("times", times, users.len())?;
-    Ok(sort_rows(users, times, scatter_parts(users.len())).order)
+    Ok(sort_rows(users, times, scatter_parts(users.len()), false).order)
 }
 
 /// A permutation by (user, time, row) with the times gathered in that order. Straight from the
@@ -35,6 +35,9 @@ struct SortedRows {
     group_starts: Vec<usize>,
     /// The latest time of all rows (0 for no rows).
     max_time: i64,
+    /// When asked for, the inverse of `order`: row r of the input is row `positions[r]` of the
+    /// output.
+    positions: Option<Vec<usize>>,
 }
 
 /// Number of parts the counting sort scatters in parallel. Each part keeps one counter per
@@ -70,14 +73,16 @@ impl<T> SharedOutput<T> {
 /// Users numbered densely (ids spanning a range that `parts` counters per id keep small) are
 /// counted by `id - min` directly, which needs neither an index of the ids nor a rank per row.
 /// Other users get their rank among the sorted distinct ids first.
-fn sort_rows(users: &[i64], times: &[i64], parts: usize) -> SortedRows {
-    let mut sorted = scatter_rows(users, times, parts);
+///
+/// With `positions`, the inverse of the order is kept too.
+fn sort_rows(users: &[i64], times: &[i64], parts: usize, positions: bool) -> SortedRows {
+    let mut sorted = scatter_rows(users, times, parts, positions);
     sorted.sort_groups_by_time(times);
     sorted
 }
 
 /// The counting sort of [`sort_rows`] by user alone: each user's rows stay in file order.
-fn scatter_rows(users: &[i64], times: &[i64], parts: usize) -> SortedRows {
+fn scatter_rows(users: &[i64], times: &[i64], parts: usize, positions: bool) -> SortedRows {
     let n = users.len();
     let parts = parts.clamp(1, n.max(1));
     let dense = id_range(users).filter(|&(min, max)| {
@@ -88,12 +93,13 @@ fn scatter_rows(users: &[i64], times: &[i64], parts: usize) -> SortedRows {
         Some((min, max)) => {
             let span = max.abs_diff(min) as usize + 1;
             let keys = |row: usize| users[row].abs_diff(min) as usize;
-            scatter_by_key(times, parts, span, keys, |key| min + key as i64)
+            scatter_by_key(times, parts, span, keys, |key| min + key as i64, positions)
         }
         None => {
             let (distinct, ranks) = user_ranks(users);
             let keys = |row: usize| ranks[row] as usize;
-            scatter_by_key(times, parts, distinct.len(), keys, |key| distinct[key])
+            let user = |key: usize| distinct[key];
+            scatter_by_key(times, parts, distinct.len(), keys, user, positions)
         }
     }
 }
@@ -128,13 +134,15 @@ fn user_ranks(users: &[i64]) -> (Vec<i64>, Vec<u32>) {
 }
 
 /// Sort the rows stably by `key(row)` in `0..key_count` (a counting sort). `user(key)` names the
-/// user of a key. Keys that no row has are skipped.
+/// user of a key. Keys that no row has are skipped. With `positions`, each row's output slot is
+/// kept too, which the scatter writes in row order.
 fn scatter_by_key(
     times: &[i64],
     parts: usize,
     key_count: usize,
     key: impl Fn(usize) -> usize + Sync,
     user: impl Fn(usize) -> i64,
+    positions: bool,
 ) -> SortedRows {
     let n = times.len();
     let part_rows = n.div_ceil(parts).max(1);
@@ -173,8 +181,10 @@ fn scatter_by_key(
     let mut sorted_times: Vec<i64> = vec![0; n];
     memory::advise_huge_pages(&mut order);
     memory::advise_huge_pages(&mut sorted_times);
+    let mut slots: Vec<usize> = if positions { vec![0; n] } else { Vec::new() };
     let order_out = SharedOutput(order.as_mut_ptr());
     let times_out = SharedOutput(sorted_times.as_mut_ptr());
+    let slots_out = positions.then_some(SharedOutput(slots.as_mut_ptr()));
     let max_time = cursors
         .par_iter_mut()
         .enumerate()
@@ -190,6 +200,10 @@ fn scatter_by_key(
                     *order_out.0.add(*slot) = row as i64;
                     *times_out.0.add(*slot) = times[row];
                 }
+                if let Some(slots_out) = slots_out {
+                    // SAFETY: row < n, and each row belongs to one part alone.
+                    unsafe { *slots_out.get().add(row) = *slot };
+                }
                 *slot += 1;
                 max_time = max_time.max(times[row]);
             }
@@ -203,6 +217,7 @@ fn scatter_by_key(
         distinct,
         group_starts,
         max_time,
+        positions: positions.then_some(slots),
     }
 }
 
@@ -210,6 +225,10 @@ impl SortedRows {
     /// Sort each user's rows by time; the stable sort keeps file order for equal times.
     /// `times` are the times in input row order.
     fn sort_groups_by_time(&mut self, times: &[i64]) {
+        let positions_out = self
+            .positions
+            .as_mut()
+            .map(|p| SharedOutput(p.as_mut_ptr()));
         let mut order_groups = Vec::with_capacity(self.distinct.len());
         let mut time_groups = Vec::with_capacity(self.distinct.len());
         let (mut order_rest, mut times_rest) =
@@ -226,13 +245,21 @@ impl SortedRows {
         order_groups
             .into_par_iter()
             .zip(time_groups)
-            .for_each(|(rows, group_times)| {
+            .zip(self.group_starts.par_iter())
+            .for_each(|((rows, group_times), &group_start)| {
                 if group_times.windows(2).all(|pair| pair[0] <= pair[1]) {
                     return;
                 }
                 rows.sort_by_key(|&row| times[row as usize]);
                 for (time, &row) in group_times.iter_mut().zip(rows.iter()) {
                     *time = times[row as usize];
+                }
+                if let Some(positions_out) = positions_out {
+                    for (offset, &row) in rows.iter().enumerate() {
+                        // SAFETY: the rows of a group belong to no other group, so each
+                        // position is written by one task; row < n, the length of positions.
+                        unsafe { *positions_out.get().add(row as usize) = group_start + offset };
+                    }
                 }
             });
     }
@@ -251,6 +278,8 @@ pub struct SortedEpisodes {
     pub segments: Option<Vec<u8>>,
     /// The episodes of the sorted rows, as [`build_episodes`] returns them.
     pub episodes: Episodes,
+    /// The inverse of `order`, for moving other columns into sorted order, when asked for.
+    pub placement: Option<Placement>,
 }
 
 /// Sort rows by (user, time, row) and cut them into episodes in one call.
@@ -258,13 +287,15 @@ pub struct SortedEpisodes {
 /// The result equals [`stable_order`], the gathered users, times and segments, and
 /// [`build_episodes`] on the sorted rows. `segments` and `episode_ends` are given in input row
 /// order. Fusing the steps lets the sort gather times while it scatters rows and fill users
-/// per group instead of gathering them row by row.
+/// per group instead of gathering them row by row. With `placement`, the result also has the
+/// [`Placement`] of the order, which the scatter writes as it goes, with no check to make.
 pub fn sort_episodes(
     users: &[i64],
     times: &[i64],
     segments: Option<&[u8]>,
     episode_ends: Option<&[u8]>,
     options: &EpisodeOptions,
+    placement: bool,
 ) -> Result<SortedEpisodes> {
     let n = users.len();
     check_episode_inputs(n, times, segments, episode_ends, options)?;
@@ -274,22 +305,25 @@ pub fn sort_episodes(
         segments,
         episode_ends,
         options,
+        placement,
         scatter_parts(n),
         CHUNK_ROWS,
     )
 }
 
+#[allow(clippy::too_many_arguments)]
 fn sort_episodes_in_parts(
     users: &[i64],
     times: &[i64],
     segments: Option<&[u8]>,
     episode_ends: Option<&[u8]>,
     options: &EpisodeOptions,
+    placement: bool,
     parts: usize,
     chunk_rows: usize,
 ) -> Result<SortedEpisodes> {
     let n = users.len();
-    let mut sorted = scatter_rows(users, times, parts);
+    let mut sorted = scatter_rows(users, times, parts, placement);
     let mut sorted_users: Vec<i64> = vec![0; n];
     memory::advise_huge_pages(&mut sorted_users);
     let mut user_groups = Vec::with_capacity(sorted.distinct.len());
@@ -340,6 +374,7 @@ fn sort_episodes_in_parts(
         times: sorted.times,
         segments: sorted_segments,
         episodes,
+        placement: sorted.positions.map(|positions| Placement { positions }),
     })
 }
 
@@ -400,10 +435,10 @@ pub fn take_columns<T: Copy + Send + Sync>(columns: &[&[T]], order: &[i64]) -> R
 /// each. [`Placement::place_columns`] reads the sources front to back instead and writes each
 /// row to its place. The writes of one part of the rows then go to one run per user, which
 /// stays in cache. On 5M rows sorted from time order into 2,500 users it takes half the time.
-#[derive(Debug)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Placement {
-    // Written by parallel tasks while the order is checked, then read with plain loads.
-    positions: Vec<AtomicUsize>,
+    /// Row r of the input goes to row `positions[r]` of the output: a permutation of 0..n.
+    positions: Vec<usize>,
 }
 
 impl Placement {
@@ -458,6 +493,8 @@ impl Placement {
                 ),
             ));
         }
+        // The same layout without the atomics, which only the parallel check needed.
+        let positions = positions.into_iter().map(AtomicUsize::into_inner).collect();
         Ok(Placement { positions })
     }
 
@@ -495,13 +532,12 @@ impl Placement {
             .enumerate()
             .for_each(|(part, positions)| {
                 let first = part * part_rows;
-                for (offset, position) in positions.iter().enumerate() {
+                for (offset, &position) in positions.iter().enumerate() {
                     let row = first + offset;
-                    let position = position.load(Ordering::Relaxed);
                     for (lane, column) in columns.iter().enumerate() {
-                        // SAFETY: `positions` is a permutation of 0..n (checked in `new`), so
-                        // every output row is written by exactly one source row, and
-                        // position * width + lane < n * width = size.
+                        // SAFETY: `positions` is a permutation of 0..n (checked in `new`, or made
+                        // by the sort), so every output row is written by exactly one source
+                        // row, and position * width + lane < n * width = size.
                         unsafe {
                             (*out.get().add(position * width + lane)).write(column[row]);
                         }
@@ -1321,10 +1357,16 @@ mod tests {
                     Some(&segments),
                     use_flags.then_some(flags.as_slice()),
                     &opts,
+                    true,
                     parts,
                     chunk_rows,
                 )
                 .unwrap();
+                // The placement made by the sort is the inverse of its order.
+                let placement = actual.placement.as_ref().unwrap();
+                for (position, &row) in actual.order.iter().enumerate() {
+                    assert_eq!(placement.positions[row as usize], position, "seed {seed}");
+                }
                 assert_eq!(actual.order, expected_order, "seed {seed}, parts {parts}");
                 assert_eq!(actual.users, sorted_users, "seed {seed}");
                 assert_eq!(actual.times, sorted_times, "seed {seed}");
@@ -1348,7 +1390,7 @@ mod tests {
 
     #[test]
     fn sort_episodes_empty_input() {
-        let sorted = sort_episodes(&[], &[], None, None, &options(None)).unwrap();
+        let sorted = sort_episodes(&[], &[], None, None, &options(None), true).unwrap();
         assert!(sorted.order.is_empty());
         assert_eq!(sorted.episodes.episode_starts, vec![0]);
         assert_eq!(sorted.segments, None);

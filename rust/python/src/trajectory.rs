@@ -56,7 +56,7 @@ fn build_episodes<'py>(
 
 /// Sort rows by (user, time, row) and cut them into episodes; returns a dict of arrays.
 #[pyfunction]
-#[pyo3(signature = (users, times, *, segments=None, episode_ends=None, session_gap_ms=None, window_end_ms=None, active_within_ms=0))]
+#[pyo3(signature = (users, times, *, segments=None, episode_ends=None, session_gap_ms=None, window_end_ms=None, active_within_ms=0, placement=false))]
 #[allow(clippy::too_many_arguments)]
 fn sort_episodes<'py>(
     py: Python<'py>,
@@ -67,6 +67,7 @@ fn sort_episodes<'py>(
     session_gap_ms: Option<i64>,
     window_end_ms: Option<i64>,
     active_within_ms: i64,
+    placement: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
     let users = users.as_slice()?;
     let times = times.as_slice()?;
@@ -78,7 +79,7 @@ fn sort_episodes<'py>(
         active_within_ms,
     };
     let sorted = run_detached(py, || {
-        trajectory::sort_episodes(users, times, segments, episode_ends, &options)
+        trajectory::sort_episodes(users, times, segments, episode_ends, &options, placement)
     })?;
 
     let result = PyDict::new(py);
@@ -89,6 +90,9 @@ fn sort_episodes<'py>(
         result.set_item("segments", segments.into_pyarray(py))?;
     }
     set_episode_items(&result, sorted.episodes)?;
+    if let Some(inner) = sorted.placement {
+        result.set_item("placement", PyPlacement { inner })?;
+    }
     Ok(result)
 }
 
