@@ -24,7 +24,13 @@ def field_text(kind: str) -> st.SearchStrategy[str]:
         return st.integers(0, 255).map(str)
     if kind in ("float32", "float64"):
         return st.one_of(st.just(""), st.floats(allow_nan=True, allow_infinity=True).map(repr))
-    return st.text(alphabet="ab yz", max_size=3)
+    # Category labels: text, integers (looked up by value, directly or hashed) and integers
+    # written in other ways, which stay labels of their own.
+    return st.one_of(
+        st.text(alphabet="ab yz", max_size=3),
+        st.integers(-3, 5_000_000).map(str),
+        st.sampled_from(["007", "-0", "00", str(2**62), str(-(2**62))]),
+    )
 
 
 @st.composite

@@ -81,8 +81,47 @@ enum Partial<'a> {
         codes: Vec<i64>,
         labels: Vec<&'a [u8]>,
         lookup: FxHashMap<&'a [u8], i64>,
-        numbers: FxHashMap<i64, i64>,
+        numbers: NumberCodes,
     },
+}
+
+/// The codes of integer labels. Values from 0 up to a limit index a table directly, which ids
+/// numbered from 0 (authors, songs) mostly are; other values are hashed.
+struct NumberCodes {
+    /// The code of each value below `table.len()`, 0 where the value has none yet. The table
+    /// grows, by doubling, up to `limit` entries.
+    table: Vec<i64>,
+    limit: usize,
+    others: FxHashMap<i64, i64>,
+}
+
+impl NumberCodes {
+    fn new(limit: usize) -> Self {
+        NumberCodes {
+            table: Vec::new(),
+            limit,
+            others: FxHashMap::default(),
+        }
+    }
+
+    /// Returns the code of `value`, after giving it `next` if it had none.
+    #[inline]
+    fn code_or_insert(&mut self, value: i64, next: i64) -> i64 {
+        match usize::try_from(value) {
+            Ok(index) if index < self.limit => {
+                if index >= self.table.len() {
+                    let size = (index + 1).max(2 * self.table.len()).min(self.limit);
+                    self.table.resize(size, 0);
+                }
+                let code = &mut self.table[index];
+                if *code == 0 {
+                    *code = next;
+                }
+                *code
+            }
+            _ => *self.others.entry(value).or_insert(next),
+        }
+    }
 }
 
 /// Returns the value of `text` when it is an integer written as `i64::to_string` writes it (a
@@ -112,7 +151,8 @@ impl<'a> Partial<'a> {
                 codes: Vec::with_capacity(capacity),
                 labels: Vec::new(),
                 lookup: FxHashMap::default(),
-                numbers: FxHashMap::default(),
+                // A table of at most a few entries per row of the piece, up to a million.
+                numbers: NumberCodes::new((8 * capacity + 4096).min(1 << 20)),
             },
         }
     }
@@ -135,7 +175,7 @@ impl<'a> Partial<'a> {
                     // One hash per field: the entry is found or made in the same lookup.
                     let next = labels.len() as i64 + 1;
                     let code = match canonical_int(field) {
-                        Some(value) => *numbers.entry(value).or_insert(next),
+                        Some(value) => numbers.code_or_insert(value, next),
                         None => *lookup.entry(field).or_insert(next),
                     };
                     if code == next {
@@ -193,9 +233,12 @@ enum Builder {
         codes: Vec<i64>,
         labels: Vec<String>,
         lookup: FxHashMap<Vec<u8>, i64>,
-        numbers: FxHashMap<i64, i64>,
+        numbers: NumberCodes,
     },
 }
+
+/// Largest table of integer label codes of a whole column: 2^21 entries, 16 MiB.
+const COLUMN_NUMBER_TABLE: usize = 1 << 21;
 
 impl Builder {
     fn new(kind: ColumnKind) -> Self {
@@ -208,7 +251,7 @@ impl Builder {
                 codes: Vec::new(),
                 labels: Vec::new(),
                 lookup: FxHashMap::default(),
-                numbers: FxHashMap::default(),
+                numbers: NumberCodes::new(COLUMN_NUMBER_TABLE),
             },
         }
     }
@@ -216,12 +259,12 @@ impl Builder {
     fn code_of(
         labels: &mut Vec<String>,
         lookup: &mut FxHashMap<Vec<u8>, i64>,
-        numbers: &mut FxHashMap<i64, i64>,
+        numbers: &mut NumberCodes,
         text: &[u8],
     ) -> i64 {
         let next = labels.len() as i64 + 1;
         let code = match canonical_int(text) {
-            Some(value) => *numbers.entry(value).or_insert(next),
+            Some(value) => numbers.code_or_insert(value, next),
             None => match lookup.get(text) {
                 Some(&code) => code,
                 None => {
@@ -1297,6 +1340,29 @@ mod tests {
                 check(&line, start, end);
             }
         }
+    }
+
+    #[test]
+    fn number_codes_match_a_hash_map() {
+        // Values below, at and above the table's limit, negative ones and huge ones.
+        let mut codes = NumberCodes::new(100);
+        let mut reference: FxHashMap<i64, i64> = FxHashMap::default();
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        for _ in 0..20_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let value = match state % 4 {
+                0 => (state >> 8) as i64 % 120,
+                1 => -((state >> 8) as i64 % 5),
+                2 => (state >> 1) as i64,
+                _ => 99 + (state >> 8) as i64 % 3,
+            };
+            let next = reference.len() as i64 + 1;
+            let expected = *reference.entry(value).or_insert(next);
+            assert_eq!(codes.code_or_insert(value, next), expected, "value {value}");
+        }
+        assert!(codes.table.len() <= 100);
     }
 
     #[test]
