@@ -125,7 +125,7 @@ def test_read_csv_many_pieces_match_reference(
         ("1.0", 'expected an integer, got "1.0"'),
     ],
 )
-def test_uint8_out_of_range_names_line_and_column(tmp_path: Path, text: str, message: str) -> None:
+def test_uint8_rejects_out_of_range(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "flags.csv"
     path.write_text(f"id,flag\n1,0\n2,{text}\n")
     with pytest.raises(DataFormatError, match=r"line 3.*column flag") as error:

@@ -217,7 +217,7 @@ def test_side_rows_matches_reference(case: tuple[list[int], list[int], list[bool
 
 
 def test_side_rows_by_hand() -> None:
-    # Table rows 30, 10, 20 (file order); the log uses ids 20, 99 (no row) and 30, not 10.
+    # Table rows 30, 10, 20 in file order. The log uses ids 20, 99 (no row) and 30, not 10.
     side = _core.side_rows(
         int64([30, 10, 20]), int64([20, 99, 30, 20]), np.array([True, True, False, False])
     )

@@ -657,7 +657,7 @@ impl Layout<'_> {
 
     /// Parse the last field of the line `piece[line]` (without its line end), which started at
     /// `field_start` as field number `field`, and check the line's field count. Returns false
-    /// for an empty line, which holds no row.
+    /// for an empty line, which has no row.
     fn finish_line<'a>(
         &self,
         piece: &'a [u8],
@@ -813,7 +813,7 @@ const POWERS_OF_TEN: [i64; 9] = [
     100_000_000,
 ];
 
-/// The value of the first `length` (1 to 8) bytes of `bytes`, if they are all digits.
+/// Returns the value of the first `length` (1 to 8) bytes of `bytes`, if they are all digits.
 #[inline]
 fn eight_digits(bytes: [u8; 8], length: usize) -> Option<i64> {
     const ONES: u64 = 0x0101_0101_0101_0101;
@@ -1266,7 +1266,8 @@ mod tests {
         for bad in ["256", "-1", "x"] {
             let error = read(&format!("flag\n1\n{bad}\n"), b',', &columns).unwrap_err();
             let text = error.to_string();
-            assert!(text.contains("line 3") && text.contains("flag"), "{text}");
+            assert!(text.contains("line 3"), "{text}");
+            assert!(text.contains("flag"), "{text}");
         }
     }
 

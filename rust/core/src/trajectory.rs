@@ -81,7 +81,7 @@ fn sort_rows(users: &[i64], times: &[i64], parts: usize, positions: bool) -> Sor
     sorted
 }
 
-/// The counting sort of [`sort_rows`] by user alone: each user's rows stay in file order.
+/// Sort the rows by user alone, as [`sort_rows`] does first: each user's rows stay in file order.
 fn scatter_rows(users: &[i64], times: &[i64], parts: usize, positions: bool) -> SortedRows {
     let n = users.len();
     let parts = parts.clamp(1, n.max(1));
@@ -222,7 +222,7 @@ fn scatter_by_key(
 }
 
 impl SortedRows {
-    /// Sort each user's rows by time; the stable sort keeps file order for equal times.
+    /// Sort each user's rows by time, stably, so that equal times keep file order.
     /// `times` are the times in input row order.
     fn sort_groups_by_time(&mut self, times: &[i64]) {
         let positions_out = self
@@ -257,7 +257,7 @@ impl SortedRows {
                 if let Some(positions_out) = positions_out {
                     for (offset, &row) in rows.iter().enumerate() {
                         // SAFETY: the rows of a group belong to no other group, so each
-                        // position is written by one task; row < n, the length of positions.
+                        // position is written by one task, and row < n, the length of positions.
                         unsafe { *positions_out.get().add(row as usize) = group_start + offset };
                     }
                 }
@@ -780,7 +780,7 @@ impl CutRules<'_> {
     }
 
     /// Flag the rows `first..first + next.len()`, and return whether each user's times are in
-    /// order there. `SEGMENTS` and `ENDS` say whether segments and end flags were given.
+    /// order there. `SEGMENTS` and `ENDS` are true when segments and end flags were given.
     ///
     /// Every slice of the loop over the rows that have a next row is cut to the loop's length,
     /// so the loop needs no bounds checks and the compiler can vectorise it.
@@ -794,6 +794,8 @@ impl CutRules<'_> {
         let rows = next.len();
         // `first` is a row of the input, so the input is not empty.
         let with_next = rows.min(self.users.len() - 1 - first);
+
+        // Each row beside the next one, every slice as long as the loop.
         let window = first..first + with_next;
         let following = first + 1..first + with_next + 1;
         let (users, next_users) = (&self.users[window.clone()], &self.users[following.clone()]);
@@ -813,6 +815,7 @@ impl CutRules<'_> {
             &mut terminal[..with_next],
             &mut truncated[..with_next],
         );
+
         let mut backwards = false;
         for offset in 0..with_next {
             let last = users[offset] != next_users[offset];
@@ -835,6 +838,7 @@ impl CutRules<'_> {
                 (first + offset) as i64 + 1
             };
         }
+
         // The last row of the whole input, if this chunk has it.
         if with_next < rows {
             let i = first + with_next;
@@ -852,7 +856,7 @@ impl CutRules<'_> {
         !backwards
     }
 
-    /// Whether row i ends an episode, with `segments` and `ends` saying what was given.
+    /// Returns whether row i ends an episode, with `segments` and `ends` true for given inputs.
     fn ends_after(&self, i: usize, segments: bool, ends: bool) -> bool {
         let last = i + 1 == self.users.len() || self.users[i + 1] != self.users[i];
         let flagged = ends && self.episode_ends[i] != 0;
@@ -1114,9 +1118,9 @@ pub struct SideRows {
 
 /// Match each log row's entity to its side-table row, numbering the table rows in use.
 ///
-/// A table row is in use when a log row points at it, or, with `given_counts` (training and
-/// all row counts per table row in increasing id order, index 0 for rows without one), when
-/// its count over all rows is positive. Those counts then replace the log's own, so the shards
+/// A table row is in use when a log row points at it. `given_counts`, when given, are the
+/// training and all row counts per table row in increasing id order (index 0 for rows without
+/// one), and a table row is then in use when its count over all rows is positive. Those counts then replace the log's own, so the shards
 /// of one log number a table alike.
 pub fn side_rows(
     table_ids: &[i64],
@@ -1168,8 +1172,10 @@ pub fn side_rows(
     // Number the table rows in use by increasing id, and note where each sits in the table.
     let mut table_position = vec![0i64; m];
     for (position, &id) in table_ids.iter().enumerate() {
-        let sorted = index.position(id).expect("every table id is indexed");
-        table_position[sorted as usize] = position as i64;
+        // Every table id is indexed, since the index was built from them.
+        if let Some(sorted) = index.position(id) {
+            table_position[sorted as usize] = position as i64;
+        }
     }
     let mut renumbered = vec![0i64; m + 1];
     let mut side = SideRows {
@@ -1420,7 +1426,7 @@ mod tests {
 
     #[test]
     fn side_rows_number_the_rows_in_use() {
-        // Table ids 30, 10, 20 in file order; the log uses 20, 30 and 99 (no row), never 10.
+        // Table ids 30, 10, 20 in file order. The log uses 20, 30 and 99 (no row), never 10.
         let train = [true, true, false, false];
         let side = side_rows(&[30, 10, 20], &[20, 99, 30, 20], &train, None).unwrap();
         assert_eq!(side.rows, vec![1, 0, 2, 1]);
@@ -1428,7 +1434,7 @@ mod tests {
         assert_eq!(side.train_counts, vec![1, 1, 0]);
         assert_eq!(side.all_counts, vec![1, 2, 1]);
         assert_eq!(side.matched, 3);
-        // Given counts mark id 10 in use and 30 not, whatever this log holds.
+        // Given counts mark id 10 in use and 30 not, whatever this log contains.
         let given: (&[i64], &[i64]) = (&[0, 4, 0, 1], &[0, 5, 2, 0]);
         let side = side_rows(&[30, 10, 20], &[20, 99, 30, 20], &train, Some(given)).unwrap();
         assert_eq!(side.rows, vec![2, 0, 0, 2]);
