@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from recrl.data import (
+    FeatureTable,
     InteractionLog,
     PrepareOptions,
     SyntheticConfig,
@@ -55,6 +56,28 @@ def test_infinite_or_absurd_feature_is_named(tmp_path: Path, value: float) -> No
     log.numeric_features["f1"][3] = value
     with pytest.raises(InvalidDataError, match=r"column f1, row 3"):
         prepare(log, tmp_path / "prepared")
+
+
+@pytest.mark.parametrize("value", [np.inf, -1e300])
+def test_bad_side_feature_is_named(tmp_path: Path, value: float) -> None:
+    log = make_log()
+    followers = np.array([3.0, np.nan, value, 5.0])
+    log.user_features = FeatureTable(ids=np.arange(4, dtype=np.int64), numeric={"fans": followers})
+    with pytest.raises(InvalidDataError, match=r"column fans, row 2: value"):
+        prepare(log, tmp_path / "prepared")
+
+
+def test_missing_side_features_pass(tmp_path: Path) -> None:
+    # NaN marks an unknown value in a side table, even in every row of a column.
+    log = make_log()
+    log.user_features = FeatureTable(
+        ids=np.arange(4, dtype=np.int64),
+        numeric={"fans": np.full(4, np.nan), "age": np.array([20.0, np.nan, 30.0, 40.0])},
+    )
+    dataset = prepare(log, tmp_path / "prepared")
+    stats = {entry["name"]: entry for entry in dataset.manifest["features"]["user"]["numeric"]}
+    assert stats["fans"]["missing"] == 40
+    assert stats["age"]["missing"] == 10
 
 
 def test_nan_response_cannot_be_imputed(tmp_path: Path) -> None:

@@ -379,6 +379,26 @@ _LOG_TRANSFORMED = {
 }
 
 
+def _check_side_values(
+    values: npt.NDArray[np.floating], bound: float, source: object, name: str
+) -> None:
+    """Raise InvalidDataError for an infinite value or one above ``bound`` in magnitude.
+
+    NaN marks a missing value in a side table and passes. The extremes without NaN (``fmin``,
+    ``fmax``) decide most columns in two reductions.
+    """
+    if not len(values) or (np.fmin.reduce(values) >= -bound and np.fmax.reduce(values) <= bound):
+        return
+    # A column of NaN alone has NaN extremes but no bad value.
+    invalid = np.isinf(values) | (np.abs(np.nan_to_num(values)) > bound)
+    if invalid.any():
+        bad = int(np.flatnonzero(invalid)[0])
+        raise InvalidDataError(
+            f"{source}: column {name}, row {bad}: value {values[bad]!r} is infinite or "
+            f"larger than {bound:g} in magnitude"
+        )
+
+
 def _side_table(
     table: Any,
     entity_ids: npt.NDArray[np.int64],
@@ -417,13 +437,7 @@ def _side_table(
     numeric_columns = []
     numeric_stats = []
     for name, values in table.numeric.items():
-        invalid = np.isinf(values) | (np.abs(np.nan_to_num(values)) > options.max_abs_value)
-        if invalid.any():
-            bad = int(np.flatnonzero(invalid)[0])
-            raise InvalidDataError(
-                f"{table.source}: column {name}, row {bad}: value {values[bad]!r} is infinite or "
-                f"larger than {options.max_abs_value:g} in magnitude"
-            )
+        _check_side_values(values, options.max_abs_value, table.source, name)
         column = np.concatenate([[np.nan], values[source_positions]])
         log_transform = name in _LOG_TRANSFORMED
         transformed = np.sign(column) * np.log1p(np.abs(column)) if log_transform else column
