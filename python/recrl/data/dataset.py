@@ -395,7 +395,8 @@ def _check_side_values(
         bad = int(np.flatnonzero(invalid)[0])
         raise InvalidDataError(
             f"{source}: column {name}, row {bad}: value {values[bad]!r} is infinite or "
-            f"larger than {bound:g} in magnitude"
+            f"larger than {bound:g} in magnitude; correct it, or leave the field empty to mark "
+            "the value as unknown"
         )
 
 
