@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from recrl import _core
 from recrl.data import (
     PrepareOptions,
     TableSchema,
@@ -17,7 +18,12 @@ from recrl.data import (
     read_taobao,
 )
 from recrl.data.readers import KUAIRAND_LOG_COLUMNS
-from recrl.errors import ColumnNotFoundError, DataFormatError, InvalidDataError
+from recrl.errors import (
+    ColumnNotFoundError,
+    DataFormatError,
+    InvalidArgumentError,
+    InvalidDataError,
+)
 
 
 def write_kuairand_log(path: Path, rows: list[dict[str, int]]) -> Path:
@@ -71,6 +77,21 @@ def test_absurd_watch_time_names_its_column(tmp_path: Path) -> None:
         InvalidDataError, match=r"column watch_time \(computed from play_time_ms\), row 1 "
     ):
         prepare(read_kuairand(tmp_path), tmp_path / "prepared")
+
+
+def test_kuairand_flag_outside_0_1_is_named(tmp_path: Path) -> None:
+    write_kuairand_log(
+        tmp_path / "log_standard_pure.csv",
+        [{"user_id": 1, "time_ms": 1}, {"user_id": 1, "time_ms": 2, "is_click": 2}],
+    )
+    with pytest.raises(InvalidDataError, match=r"column is_click, row 1 .*expected 0 or 1, got 2"):
+        read_kuairand(tmp_path)
+
+
+def test_kuairand_flag_above_255_names_line(tmp_path: Path) -> None:
+    write_kuairand_log(tmp_path / "log_standard_pure.csv", [{"user_id": 1, "is_like": 300}])
+    with pytest.raises(DataFormatError, match=r"line 2, column is_like"):
+        read_kuairand(tmp_path)
 
 
 def test_kuairand_ids_stay_int64(tmp_path: Path) -> None:
@@ -290,3 +311,26 @@ def test_otto_repeated_session_is_named(tmp_path: Path) -> None:
         DataFormatError, match=r"otto.jsonl, line 3: session 7 already appeared on line 1; each"
     ):
         read_otto(path)
+
+
+def test_duplicate_header_name_is_ambiguous(tmp_path: Path) -> None:
+    path = write_table(tmp_path / "log.csv", "a,a,b\n1,2,3\n")
+    with pytest.raises(DataFormatError, match=r"line 1, column a: fields 1 and 2 are both named"):
+        _core.read_csv(path, [("a", "int64")])
+    # A repeated name that is not read does no harm.
+    assert _core.read_csv(path, [("b", "int64")])["b"].tolist() == [3]
+
+
+@pytest.mark.parametrize("delimiter", ["\n", "\r", '"'])
+def test_line_end_or_quote_delimiter_is_rejected(tmp_path: Path, delimiter: str) -> None:
+    path = write_table(tmp_path / "log.csv", "a,b\n1,2\n")
+    with pytest.raises(InvalidArgumentError, match="cannot separate fields"):
+        _core.read_csv(path, [("a", "int64")], delimiter=delimiter)
+
+
+def test_invalid_utf8_labels_stay_distinct(tmp_path: Path) -> None:
+    path = tmp_path / "log.csv"
+    path.write_bytes(b"id,tag\n1,\xff\n2,\xfe\n3,caf\xc3\xa9\n4,\xff\n")
+    codes, labels = _core.read_csv(path, [("id", "int64"), ("tag", "category")])["tag"]
+    assert codes.tolist() == [1, 2, 3, 1]
+    assert labels == ["\\xff", "\\xfe", "caf\u00e9"]

@@ -235,6 +235,8 @@ def test_side_rows_rejects_bad_input() -> None:
         _core.side_rows(int64([1]), int64([1]), np.array([True]), int64([0, 1]), int64([1]))
     with pytest.raises(InvalidArgumentError, match="together"):
         _core.side_rows(int64([1]), int64([1]), np.array([True]), int64([0, 1]))
+    with pytest.raises(InvalidArgumentError, match="all_counts: count -2 at index 1 is negative"):
+        _core.side_rows(int64([1]), int64([1]), np.array([True]), int64([0, 1]), int64([0, -2]))
 
 
 # Larger logs than above, so that the parallel chunks of the Rust passes (65,536 rows each) and

@@ -240,10 +240,8 @@ def _read_kuairand_file(path: Path, counts: dict[str, int]) -> dict[str, Any]:
     if likehate:
         columns = [(c, "int64") for c in integers] + [(c, "uint8") for c in [*flags, "label"]]
         data = _read_columns(path, columns, delimiter="\t")
+        _check_flags(path, data, [*flags, "label"])
         label = data.pop("label")
-        if not np.isin(label, (0, 1)).all():
-            row = int(np.flatnonzero(~np.isin(label, (0, 1)))[0])
-            raise InvalidDataError(f"{path}: column label, row {row}: expected 0 or 1")
         # In this variant every row was liked (label 1) or hated (label 0).
         data["is_like"] = label
         data["is_hate"] = 1 - label
@@ -256,7 +254,22 @@ def _read_kuairand_file(path: Path, counts: dict[str, int]) -> dict[str, Any]:
         )
     flags += ["is_like", "is_hate", "is_rand"]
     columns = [(c, "int64") for c in [*integers, "tab"]] + [(c, "uint8") for c in flags]
-    return _read_columns(path, columns)
+    data = _read_columns(path, columns)
+    _check_flags(path, data, flags)
+    return data
+
+
+def _check_flags(path: Path, data: dict[str, Any], names: Sequence[str]) -> None:
+    """Raise InvalidDataError where a 0/1 flag column of a KuaiRand file has another value."""
+    for name in names:
+        values = data[name]
+        if len(values) and values.max() > 1:
+            row = int(np.flatnonzero(values > 1)[0])
+            raise InvalidDataError(
+                f"{path}: column {name}, row {row} (data rows counted from 0): expected 0 or 1, "
+                f"got {int(values[row])} ({int(np.count_nonzero(values > 1))} such rows); fix the "
+                "file, since KuaiRand flags are 0 or 1"
+            )
 
 
 def read_taobao(

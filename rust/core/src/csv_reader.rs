@@ -274,7 +274,7 @@ impl Builder {
             },
         };
         if code == next {
-            labels.push(String::from_utf8_lossy(text).into_owned());
+            labels.push(label_text(text));
         }
         code
     }
@@ -416,6 +416,34 @@ impl Builder {
             Builder::Category { codes, labels, .. } => ColumnData::Category { codes, labels },
         }
     }
+}
+
+/// Returns the text of a category label: its UTF-8 as it is, and each byte that is not part of
+/// valid UTF-8 written as `\xNN`, so that labels of different bytes stay different.
+fn label_text(bytes: &[u8]) -> String {
+    let mut text = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        text.push_str(chunk.valid());
+        for byte in chunk.invalid() {
+            text.push_str(&format!("\\x{byte:02x}"));
+        }
+    }
+    text
+}
+
+/// Check that `delimiter` can separate fields: a line end or a quote cannot.
+pub fn check_delimiter(delimiter: u8) -> Result<()> {
+    if matches!(delimiter, b'\n' | b'\r' | b'"') {
+        return Err(Error::invalid(
+            "delimiter",
+            format!(
+                "{:?} cannot separate fields, since it ends lines or quotes them; pass the character \
+                 between the fields, such as ',' or a tab",
+                delimiter as char
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn trim(field: &[u8]) -> &[u8] {
@@ -891,6 +919,7 @@ fn read_csv_sized<R: Read>(
     columns: &[ColumnSpec],
     total_bytes: Option<u64>,
 ) -> Result<Vec<ColumnData>> {
+    check_delimiter(options.delimiter)?;
     let parse_error = |line: u64, column: Option<&str>, message: String| Error::Parse {
         path: PathBuf::from(path),
         line,
@@ -962,6 +991,22 @@ fn read_csv_sized<R: Read>(
     }
     let mut targets = vec![None; header.len()];
     for (column, spec) in columns.iter().enumerate() {
+        let mut positions = header
+            .iter()
+            .enumerate()
+            .filter(|(_, name)| **name == spec.name);
+        if let (Some((first, _)), Some((second, _))) = (positions.next(), positions.next()) {
+            let message = format!(
+                "fields {} and {} are both named {:?}, so the column is ambiguous; rename one",
+                first + 1,
+                second + 1,
+                spec.name
+            );
+            return Err(match options.headerless_names {
+                Some(_) => Error::invalid("headerless_names", message),
+                None => parse_error(1, Some(&spec.name), message),
+            });
+        }
         match header.iter().position(|name| *name == spec.name) {
             // Each column needs exactly one field: every output slot is written once per row.
             Some(position) if targets[position].is_some() => {
@@ -1097,8 +1142,8 @@ fn read_csv_sized<R: Read>(
 
 /// Top `block` up to `size` bytes; returns true once the reader is exhausted.
 ///
-/// The bytes are read straight into the block's spare capacity (`read_to_end` on a `File` does
-/// not zero it first), so a block costs one copy from the page cache and nothing more.
+/// Reads straight into the block's spare capacity (`read_to_end` on a `File` does not zero it
+/// first), so a block costs one copy from the page cache and nothing more.
 fn fill_block<R: Read>(reader: &mut R, block: &mut Vec<u8>, size: usize) -> std::io::Result<bool> {
     let wanted = size.saturating_sub(block.len());
     if wanted == 0 {

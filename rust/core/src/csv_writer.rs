@@ -29,6 +29,7 @@ impl ColumnValues<'_> {
 pub fn write_csv(path: &Path, delimiter: u8, columns: &[(String, ColumnValues<'_>)]) -> Result<()> {
     use std::io::Write;
 
+    crate::csv_reader::check_delimiter(delimiter)?;
     let rows = columns.first().map_or(0, |(_, values)| values.len());
     for (name, values) in columns {
         if values.len() != rows {

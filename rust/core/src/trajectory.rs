@@ -1142,8 +1142,15 @@ pub fn side_rows(
         ));
     }
     if let Some((train_counts, all_counts)) = given_counts {
-        check_len("train_counts", train_counts, m + 1)?;
-        check_len("all_counts", all_counts, m + 1)?;
+        for (name, counts) in [("train_counts", train_counts), ("all_counts", all_counts)] {
+            check_len(name, counts, m + 1)?;
+            if let Some(index) = counts.iter().position(|&count| count < 0) {
+                return Err(Error::invalid(
+                    name,
+                    format!("count {} at index {index} is negative", counts[index]),
+                ));
+            }
+        }
     }
 
     // Codes over the sorted table ids (position + 1, or 0), counted unless counts are given.
