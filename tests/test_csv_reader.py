@@ -90,8 +90,8 @@ def test_read_csv_matches_reference(
         return  # only blank lines: the reader rejects a file without data rows
     path = tmp_path / "table.csv"
     path.write_text(text, newline="")
-    wanted = read_some(columns, keep)
-    assert_same(_core.read_csv(path, wanted), reference.read_columns(text, wanted))
+    requested = read_some(columns, keep)
+    assert_same(_core.read_csv(path, requested), reference.read_columns(text, requested))
 
 
 @settings(
@@ -113,8 +113,8 @@ def test_read_csv_many_pieces_match_reference(
         return
     path = tmp_path / "table.csv"
     path.write_text(text, newline="")
-    wanted = read_some(columns, keep)
-    assert_same(_core.read_csv(path, wanted), reference.read_columns(text, wanted))
+    requested = read_some(columns, keep)
+    assert_same(_core.read_csv(path, requested), reference.read_columns(text, requested))
 
 
 @pytest.mark.parametrize(

@@ -322,7 +322,7 @@ def test_duplicate_header_name_is_ambiguous(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("delimiter", ["\n", "\r", '"'])
-def test_line_end_or_quote_delimiter_is_rejected(tmp_path: Path, delimiter: str) -> None:
+def test_delimiter_line_end_or_quote_rejected(tmp_path: Path, delimiter: str) -> None:
     path = write_table(tmp_path / "log.csv", "a,b\n1,2\n")
     with pytest.raises(InvalidArgumentError, match="cannot separate fields"):
         _core.read_csv(path, [("a", "int64")], delimiter=delimiter)

@@ -197,12 +197,12 @@ def side_tables(draw: st.DrawFn) -> tuple[list[int], list[int], list[bool], bool
 @settings(max_examples=100, deadline=None)
 @given(side_tables())
 def test_side_rows_matches_reference(case: tuple[list[int], list[int], list[bool], bool]) -> None:
-    table, entities, train, give_counts = case
-    given_counts = None
-    if give_counts:
+    table, entities, train, share_counts = case
+    shared_counts = None
+    if share_counts:
         # Counts as another part of the log would add: some table rows in use, some not.
         rng = np.random.default_rng(len(table))
-        given_counts = (
+        shared_counts = (
             rng.integers(0, 3, len(table) + 1).tolist(),
             rng.integers(0, 3, len(table) + 1).tolist(),
         )
@@ -210,9 +210,9 @@ def test_side_rows_matches_reference(case: tuple[list[int], list[int], list[bool
         int64(table),
         int64(entities),
         np.array(train, dtype=bool),
-        *(() if given_counts is None else map(int64, given_counts)),
+        *(() if shared_counts is None else map(int64, shared_counts)),
     )
-    expected = reference.side_rows(table, entities, train, given_counts)
+    expected = reference.side_rows(table, entities, train, shared_counts)
     assert {key: np.asarray(value).tolist() for key, value in side.items()} == expected
 
 
@@ -229,7 +229,7 @@ def test_side_rows_by_hand() -> None:
 
 
 def test_side_rows_rejects_bad_input() -> None:
-    with pytest.raises(InvalidArgumentError, match="3 ids but 2 distinct ones"):
+    with pytest.raises(InvalidArgumentError, match="expected unique ids, got 3 ids of which 2 are distinct"):
         _core.side_rows(int64([1, 2, 1]), int64([1]), np.array([True]))
     with pytest.raises(ShapeError, match="all_counts"):
         _core.side_rows(int64([1]), int64([1]), np.array([True]), int64([0, 1]), int64([1]))

@@ -113,9 +113,9 @@ def side_rows(
 
     Returns ``rows`` (int64 [N]: k for table row ``used[k - 1]``, 0 without one), ``used``
     (int64 table positions of the rows in use, by increasing id), ``train_counts`` and
-    ``all_counts`` (int64 per code 0..len(used)) and ``matched`` (rows with a table row). Given
-    counts per table row in increasing id order (index 0: rows without one) replace the log's
-    own and decide which rows are in use.
+    ``all_counts`` (int64 per code 0..len(used)) and ``matched`` (rows with a table row).
+    Counts over a whole log, per table row in increasing id order (index 0: rows without one),
+    replace this log's own when passed, and decide which rows are in use.
     """
 
 def count_distinct(values: npt.NDArray[np.int64]) -> int:

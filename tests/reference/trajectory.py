@@ -82,19 +82,19 @@ def side_rows(
     table_ids: list[int],
     entity_ids: list[int],
     train: list[bool],
-    given_counts: tuple[list[int], list[int]] | None,
+    shared_counts: tuple[list[int], list[int]] | None,
 ) -> dict[str, object]:
     sorted_ids = sorted(table_ids)
     code_of = {value: code + 1 for code, value in enumerate(sorted_ids)}
     codes = [code_of.get(value, 0) for value in entity_ids]
-    if given_counts is None:
+    if shared_counts is None:
         train_counts = [0] * (len(sorted_ids) + 1)
         all_counts = [0] * (len(sorted_ids) + 1)
         for code, is_train in zip(codes, train):
             all_counts[code] += 1
             train_counts[code] += int(is_train)
     else:
-        train_counts, all_counts = given_counts
+        train_counts, all_counts = shared_counts
     used = [code for code in range(1, len(sorted_ids) + 1) if all_counts[code] > 0]
     renumbered = {code: rank + 1 for rank, code in enumerate(used)}
     rows = [renumbered.get(code, 0) for code in codes]

@@ -27,7 +27,7 @@ const MIN_PIECE_BYTES: usize = 256 << 10;
 pub enum ColumnKind {
     /// Integers such as ids and millisecond timestamps; a missing value is an error.
     Int64,
-    /// Integers from 0 to 255, such as flags and small counts; anything else is an error.
+    /// Integers from 0 to 255, such as flags and small counts. Anything else is an error.
     UInt8,
     /// Decimal numbers; an empty field or `NaN` becomes NaN.
     Float32,
@@ -85,8 +85,8 @@ enum Partial<'a> {
     },
 }
 
-/// The codes of integer labels. Values from 0 up to a limit index a table directly, which ids
-/// numbered from 0 (authors, songs) mostly are; other values are hashed.
+/// The codes of integer labels. Values from 0 up to a limit index a table directly, as ids
+/// numbered from 0 (authors, songs) mostly allow. Other values are hashed.
 struct NumberCodes {
     /// The code of each value below `table.len()`, 0 where the value has none yet. The table
     /// grows, by doubling, up to `limit` entries.
@@ -151,7 +151,7 @@ impl<'a> Partial<'a> {
                 codes: Vec::with_capacity(capacity),
                 labels: Vec::new(),
                 lookup: FxHashMap::default(),
-                // A table of at most a few entries per row of the piece, up to a million.
+                // A table of up to eight entries per row of the piece, at most a million.
                 numbers: NumberCodes::new((8 * capacity + 4096).min(1 << 20)),
             },
         }
@@ -748,8 +748,8 @@ impl Layout<'_> {
     }
 }
 
-/// Bit i of the first mask is set where byte `start + i` of `piece` is the delimiter, and of
-/// the second where it is a line end, for the 64 bytes from `start` (fewer at the end).
+/// Returns the masks of delimiters and of line ends in the 64 bytes of `piece` from `start`
+/// (fewer at the end): bit i is set where byte `start + i` is one.
 #[inline]
 fn byte_masks(piece: &[u8], start: usize, delimiter: u8) -> (u64, u64) {
     let rest = &piece[start..];
@@ -764,8 +764,8 @@ fn byte_masks(piece: &[u8], start: usize, delimiter: u8) -> (u64, u64) {
     (delimiters & valid, line_ends & valid)
 }
 
-/// [`byte_masks`] of 64 bytes: four 16-byte comparisons and byte-mask moves (SSE2, which every
-/// x86-64 processor has).
+/// Computes [`byte_masks`] of exactly 64 bytes with four 16-byte comparisons and byte-mask moves
+/// (SSE2, which every x86-64 processor has).
 #[cfg(target_arch = "x86_64")]
 #[inline]
 fn chunk_masks(chunk: &[u8; 64], delimiter: u8) -> (u64, u64) {
@@ -842,6 +842,12 @@ const POWERS_OF_TEN: [i64; 9] = [
 ];
 
 /// Returns the value of the first `length` (1 to 8) bytes of `bytes`, if they are all digits.
+///
+/// A byte is an ASCII digit when it lies in 0x30..=0x39. Adding 0x50 to a byte below 0x30, or
+/// 0x46 to one above 0x39, sets its top bit, and no sum carries into the next byte once the top
+/// bits are masked off. Little-endian order puts the first character in the lowest byte, so the
+/// first non-digit is the lowest flagged byte. Shifted to the top of the word behind zeros, the
+/// digits are then combined in pairs, fours and eights by three multiplications.
 #[inline]
 fn eight_digits(bytes: [u8; 8], length: usize) -> Option<i64> {
     const ONES: u64 = 0x0101_0101_0101_0101;
@@ -991,32 +997,29 @@ fn read_csv_sized<R: Read>(
     }
     let mut targets = vec![None; header.len()];
     for (column, spec) in columns.iter().enumerate() {
-        let mut positions = header
-            .iter()
-            .enumerate()
-            .filter(|(_, name)| **name == spec.name);
-        if let (Some((first, _)), Some((second, _))) = (positions.next(), positions.next()) {
-            let message = format!(
-                "fields {} and {} are both named {:?}, so the column is ambiguous; rename one",
-                first + 1,
-                second + 1,
-                spec.name
-            );
-            return Err(match options.headerless_names {
-                Some(_) => Error::invalid("headerless_names", message),
-                None => parse_error(1, Some(&spec.name), message),
-            });
-        }
-        match header.iter().position(|name| *name == spec.name) {
+        let mut positions = (0..header.len()).filter(|&position| header[position] == spec.name);
+        match (positions.next(), positions.next()) {
+            (Some(first), Some(second)) => {
+                let message = format!(
+                    "fields {} and {} are both named {:?}, so the column is ambiguous; rename one",
+                    first + 1,
+                    second + 1,
+                    spec.name
+                );
+                return Err(match options.headerless_names {
+                    Some(_) => Error::invalid("headerless_names", message),
+                    None => parse_error(1, Some(&spec.name), message),
+                });
+            }
             // Each column needs exactly one field: every output slot is written once per row.
-            Some(position) if targets[position].is_some() => {
+            (Some(position), None) if targets[position].is_some() => {
                 return Err(Error::invalid(
                     "columns",
                     format!("column {:?} is requested twice; request it once", spec.name),
                 ))
             }
-            Some(position) => targets[position] = Some(column),
-            None => {
+            (Some(position), None) => targets[position] = Some(column),
+            (None, _) => {
                 return Err(Error::ColumnNotFound {
                     path: path.to_path_buf(),
                     column: spec.name.clone(),
@@ -1145,13 +1148,13 @@ fn read_csv_sized<R: Read>(
 /// Reads straight into the block's spare capacity (`read_to_end` on a `File` does not zero it
 /// first), so a block costs one copy from the page cache and nothing more.
 fn fill_block<R: Read>(reader: &mut R, block: &mut Vec<u8>, size: usize) -> std::io::Result<bool> {
-    let wanted = size.saturating_sub(block.len());
-    if wanted == 0 {
+    let room = size.saturating_sub(block.len());
+    if room == 0 {
         return Ok(false);
     }
-    block.reserve(wanted);
-    let read = reader.by_ref().take(wanted as u64).read_to_end(block)?;
-    Ok(read < wanted)
+    block.reserve(room);
+    let read = reader.by_ref().take(room as u64).read_to_end(block)?;
+    Ok(read < room)
 }
 
 /// Parse the rest of a file with the `csv` crate, which understands quoted fields.

@@ -680,8 +680,9 @@ fn cut_sorted(
         times,
         segments: segments.unwrap_or_default(),
         episode_ends: episode_ends.unwrap_or_default(),
-        // Times of one user are sorted, so the difference of neighbours is their true distance
-        // as an unsigned number even where it exceeds i64::MAX. No gap is u64::MAX.
+        // In time order, the difference of a user's neighbouring times is their distance even
+        // as an unsigned number above i64::MAX. Rows out of time order are cut again once
+        // sorted. Without a session gap, u64::MAX is a gap no distance exceeds.
         gap: options.session_gap_ms.map_or(u64::MAX, |gap| gap as u64),
         window_end,
         active_within_ms: options.active_within_ms,
@@ -747,9 +748,9 @@ fn cut_sorted(
 struct CutRules<'a> {
     users: &'a [i64],
     times: &'a [i64],
-    /// Empty when not given.
+    /// Segments of the sorted rows, empty when not given.
     segments: &'a [u8],
-    /// Empty when not given.
+    /// End flags of the sorted rows, empty when not given.
     episode_ends: &'a [u8],
     gap: u64,
     window_end: i64,
@@ -783,7 +784,7 @@ impl CutRules<'_> {
     /// order there. `SEGMENTS` and `ENDS` are true when segments and end flags were given.
     ///
     /// Every slice of the loop over the rows that have a next row is cut to the loop's length,
-    /// so the loop needs no bounds checks and the compiler can vectorise it.
+    /// so the loop needs no bounds checks.
     fn flag<const SEGMENTS: bool, const ENDS: bool>(
         &self,
         first: usize,
@@ -1046,7 +1047,8 @@ pub fn count_codes(codes: &[i64], mask: &[bool], size: usize) -> Result<(Vec<i64
     Ok(count_codes_unchecked(codes, mask, size))
 }
 
-/// [`count_codes`] for codes known to be in `0..=size` and a mask as long as the codes.
+/// Counts codes as [`count_codes`] does, for codes known to be in `0..=size` and a mask as long
+/// as the codes.
 fn count_codes_unchecked(codes: &[i64], mask: &[bool], size: usize) -> (Vec<i64>, Vec<i64>) {
     let part = counting_part(codes.len());
     let parts: Vec<PackedCounts> = codes
@@ -1063,8 +1065,8 @@ fn count_codes_unchecked(codes: &[i64], mask: &[bool], size: usize) -> (Vec<i64>
     PackedCounts::totals(&parts, size)
 }
 
-/// Rows per task of a pass that counts codes: one task per thread, since each task keeps its
-/// own counters for every code, and at most what [`PackedCounts`] can count.
+/// Returns the rows per task of a pass that counts codes: one task per thread, since each task
+/// keeps its own counters for every code, and at most what [`PackedCounts`] can count.
 fn counting_part(rows: usize) -> usize {
     rows.div_ceil(rayon::current_num_threads())
         .clamp(1 << 16, u32::MAX as usize)
@@ -1076,7 +1078,7 @@ fn counting_part(rows: usize) -> usize {
 struct PackedCounts(Vec<u64>);
 
 impl PackedCounts {
-    /// Zero counts for codes `0..=size`.
+    /// Returns zero counts for codes `0..=size`.
     fn new(size: usize) -> Self {
         PackedCounts(vec![0; size + 1])
     }
@@ -1118,15 +1120,15 @@ pub struct SideRows {
 
 /// Match each log row's entity to its side-table row, numbering the table rows in use.
 ///
-/// A table row is in use when a log row points at it. `given_counts`, when given, are the
+/// A table row is in use when a log row points at it. `shared_counts`, when present, are the
 /// training and all row counts per table row in increasing id order (index 0 for rows without
-/// one), and a table row is then in use when its count over all rows is positive. Those counts then replace the log's own, so the shards
-/// of one log number a table alike.
+/// one) over a whole log. They replace this log's own, and a table row is then in use when its
+/// count over all rows is positive, so the shards of one log number a table alike.
 pub fn side_rows(
     table_ids: &[i64],
     entity_ids: &[i64],
     train: &[bool],
-    given_counts: Option<(&[i64], &[i64])>,
+    shared_counts: Option<(&[i64], &[i64])>,
 ) -> Result<SideRows> {
     let n = entity_ids.len();
     check_len("train", train, n)?;
@@ -1136,12 +1138,13 @@ pub fn side_rows(
         return Err(Error::invalid(
             "table_ids",
             format!(
-                "{} ids but {m} distinct ones; give every table row its own id",
+                "expected unique ids, got {} ids of which {m} are distinct; give every table row \
+                 its own id",
                 table_ids.len()
             ),
         ));
     }
-    if let Some((train_counts, all_counts)) = given_counts {
+    if let Some((train_counts, all_counts)) = shared_counts {
         for (name, counts) in [("train_counts", train_counts), ("all_counts", all_counts)] {
             check_len(name, counts, m + 1)?;
             if let Some(index) = counts.iter().position(|&count| count < 0) {
@@ -1153,7 +1156,7 @@ pub fn side_rows(
         }
     }
 
-    // Codes over the sorted table ids (position + 1, or 0), counted unless counts are given.
+    // Codes over the sorted table ids (position + 1, or 0), counted unless counts are shared.
     // Looking up and counting in separate passes keeps the misses of each pass independent.
     let mut rows: Vec<i64> = vec![0; n];
     rows.par_chunks_mut(CHUNK_ROWS)
@@ -1165,15 +1168,13 @@ pub fn side_rows(
                     .map_or(0, |position| i64::from(position) + 1);
             }
         });
-    let counted = given_counts
-        .is_none()
-        .then(|| count_codes_unchecked(&rows, train, m));
-    let (train_counts, all_counts) = match (given_counts, &counted) {
-        (Some(given), _) => given,
-        (None, Some((train_counts, all_counts))) => {
-            (train_counts.as_slice(), all_counts.as_slice())
+    let counted;
+    let (train_counts, all_counts) = match shared_counts {
+        Some(shared) => shared,
+        None => {
+            counted = count_codes_unchecked(&rows, train, m);
+            (counted.0.as_slice(), counted.1.as_slice())
         }
-        (None, None) => unreachable!("counts are computed when none are given"),
     };
 
     // Number the table rows in use by increasing id, and note where each sits in the table.
@@ -1441,9 +1442,9 @@ mod tests {
         assert_eq!(side.train_counts, vec![1, 1, 0]);
         assert_eq!(side.all_counts, vec![1, 2, 1]);
         assert_eq!(side.matched, 3);
-        // Given counts mark id 10 in use and 30 not, whatever this log contains.
-        let given: (&[i64], &[i64]) = (&[0, 4, 0, 1], &[0, 5, 2, 0]);
-        let side = side_rows(&[30, 10, 20], &[20, 99, 30, 20], &train, Some(given)).unwrap();
+        // Shared counts mark id 10 in use and 30 not, whatever this log contains.
+        let shared: (&[i64], &[i64]) = (&[0, 4, 0, 1], &[0, 5, 2, 0]);
+        let side = side_rows(&[30, 10, 20], &[20, 99, 30, 20], &train, Some(shared)).unwrap();
         assert_eq!(side.rows, vec![2, 0, 0, 2]);
         assert_eq!(side.used, vec![1, 2]);
         assert_eq!(side.train_counts, vec![0, 4, 0]);

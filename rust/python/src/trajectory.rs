@@ -281,7 +281,7 @@ fn side_rows<'py>(
     let table_ids = table_ids.as_slice()?;
     let entity_ids = entity_ids.as_slice()?;
     let train = train.as_slice()?;
-    let given = match (&train_counts, &all_counts) {
+    let shared = match (&train_counts, &all_counts) {
         (Some(train_counts), Some(all_counts)) => {
             Some((train_counts.as_slice()?, all_counts.as_slice()?))
         }
@@ -294,7 +294,7 @@ fn side_rows<'py>(
         }
     };
     let side = run_detached(py, || {
-        trajectory::side_rows(table_ids, entity_ids, train, given)
+        trajectory::side_rows(table_ids, entity_ids, train, shared)
     })?;
     let result = PyDict::new(py);
     result.set_item("rows", side.rows.into_pyarray(py))?;
