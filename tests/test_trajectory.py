@@ -229,7 +229,8 @@ def test_side_rows_by_hand() -> None:
 
 
 def test_side_rows_rejects_bad_input() -> None:
-    with pytest.raises(InvalidArgumentError, match="expected unique ids, got 3 ids of which 2 are distinct"):
+    duplicates = "expected unique ids, got 3 ids of which 2 are distinct"
+    with pytest.raises(InvalidArgumentError, match=duplicates):
         _core.side_rows(int64([1, 2, 1]), int64([1]), np.array([True]))
     with pytest.raises(ShapeError, match="all_counts"):
         _core.side_rows(int64([1]), int64([1]), np.array([True]), int64([0, 1]), int64([1]))
